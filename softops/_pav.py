@@ -88,9 +88,10 @@ def _pav_sequential(a: jax.Array, b: jax.Array, kind: Kind) -> jax.Array:
         new_a = jnp.where(merge, _combine(kind, a2, a1), jnp.where(push, af[ic], a1))
         new_b = jnp.where(merge, _combine(kind, b2, b1), jnp.where(push, bf[ic], b1))
         new_s = jnp.where(push, st.i, jnp.where(merge, st.start[t2], s1))
+        merge_i, push_i = merge.astype(jnp.int32), push.astype(jnp.int32)
         return _StackState(
-            i=st.i + push,
-            top=st.top - merge + push,
+            i=st.i + push_i,
+            top=st.top - merge_i + push_i,
             start=st.start.at[pos].set(new_s),
             sa=st.sa.at[pos].set(new_a),
             sb=st.sb.at[pos].set(new_b),
@@ -107,8 +108,8 @@ def _pav_sequential(a: jax.Array, b: jax.Array, kind: Kind) -> jax.Array:
         progress=jnp.array(True),
     )
     st = lax.while_loop(lambda st: st.progress, body, init)
-    live = jnp.arange(size) < st.top
-    starts = jnp.zeros((size,), bool).at[jnp.where(live, st.start, size)].set(True, mode="drop")
+    live = jnp.arange(size, dtype=jnp.int32) < st.top
+    starts = jnp.zeros((size,), bool).at[jnp.where(live, st.start, jnp.int32(size))].set(True, mode="drop")
     return starts.reshape(bsz, n)
 
 

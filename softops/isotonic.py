@@ -33,6 +33,8 @@ arXiv:2002.08871.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -50,14 +52,17 @@ def _to_rows(x: jax.Array, axis: int):
     def restore(y):
         return jnp.moveaxis(y.reshape(shape), -1, axis)
 
-    return moved.reshape(-1, shape[-1]), restore
+    return moved.reshape(math.prod(shape[:-1]), shape[-1]), restore
 
 
-def _prepare_pair(s: ArrayLike, w: ArrayLike, axis: int, method: str):
-    """Validates ``(s, w)``; returns [B, n] float arrays of the compute dtype and ``restore``."""
+def _prepare_pair(s: ArrayLike, w: ArrayLike, axis: int, method: str, names=("s", "w")):
+    """Validates ``(s, w)``; returns [B, n] arrays of the compute dtype and ``restore``.
+
+    ``restore`` maps a [B, n] result back to the input's layout and dtype.
+    """
     check_choice(method, _pav.METHODS, "method")
-    s = check_floating(s, "s")
-    w = check_floating(w, "w")
+    s = check_floating(s, names[0])
+    w = check_floating(w, names[1])
     ax = canonicalize_axis(axis, s.ndim)
     if w.shape != s.shape:
         if w.ndim == 1 and w.shape[0] == s.shape[ax]:
@@ -67,14 +72,15 @@ def _prepare_pair(s: ArrayLike, w: ArrayLike, axis: int, method: str):
                 w = jnp.broadcast_to(w, s.shape)
             except ValueError:
                 raise ValueError(
-                    f"`w` must have the shape of `s`, be 1-D with the length of `s` along `axis`, "
-                    f"or broadcast to the shape of `s`; got s.shape={s.shape}, w.shape={w.shape}, "
-                    f"axis={axis}"
+                    f"`{names[1]}` must have the shape of `{names[0]}`, be 1-D with its length "
+                    f"along `axis`, or broadcast to its shape; got {names[0]}.shape={s.shape}, "
+                    f"{names[1]}.shape={w.shape}, axis={axis}"
                 ) from None
-    dtype = compute_dtype(jnp.result_type(s.dtype, w.dtype))
+    out_dtype = jnp.result_type(s.dtype, w.dtype)
+    dtype = compute_dtype(out_dtype)
     s2, restore = _to_rows(s.astype(dtype), ax)
     w2, _ = _to_rows(w.astype(dtype), ax)
-    return s2, w2, restore
+    return s2, w2, lambda v: restore(v).astype(out_dtype)
 
 
 def isotonic_l2(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = "auto") -> jax.Array:
@@ -111,10 +117,8 @@ def isotonic_l2(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = 
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
-    out_dtype = jnp.result_type(s, w)
     s2, w2, restore = _prepare_pair(s, w, axis, method)
-    v = _pav.isotonic_decreasing(s2 - w2, jnp.ones_like(s2), "l2", method)
-    return restore(v).astype(out_dtype)
+    return restore(_pav.isotonic_decreasing(s2 - w2, jnp.ones_like(s2), "l2", method))
 
 
 def isotonic_kl(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = "auto") -> jax.Array:
@@ -149,10 +153,8 @@ def isotonic_kl(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = 
         >>> isotonic_kl(jnp.array([0.0, 0.0]), jnp.array([0.0, 0.0]))
         Array([0., 0.], dtype=float32)
     """
-    out_dtype = jnp.result_type(s, w)
     s2, w2, restore = _prepare_pair(s, w, axis, method)
-    v = _pav.isotonic_decreasing(s2, w2, "kl", method)
-    return restore(v).astype(out_dtype)
+    return restore(_pav.isotonic_decreasing(s2, w2, "kl", method))
 
 
 def isotonic_regression(
@@ -198,11 +200,7 @@ def isotonic_regression(
     if not isinstance(increasing, bool):
         raise TypeError(f"`increasing` must be a bool, got increasing={increasing!r}")
     y = check_floating(y, "y")
-    if weights is None:
-        weights = jnp.ones_like(y)
-    weights = check_floating(weights, "weights")
-    out_dtype = jnp.result_type(y, weights)
-    y2, w2, restore = _prepare_pair(y, weights, axis, method)
-    sign = jnp.asarray(-1.0 if increasing else 1.0, y2.dtype)
-    v = _pav.isotonic_decreasing(sign * y2 * w2, w2, "l2", method)
-    return restore(sign * v).astype(out_dtype)
+    weights = jnp.ones_like(y) if weights is None else check_floating(weights, "weights")
+    y2, w2, restore = _prepare_pair(y, weights, axis, method, names=("y", "weights"))
+    sign = -1.0 if increasing else 1.0
+    return restore(sign * _pav.isotonic_decreasing(sign * y2 * w2, w2, "l2", method))
