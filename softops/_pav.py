@@ -45,6 +45,20 @@ def _value(kind: Kind, a, b):
     return a / b if kind == "l2" else a - b
 
 
+def _test_value(kind: Kind, a, b, first):
+    """The block value as the sequential loop compares it.
+
+    For kl the value is a subtraction, which XLA duplicates into every in-place update of the
+    loop's stacks; each update then re-reads the stacks and XLA copies them at every step (O(n^2)
+    in all). A division is not duplicated, so the kl value is scaled by ``c`` in [1, 2) (from the
+    block's first index) and divided by it again; ``(x * c) / c`` is ``x`` up to one rounding.
+    """
+    if kind == "l2":
+        return a / b
+    c = 1 + first.astype(a.dtype) * jnp.asarray(2.0**-31, a.dtype)
+    return ((a - b) * c) / c
+
+
 class _StackState(NamedTuple):
     i: jax.Array  # next element to read
     top: jax.Array  # number of blocks on the stack
@@ -79,15 +93,19 @@ def _pav_sequential(a: jax.Array, b: jax.Array, kind: Kind) -> jax.Array:
         t1 = jnp.maximum(st.top - 1, 0)
         t2 = jnp.maximum(st.top - 2, 0)
         a1, b1, s1 = st.sa[t1], st.sb[t1], st.start[t1]
-        a2, b2 = st.sa[t2], st.sb[t2]
-        merge = (st.top >= 2) & (s1 % n != 0) & (_value(kind, a2, b2) <= _value(kind, a1, b1))
+        a2, b2, s2 = st.sa[t2], st.sb[t2], st.start[t2]
+        merge = (
+            (st.top >= 2)
+            & (s1 % n != 0)
+            & (_test_value(kind, a2, b2, s2) <= _test_value(kind, a1, b1, s1))
+        )
         push = ~merge & (st.i < size)
         ic = jnp.minimum(st.i, size - 1)
         # A step that neither merges nor pushes rewrites the top block with its own values.
         pos = jnp.where(merge, t2, jnp.where(push, st.top, t1))
         new_a = jnp.where(merge, _combine(kind, a2, a1), jnp.where(push, af[ic], a1))
         new_b = jnp.where(merge, _combine(kind, b2, b1), jnp.where(push, bf[ic], b1))
-        new_s = jnp.where(push, st.i, jnp.where(merge, st.start[t2], s1))
+        new_s = jnp.where(push, st.i, jnp.where(merge, s2, s1))
         merge_i, push_i = merge.astype(jnp.int32), push.astype(jnp.int32)
         return _StackState(
             i=st.i + push_i,
@@ -109,7 +127,11 @@ def _pav_sequential(a: jax.Array, b: jax.Array, kind: Kind) -> jax.Array:
     )
     st = lax.while_loop(lambda st: st.progress, body, init)
     live = jnp.arange(size, dtype=jnp.int32) < st.top
-    starts = jnp.zeros((size,), bool).at[jnp.where(live, st.start, jnp.int32(size))].set(True, mode="drop")
+    starts = (
+        jnp.zeros((size,), bool)
+        .at[jnp.where(live, st.start, jnp.int32(size))]
+        .set(True, mode="drop")
+    )
     return starts.reshape(bsz, n)
 
 
@@ -118,12 +140,12 @@ def _segment_reduce(kind: Kind, x: jax.Array, ids: jax.Array) -> jax.Array:
     bsz, n = x.shape
     flat = (ids + n * jnp.arange(bsz, dtype=ids.dtype)[:, None]).ravel()
     seg = functools.partial(
-            jax.ops.segment_sum, segment_ids=flat, num_segments=bsz * n, indices_are_sorted=True
+        jax.ops.segment_sum, segment_ids=flat, num_segments=bsz * n, indices_are_sorted=True
     )
     if kind == "l2":
         return seg(x.ravel()).reshape(bsz, n)
     m = jax.ops.segment_max(
-            lax.stop_gradient(x).ravel(), flat, num_segments=bsz * n, indices_are_sorted=True
+        lax.stop_gradient(x).ravel(), flat, num_segments=bsz * n, indices_are_sorted=True
     ).reshape(bsz, n)
     m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
     m_el = jnp.take_along_axis(m, ids, axis=-1)
@@ -180,10 +202,10 @@ def _batched_structure(kind: Kind, method: Method):
         if method == "parallel":
             return _pav_parallel(a, b, kind)
         return lax.platform_dependent(
-                a,
-                b,
-                cpu=functools.partial(_pav_sequential, kind=kind),
-                default=functools.partial(_pav_parallel, kind=kind),
+            a,
+            b,
+            cpu=functools.partial(_pav_sequential, kind=kind),
+            default=functools.partial(_pav_parallel, kind=kind),
         )
 
     @jax.custom_batching.custom_vmap

@@ -34,11 +34,15 @@ def test_isotonic_regression_matches_sklearn(increasing, weighted):
     y = rng.standard_normal((4, 60)) + np.linspace(0, 3, 60) * (1 if increasing else -1)
     weights = rng.uniform(0.1, 2.0, size=y.shape) if weighted else None
     got = isotonic_regression(
-        jnp.asarray(y), weights=None if weights is None else jnp.asarray(weights), increasing=increasing
+        jnp.asarray(y),
+        weights=None if weights is None else jnp.asarray(weights),
+        increasing=increasing,
     )
     want = np.stack(
         [
-            sk_isotonic(y[i], sample_weight=None if weights is None else weights[i], increasing=increasing)
+            sk_isotonic(
+                y[i], sample_weight=None if weights is None else weights[i], increasing=increasing
+            )
             for i in range(len(y))
         ]
     )
@@ -78,7 +82,9 @@ def test_regression_derivative_battery():
     y = rng.standard_normal(9)
     weights = jnp.asarray(rng.uniform(0.5, 2.0, 9))
     derivative_battery(lambda y: isotonic_regression(y, weights=weights), y)
-    derivative_battery(lambda ww: isotonic_regression(jnp.asarray(y), weights=ww), np.asarray(weights))
+    derivative_battery(
+        lambda ww: isotonic_regression(jnp.asarray(y), weights=ww), np.asarray(weights)
+    )
 
 
 @pytest.mark.parametrize("reg", ["l2", "kl"])
@@ -94,7 +100,9 @@ def test_jit_vmap_axis_equivalence(reg):
     moved = op(jnp.moveaxis(s, -1, 1), jnp.moveaxis(w, -1, 1), axis=1)
     np.testing.assert_allclose(jnp.moveaxis(moved, 1, -1), base, rtol=1e-12)
     # A 1-D w broadcasts along the constrained axis.
-    np.testing.assert_allclose(op(s, w[0, 0]), op(s, jnp.broadcast_to(w[0, 0], s.shape)), rtol=1e-12)
+    np.testing.assert_allclose(
+        op(s, w[0, 0]), op(s, jnp.broadcast_to(w[0, 0], s.shape)), rtol=1e-12
+    )
 
 
 def test_degenerate_inputs():
@@ -105,7 +113,9 @@ def test_degenerate_inputs():
         np.testing.assert_allclose(equal, np.full(5, 2.0))
         big = isotonic_kl(jnp.array([1e4, 2e4, -1e4]), jnp.zeros(3), method=method)
         assert np.all(np.isfinite(big))
-        np.testing.assert_allclose(big, pav_decreasing(np.array([1e4, 2e4, -1e4]), np.zeros(3), "kl"))
+        np.testing.assert_allclose(
+            big, pav_decreasing(np.array([1e4, 2e4, -1e4]), np.zeros(3), "kl")
+        )
         empty = isotonic_l2(jnp.zeros((2, 0)), jnp.zeros((2, 0)), method=method)
         assert empty.shape == (2, 0)
 
@@ -125,7 +135,10 @@ def test_low_precision_dtypes(dtype):
     v = isotonic_l2(s.astype(dtype), jnp.zeros(20, dtype))
     assert v.dtype == dtype
     np.testing.assert_allclose(
-        v.astype(jnp.float64), isotonic_l2(s.astype(dtype).astype(jnp.float64), jnp.zeros(20)), rtol=1e-2, atol=1e-2
+        v.astype(jnp.float64),
+        isotonic_l2(s.astype(dtype).astype(jnp.float64), jnp.zeros(20)),
+        rtol=1e-2,
+        atol=1e-2,
     )
 
 

@@ -20,7 +20,9 @@ def test_matches_numpy_reference(op, reg, descending):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 11))
     for eps in (0.1, 1.0, 10.0):
-        got = OPS[op](jnp.asarray(x), regularization=reg, regularization_strength=eps, descending=descending)
+        got = OPS[op](
+            jnp.asarray(x), regularization=reg, regularization_strength=eps, descending=descending
+        )
         want = np.stack([REF[op](row, eps, reg, descending) for row in x])
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
@@ -76,13 +78,17 @@ def test_jit_vmap_axis_and_strength_array(op):
     eps = jnp.asarray(rng.uniform(0.1, 2.0, (2, 3)))
     f = OPS[op]
     base = f(x, regularization_strength=eps)
-    np.testing.assert_allclose(jax.jit(lambda x, e: f(x, regularization_strength=e))(x, eps), base, rtol=1e-12)
+    np.testing.assert_allclose(
+        jax.jit(lambda x, e: f(x, regularization_strength=e))(x, eps), base, rtol=1e-12
+    )
     np.testing.assert_allclose(
         jax.vmap(lambda x, e: f(x, regularization_strength=e))(x, eps), base, rtol=1e-12
     )
     moved = f(jnp.moveaxis(x, -1, 0), axis=0, regularization_strength=eps)
     np.testing.assert_allclose(jnp.moveaxis(moved, 0, -1), base, rtol=1e-12)
-    rows = np.stack([[f(x[i, j], regularization_strength=eps[i, j]) for j in range(3)] for i in range(2)])
+    rows = np.stack(
+        [[f(x[i, j], regularization_strength=eps[i, j]) for j in range(3)] for i in range(2)]
+    )
     np.testing.assert_allclose(rows, base, rtol=1e-12)
     one_d = f(x[0, 0])
     assert one_d.shape == (8,)
@@ -105,7 +111,9 @@ def test_invariants(reg):
             np.testing.assert_allclose(s.sum(-1), x.sum(-1), rtol=1e-10, atol=1e-10)
     perm = rng.permutation(n)
     np.testing.assert_allclose(
-        soft_rank(x[:, perm], regularization=reg), soft_rank(x, regularization=reg)[:, perm], rtol=1e-12
+        soft_rank(x[:, perm], regularization=reg),
+        soft_rank(x, regularization=reg)[:, perm],
+        rtol=1e-12,
     )
 
 
@@ -116,24 +124,36 @@ def test_ties_get_equal_ranks(reg):
         r = np.asarray(soft_rank(x, regularization=reg, regularization_strength=eps))
         assert r[0] == pytest.approx(r[2], abs=1e-12) and r[0] == pytest.approx(r[5], abs=1e-12)
         assert r[1] == pytest.approx(r[4], abs=1e-12)
-    np.testing.assert_allclose(soft_rank(x, regularization_strength=1e-3), [4, 1.5, 4, 6, 1.5, 4], atol=1e-9)
+    np.testing.assert_allclose(
+        soft_rank(x, regularization_strength=1e-3), [4, 1.5, 4, 6, 1.5, 4], atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("reg", ["l2", "kl"])
 def test_limits(reg):
     x = jnp.asarray(np.random.default_rng(7).standard_normal((3, 9)))
     hard_ranks = jnp.argsort(jnp.argsort(x, axis=-1), axis=-1) + 1
-    np.testing.assert_allclose(soft_rank(x, regularization=reg, regularization_strength=1e-4), hard_ranks, atol=1e-8)
     np.testing.assert_allclose(
-        soft_rank(x, regularization=reg, regularization_strength=1e-4, descending=True), 10 - hard_ranks, atol=1e-8
+        soft_rank(x, regularization=reg, regularization_strength=1e-4), hard_ranks, atol=1e-8
     )
-    np.testing.assert_allclose(soft_sort(x, regularization=reg, regularization_strength=1e-4), jnp.sort(x), atol=1e-8)
+    np.testing.assert_allclose(
+        soft_rank(x, regularization=reg, regularization_strength=1e-4, descending=True),
+        10 - hard_ranks,
+        atol=1e-8,
+    )
+    np.testing.assert_allclose(
+        soft_sort(x, regularization=reg, regularization_strength=1e-4), jnp.sort(x), atol=1e-8
+    )
     np.testing.assert_allclose(
         soft_sort(x, regularization=reg, regularization_strength=1e-4, descending=True),
         jnp.sort(x)[:, ::-1],
         atol=1e-8,
     )
-    np.testing.assert_allclose(soft_rank(x, regularization=reg, regularization_strength=1e8), np.full((3, 9), 5.0), atol=1e-6)
+    np.testing.assert_allclose(
+        soft_rank(x, regularization=reg, regularization_strength=1e8),
+        np.full((3, 9), 5.0),
+        atol=1e-6,
+    )
     if reg == "l2":
         s = soft_sort(x, regularization_strength=1e8)
         np.testing.assert_allclose(s, np.broadcast_to(x.mean(-1, keepdims=True), (3, 9)), atol=1e-6)
@@ -146,7 +166,9 @@ def test_degenerate_inputs():
         np.testing.assert_allclose(soft_sort(jnp.full(4, 7.0)), np.full(4, 7.0))
         big = op(jnp.array([1e6, -3e6, 2e6]), regularization="kl")
         assert np.all(np.isfinite(big))
-        grad = jax.grad(lambda x, op=op: jnp.sum(op(x, regularization="kl") ** 2))(jnp.array([1e3, -3e3, 2e3]))
+        grad = jax.grad(lambda x, op=op: jnp.sum(op(x, regularization="kl") ** 2))(
+            jnp.array([1e3, -3e3, 2e3])
+        )
         assert np.all(np.isfinite(grad))
         assert op(jnp.zeros((2, 0))).shape == (2, 0)
 
@@ -182,23 +204,33 @@ def test_projection_matches_definition():
     np.testing.assert_allclose(p.sum(), w.sum(), rtol=1e-12)  # a point of the permutahedron
     np.testing.assert_allclose(soft_rank(z), projection_permutahedron(z), rtol=1e-12)
     np.testing.assert_allclose(
-        soft_rank(z, regularization="kl"), projection_permutahedron(z, regularization="kl"), rtol=1e-12
+        soft_rank(z, regularization="kl"),
+        projection_permutahedron(z, regularization="kl"),
+        rtol=1e-12,
     )
 
 
 def test_bad_input():
     x = jnp.zeros((2, 4))
-    with pytest.raises(ValueError, match="`regularization` must be one of 'l2', 'kl', got regularization='l1'"):
+    with pytest.raises(
+        ValueError, match="`regularization` must be one of 'l2', 'kl', got regularization='l1'"
+    ):
         soft_rank(x, regularization="l1")
-    with pytest.raises(ValueError, match="`regularization_strength` must be positive and finite, got .*=0.0"):
+    with pytest.raises(
+        ValueError, match="`regularization_strength` must be positive and finite, got .*=0.0"
+    ):
         soft_sort(x, regularization_strength=0.0)
-    with pytest.raises(ValueError, match="`regularization_strength` must be positive and finite, got .*=-1"):
+    with pytest.raises(
+        ValueError, match="`regularization_strength` must be positive and finite, got .*=-1"
+    ):
         soft_rank(x, regularization_strength=-1)
     with pytest.raises(TypeError, match="`x` must have a floating-point dtype, got dtype int32"):
         soft_rank(jnp.zeros(4, jnp.int32))
     with pytest.raises(ValueError, match="`axis` must satisfy -2 <= axis < 2 .*got axis=-3"):
         soft_sort(x, axis=-3)
-    with pytest.raises(ValueError, match=r"`regularization_strength` must be a scalar or broadcast .*\(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"`regularization_strength` must be a scalar or broadcast .*\(2,\)"
+    ):
         soft_rank(x, regularization_strength=jnp.ones(3))
     with pytest.raises(ValueError, match=r"`w` must have shape \(4,\)"):
         projection_permutahedron(x, jnp.ones(3))

@@ -64,14 +64,17 @@ def _evaluator(op_name, regularization, descending, method):
 
 
 CONFIGS = [
-    (op, reg, desc) for op in ("soft_rank", "soft_sort") for reg in ("l2", "kl") for desc in (False, True)
+    (op, reg, desc)
+    for op in ("soft_rank", "soft_sort")
+    for reg in ("l2", "kl")
+    for desc in (False, True)
 ]
 
 
+@pytest.mark.parametrize("method", ["sequential", pytest.param("parallel", marks=pytest.mark.slow)])
 @pytest.mark.parametrize(
-    "method", ["sequential", pytest.param("parallel", marks=pytest.mark.slow)]
+    "config", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-{'desc' if c[2] else 'asc'}"
 )
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-{'desc' if c[2] else 'asc'}")
 def test_soft_sort_rank_reference(config, method):
     """Rows of cases that share a config and a length are stacked into one batched call.
 
@@ -88,11 +91,19 @@ def test_soft_sort_rank_reference(config, method):
     assert len(cases) == 84
     groups = collections.defaultdict(list)
     for meta, arr in cases:
-        key = (meta["op"], meta["regularization"], meta["direction"] == "DESCENDING", arr["x"].shape[1])
+        key = (
+            meta["op"],
+            meta["regularization"],
+            meta["direction"] == "DESCENDING",
+            arr["x"].shape[1],
+        )
         groups[key].append((meta, arr))
     n_grad = 0
     for (op_name, reg, descending, _), group in groups.items():
-        cat = {k: np.concatenate([arr[k] for _, arr in group]) for k in ("x", "out", "u", "v", "vjp", "jvp")}
+        cat = {
+            k: np.concatenate([arr[k] for _, arr in group])
+            for k in ("x", "out", "u", "v", "vjp", "jvp")
+        }
         eps = np.concatenate(
             [np.full(arr["x"].shape[0], meta["regularization_strength"]) for meta, arr in group]
         )
