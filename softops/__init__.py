@@ -1,5 +1,10 @@
 """softops: differentiable sorting, ranking and top-k, and forward gradients, in pure JAX."""
 
+from softops.forward_grad import fgd as fgd
+from softops.forward_grad import forward_value_and_grad as forward_value_and_grad
+from softops.forward_grad import perturbed_dim_factor as perturbed_dim_factor
+from softops.forward_grad import sample_tangents as sample_tangents
+from softops.forward_grad import scale_by_perturbed_dim as scale_by_perturbed_dim
 from softops.isotonic import isotonic_kl as isotonic_kl
 from softops.isotonic import isotonic_l2 as isotonic_l2
 from softops.isotonic import isotonic_regression as isotonic_regression
@@ -10,6 +15,11 @@ from softops.projection import soft_sort as soft_sort
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "fgd",
+    "forward_value_and_grad",
+    "perturbed_dim_factor",
+    "sample_tangents",
+    "scale_by_perturbed_dim",
     "isotonic_kl",
     "isotonic_l2",
     "isotonic_regression",
