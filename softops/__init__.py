@@ -12,6 +12,16 @@ from softops.projection import projection_permutahedron as projection_permutahed
 from softops.projection import soft_rank as soft_rank
 from softops.projection import soft_sort as soft_sort
 
+from softops.topk_ot import SinkhornOutput as SinkhornOutput
+from softops.topk_ot import SoftTopK as SoftTopK
+from softops.topk_ot import SoftTopKOutput as SoftTopKOutput
+from softops.topk_ot import TopKMaskOutput as TopKMaskOutput
+from softops.topk_ot import sinkhorn as sinkhorn
+from softops.topk_ot import soft_topk as soft_topk
+from softops.topk_ot import soft_topk_mask as soft_topk_mask
+from softops.topk_ot import soft_topk_mask_solve as soft_topk_mask_solve
+from softops.topk_ot import soft_topk_solve as soft_topk_solve
+
 __version__ = "0.1.0.dev0"
 
 __all__ = [
@@ -26,4 +36,13 @@ __all__ = [
     "projection_permutahedron",
     "soft_rank",
     "soft_sort",
+    "SinkhornOutput",
+    "SoftTopK",
+    "SoftTopKOutput",
+    "TopKMaskOutput",
+    "sinkhorn",
+    "soft_topk",
+    "soft_topk_mask",
+    "soft_topk_mask_solve",
+    "soft_topk_solve",
 ]

@@ -1,0 +1,37 @@
+"""Smoke test of examples/knn_digits.py at tiny size."""
+
+import importlib.util
+import math
+import pathlib
+
+import jax
+import pytest
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "knn_digits.py"
+
+
+@pytest.fixture
+def float32_default():
+    # The example is user code for JAX's defaults (float32, standard promotion; optax's adam
+    # does not run under strict promotion); the suite enables x64 and strict promotion.
+    x64, promotion = jax.config.jax_enable_x64, jax.config.jax_numpy_dtype_promotion
+    jax.config.update("jax_enable_x64", False)
+    jax.config.update("jax_numpy_dtype_promotion", "standard")
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+        jax.config.update("jax_numpy_dtype_promotion", promotion)
+
+
+def test_knn_example_runs_and_reports(float32_default):
+    spec = importlib.util.spec_from_file_location("knn_digits", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    res = module.run(quick=True, steps=15, pool=64, batch=32, progress=False)
+    assert res["dataset"] == "digits" and res["steps"] == 15 and res["n_test"] == 300
+    for key in ("knn_pixels", "knn_soft_topk_embedding", "cross_entropy"):
+        assert 0.0 <= res[key] <= 1.0
+    assert res["knn_pixels"] > 0.9  # kNN on 8x8 digit pixels is a strong baseline
+    assert res["knn_soft_topk_embedding"] > 0.5  # far above chance (0.1) after 15 steps
+    assert math.isfinite(res["loss_last"]) and res["loss_last"] < res["loss_first"]
