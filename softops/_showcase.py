@@ -47,7 +47,7 @@ def _sinkhorn_soft_rank(x, eps, iters=100):
 
     (f, g), _ = jax.lax.scan(step, (jnp.zeros_like(x), jnp.zeros_like(x)), None, length=iters)
     plan = jnp.exp((f[:, :, None] + g[:, None, :] - cost) / eps)
-    return n * jnp.sum(plan * jnp.arange(1, n + 1, dtype=x.dtype), axis=-1)
+    return n * jnp.sum(plan * jnp.arange(1, n + 1, dtype=x.dtype)[None, None, :], axis=-1)
 
 
 def _median_time(f, x, repeats):
