@@ -8,6 +8,14 @@ from softops.forward_grad import scale_by_perturbed_dim as scale_by_perturbed_di
 from softops.isotonic import isotonic_kl as isotonic_kl
 from softops.isotonic import isotonic_l2 as isotonic_l2
 from softops.isotonic import isotonic_regression as isotonic_regression
+from softops.losses import soft_lts_loss as soft_lts_loss
+from softops.losses import soft_median as soft_median
+from softops.losses import soft_ndcg as soft_ndcg
+from softops.losses import soft_quantile as soft_quantile
+from softops.losses import soft_topk_mask_loss as soft_topk_mask_loss
+from softops.losses import soft_topk_rank_loss as soft_topk_rank_loss
+from softops.losses import spearman_correlation as spearman_correlation
+from softops.losses import spearman_loss as spearman_loss
 from softops.projection import projection_permutahedron as projection_permutahedron
 from softops.projection import soft_rank as soft_rank
 from softops.projection import soft_sort as soft_sort
@@ -36,6 +44,14 @@ __all__ = [
     "projection_permutahedron",
     "soft_rank",
     "soft_sort",
+    "soft_lts_loss",
+    "soft_median",
+    "soft_ndcg",
+    "soft_quantile",
+    "soft_topk_mask_loss",
+    "soft_topk_rank_loss",
+    "spearman_correlation",
+    "spearman_loss",
     "SinkhornOutput",
     "SoftTopK",
     "SoftTopKOutput",
