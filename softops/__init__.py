@@ -19,7 +19,6 @@ from softops.losses import spearman_loss as spearman_loss
 from softops.projection import projection_permutahedron as projection_permutahedron
 from softops.projection import soft_rank as soft_rank
 from softops.projection import soft_sort as soft_sort
-
 from softops.topk_ot import SinkhornOutput as SinkhornOutput
 from softops.topk_ot import SoftTopK as SoftTopK
 from softops.topk_ot import SoftTopKOutput as SoftTopKOutput

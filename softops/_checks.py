@@ -48,7 +48,9 @@ def canonicalize_axis(axis, ndim: int, name: str = "axis") -> int:
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"`{name}` must be an int, got {name}={axis!r}")
     if ndim == 0:
-        raise ValueError(f"the input must have at least one dimension to use `{name}`, got a scalar")
+        raise ValueError(
+            f"the input must have at least one dimension to use `{name}`, got a scalar"
+        )
     if not -ndim <= axis < ndim:
         raise ValueError(
                 f"`{name}` must satisfy {-ndim} <= {name} < {ndim} for an input of rank {ndim}, "
@@ -64,7 +66,9 @@ def check_positive(value, name: str):
     arrays cannot be checked at trace time and are documented to give NaN when not positive.
     """
     if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a positive number or a float array, got {name}={value!r}")
+        raise TypeError(
+            f"`{name}` must be a positive number or a float array, got {name}={value!r}"
+        )
     if isinstance(value, numbers.Real):
         if not (np.isfinite(value) and value > 0):
             raise ValueError(f"`{name}` must be positive and finite, got {name}={value!r}")

@@ -158,7 +158,7 @@ def block_ids(starts: jax.Array) -> jax.Array:
 
 
 def block_values(a: jax.Array, b: jax.Array, starts: jax.Array, kind: Kind) -> jax.Array:
-    """The value of each element's block (the isotonic solution), differentiable in ``a`` and ``b``."""
+    """Each element's block value (the isotonic solution), differentiable in ``a`` and ``b``."""
     ids = block_ids(starts)
     val = _value(kind, _segment_reduce(kind, a, ids), _segment_reduce(kind, b, ids))
     return jnp.take_along_axis(val, ids, axis=-1)

@@ -68,9 +68,9 @@ def figure2(out: Path, plt) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, op, name in ((axes[0], soft_sort, "soft_sort"), (axes[1], soft_rank, "soft_rank")):
         for reg, style in (("l2", "-"), ("kl", "--")):
-            vals = jax.vmap(lambda e, op=op, reg=reg: op(x, regularization=reg, regularization_strength=e))(
-                jnp.asarray(eps, jnp.float32)
-            )
+            vals = jax.vmap(
+                lambda e, op=op, reg=reg: op(x, regularization=reg, regularization_strength=e)
+            )(jnp.asarray(eps, jnp.float32))
             for j in range(x.shape[0]):
                 ax.plot(eps, vals[:, j], style, color=f"C{j}", label=f"{reg}" if j == 0 else None)
         ax.set_xscale("log")
@@ -141,12 +141,15 @@ def scaling(out: Path, plt, sizes, budget_bytes: int, repeats: int) -> str:
     return "\n".join(
         [
             "## Soft rank against the paper's baselines (forward + backward, float32, batch 1)\n",
-            f"Memory budget: {budget_bytes / 2**20:,.0f} MiB of compiled temporary memory; a baseline "
+            f"Memory budget: {budget_bytes / 2**20:,.0f} MiB of compiled temporary memory; "
+            "a baseline "
             "over it is not run. Times are medians; memory is XLA's compiled temporary memory.\n",
             header,
             *rows,
             "",
-            f"All-pairs / softops time ratio where both ran: {', '.join(f'{s:.1f}x' for s in speedups)}.",
+            "All-pairs / softops time ratio where both ran: "
+            + ", ".join(f"{s:.1f}x" for s in speedups)
+            + ".",
             "\n![scaling](soft_rank_scaling.png)\n",
         ]
     )
@@ -164,7 +167,9 @@ def examples_section(out: Path, quick: bool) -> str:
     knn = _example("knn_digits")
     fg = _example("forward_gradient_training")
     if knn is None or fg is None:
-        lines.append("Run from the repository root to include the kNN and forward-gradient examples.")
+        lines.append(
+            "Run from the repository root to include the kNN and forward-gradient examples."
+        )
         return "\n".join(lines)
     print("kNN through SOFT top-k (examples/knn_digits.py) ...", flush=True)
     res = knn.run(quick=quick)
@@ -198,7 +203,9 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path.cwd()))
     t0 = time.perf_counter()
-    print(f"softops showcase on {jax.default_backend()} ({jax.devices()[0].device_kind})", flush=True)
+    print(
+        f"softops showcase on {jax.default_backend()} ({jax.devices()[0].device_kind})", flush=True
+    )
     sections = [
         "# softops report\n",
         f"JAX {jax.__version__}, backend {jax.default_backend()}.\n",

@@ -1,10 +1,11 @@
-"""Isotonic regression: exact, batched, differentiable.
+r"""Isotonic regression: exact, batched, differentiable.
 
 Blondel et al. (2020) reduce the projections behind soft sort and soft rank to two isotonic
-problems with *decreasing* constraints :math:`v_1 \\ge v_2 \\ge \\dots \\ge v_n`:
+problems with *decreasing* constraints :math:`v_1 \ge v_2 \ge \dots \ge v_n`:
 
-- :func:`isotonic_l2` solves :math:`\\min_v \\tfrac12 \\|v - (s - w)\\|^2`;
-- :func:`isotonic_kl` solves :math:`\\min_v \\langle e^{s - v}, 1\\rangle + \\langle e^w, v\\rangle`.
+- :func:`isotonic_l2` solves :math:`\min_v \tfrac12 \|v - (s - w)\|^2`;
+- :func:`isotonic_kl` solves
+  :math:`\min_v \langle e^{s - v}, 1\rangle + \langle e^w, v\rangle`.
 
 :func:`isotonic_regression` is the weighted least-squares isotonic regression that scikit-learn
 users know (increasing by default), on the same kernel.
@@ -83,7 +84,9 @@ def _prepare_pair(s: ArrayLike, w: ArrayLike, axis: int, method: str, names=("s"
     return s2, w2, lambda v: restore(v).astype(out_dtype)
 
 
-def isotonic_l2(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = "auto") -> jax.Array:
+def isotonic_l2(
+    s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = "auto"
+) -> jax.Array:
     r"""Decreasing isotonic regression of ``s - w`` in the Euclidean sense.
 
     Solves, along ``axis``,
@@ -92,7 +95,8 @@ def isotonic_l2(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = 
         v^\star = \arg\min_{v_1 \ge \dots \ge v_n} \tfrac12 \|v - (s - w)\|^2 .
 
     On each block :math:`B` of equal solution values, :math:`v_B = \mathrm{mean}(s_B - w_B)`;
-    hence :math:`\partial v_B / \partial s_j = 1/|B|` and :math:`\partial v_B/\partial w_j = -1/|B|`.
+    hence :math:`\partial v_B / \partial s_j = 1/|B|` and
+    :math:`\partial v_B/\partial w_j = -1/|B|`.
 
     Args:
         s: ``[..., n, ...]`` floating array.
@@ -112,7 +116,7 @@ def isotonic_l2(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = 
         >>> import jax.numpy as jnp
         >>> from softops import isotonic_l2
         >>> isotonic_l2(jnp.array([1.0, 3.0, 2.0]), jnp.zeros(3))
-        Array([2.       , 2.       , 2.       ], dtype=float32)
+        Array([2., 2., 2.], dtype=float32)
 
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
@@ -121,13 +125,16 @@ def isotonic_l2(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = 
     return restore(_pav.isotonic_decreasing(s2 - w2, jnp.ones_like(s2), "l2", method))
 
 
-def isotonic_kl(s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = "auto") -> jax.Array:
+def isotonic_kl(
+    s: ArrayLike, w: ArrayLike, *, axis: int = -1, method: Method = "auto"
+) -> jax.Array:
     r"""Decreasing isotonic regression with the KL (entropic) regularization.
 
     Solves, along ``axis``,
 
     .. math::
-        v^\star = \arg\min_{v_1 \ge \dots \ge v_n} \langle e^{s - v}, 1\rangle + \langle e^{w}, v\rangle .
+        v^\star = \arg\min_{v_1 \ge \dots \ge v_n}
+        \langle e^{s - v}, 1\rangle + \langle e^{w}, v\rangle .
 
     On each block :math:`B`, :math:`v_B = \mathrm{logsumexp}(s_B) - \mathrm{logsumexp}(w_B)`,
     computed in log space (no overflow for large inputs); hence

@@ -5,7 +5,8 @@ Blondel et al. (2020) define soft sort and soft rank as regularized projections 
 
 .. math::
     P_Q(z, w) = \arg\min_{\mu \in \mathcal{P}(w)} \tfrac12 \|\mu - z\|^2, \qquad
-    P_E(z, w) = \arg\min_{\mu \in \mathcal{P}(w)} \langle \mu, \log \mu - 1\rangle - \langle \mu, z\rangle,
+    P_E(z, w) = \arg\min_{\mu \in \mathcal{P}(w)}
+    \langle \mu, \log \mu - 1\rangle - \langle \mu, z\rangle,
 
 and reduce both to isotonic regression: with :math:`\sigma` the permutation sorting ``z`` in
 descending order and ``w`` sorted descending,
@@ -157,7 +158,8 @@ def projection_permutahedron(
             w2, _ = _to_rows(w.astype(z2.dtype), ax)
         else:
             raise ValueError(
-                f"`w` must have shape ({n},) or the shape of `z` {z_in.shape}, got w.shape={w.shape}"
+                f"`w` must have shape ({n},) or the shape of `z` {z_in.shape}, "
+                f"got w.shape={w.shape}"
             )
         w2 = -jnp.sort(-w2, axis=-1)
         out_dtype = jnp.result_type(z_in, w)
@@ -183,7 +185,8 @@ def soft_rank(
     Blondel et al.'s reference code and torchsort. Under ``"l2"`` each row sums to n(n+1)/2; tied
     inputs get equal ranks.
 
-    Limits: ε → 0 gives the hard ranks (``argsort(argsort(x)) + 1``); ε → ∞ gives (n+1)/2 everywhere.
+    Limits: ε → 0 gives the hard ranks (``argsort(argsort(x)) + 1``); ε → ∞ gives (n+1)/2
+    everywhere.
 
     Args:
         x: ``[..., n, ...]`` floating array (bfloat16/float16 are computed in float32).
@@ -191,8 +194,8 @@ def soft_rank(
         descending: rank 1 for the largest entry instead of the smallest.
         regularization: ``"l2"`` (Euclidean projection) or ``"kl"`` (entropic).
         regularization_strength: ε > 0, a scalar or an array broadcastable to the batch shape
-            (``x.shape`` without ``axis``). A non-positive Python number raises; a non-positive traced
-            value gives NaN or inf.
+            (``x.shape`` without ``axis``). A non-positive Python number raises; a non-positive
+            traced value gives NaN or inf.
         method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
 
     Returns:
@@ -264,8 +267,11 @@ def soft_sort(
     Example:
         >>> import jax.numpy as jnp
         >>> from softops import soft_sort
-        >>> soft_sort(jnp.array([0.3, -1.2, 2.5, 0.0]), regularization_strength=1e-3)
-        Array([-1.2,  0. ,  0.3,  2.5], dtype=float32)
+        >>> x = jnp.array([0.3, -1.2, 2.5, 0.1])
+        >>> [round(v, 3) for v in soft_sort(x, regularization_strength=0.01).tolist()]
+        [-1.2, 0.1, 0.3, 2.5]
+        >>> [round(v, 3) for v in soft_sort(x, regularization_strength=1.0).tolist()]
+        [-1.05, -0.05, 0.9, 1.9]
 
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
