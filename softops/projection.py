@@ -109,6 +109,17 @@ def _strength_rows(strength, x: jax.Array, ax: int, dtype) -> jax.Array:
     return eps.reshape(-1, 1)
 
 
+def _apply_rows(rows, x, axis, descending, regularization, strength, method) -> jax.Array:
+    """Validates the soft op's arguments and applies ``rows(x2, eps)`` on [B, n] rows."""
+    if not isinstance(descending, bool):
+        raise TypeError(f"`descending` must be a bool, got descending={descending!r}")
+    x_in, x2, ax, restore = _prepare(x, "x", axis, regularization, method)
+    if x2.shape[-1] == 0:
+        return x_in
+    eps = _strength_rows(strength, x_in, ax, x2.dtype)
+    return restore(rows(x2, eps)).astype(x_in.dtype)
+
+
 def projection_permutahedron(
     z: ArrayLike,
     w: ArrayLike | None = None,
@@ -214,16 +225,13 @@ def soft_rank(
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
-    if not isinstance(descending, bool):
-        raise TypeError(f"`descending` must be a bool, got descending={descending!r}")
-    x_in, x2, ax, restore = _prepare(x, "x", axis, regularization, method)
-    n = x2.shape[-1]
-    if n == 0:
-        return x_in
-    eps = _strength_rows(regularization_strength, x_in, ax, x2.dtype)
-    theta = (-x2 if descending else x2) / eps
-    out = _project_rows(theta, _descending_ranks(n, x2.dtype)[None], regularization, method)
-    return restore(out).astype(x_in.dtype)
+
+    def rows(x2, eps):
+        theta = (-x2 if descending else x2) / eps
+        ranks = _descending_ranks(x2.shape[-1], x2.dtype)[None]
+        return _project_rows(theta, ranks, regularization, method)
+
+    return _apply_rows(rows, x, axis, descending, regularization, regularization_strength, method)
 
 
 def soft_sort(
@@ -276,18 +284,15 @@ def soft_sort(
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
-    if not isinstance(descending, bool):
-        raise TypeError(f"`descending` must be a bool, got descending={descending!r}")
-    x_in, x2, ax, restore = _prepare(x, "x", axis, regularization, method)
-    n = x2.shape[-1]
-    if n == 0:
-        return x_in
-    eps = _strength_rows(regularization_strength, x_in, ax, x2.dtype)
-    sign = 1.0 if descending else -1.0
-    s = -jnp.sort(-sign * x2, axis=-1)
-    w = _descending_ranks(n, x2.dtype)[None] / eps
-    if regularization == "l2":
-        v = _pav.isotonic_decreasing(w - s, jnp.ones_like(w), "l2", method)
-    else:
-        v = _pav.isotonic_decreasing(w, s, "kl", method)
-    return restore(sign * (w - v)).astype(x_in.dtype)
+
+    def rows(x2, eps):
+        sign = 1.0 if descending else -1.0
+        s = -jnp.sort(-sign * x2, axis=-1)
+        w = _descending_ranks(x2.shape[-1], x2.dtype)[None] / eps
+        if regularization == "l2":
+            v = _pav.isotonic_decreasing(w - s, jnp.ones_like(w), "l2", method)
+        else:
+            v = _pav.isotonic_decreasing(w, s, "kl", method)
+        return sign * (w - v)
+
+    return _apply_rows(rows, x, axis, descending, regularization, regularization_strength, method)
