@@ -119,7 +119,7 @@ def sample_tangents(key: jax.Array, params: Any, *, num_tangents: int | None = N
             ``"orthogonal"``, or a leaf times ``num_tangents`` exceeds 2**32 elements.
         TypeError: if a leaf is complex or ``num_tangents`` is not an int.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from softops.forward_grad import sample_tangents
         >>> v = sample_tangents(jax.random.key(0), {"w": jnp.zeros(3), "n": jnp.zeros(2, int)})
@@ -180,7 +180,7 @@ def forward_value_and_grad(fun: Callable, *, argnums: int = 0, num_tangents: int
         ValueError: for an unknown ``distribution`` or a bad ``num_tangents``.
         TypeError: if ``fun``'s output is not a real scalar.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from softops.forward_grad import forward_value_and_grad
         >>> f = lambda x: jnp.sum(x ** 2)
@@ -266,7 +266,7 @@ def perturbed_dim_factor(d: int, *, num_tangents: int = 1,
     Raises:
         ValueError: for an unknown ``distribution`` or ``num_tangents < 1``.
 
-    Example:
+    Examples:
         >>> from softops.forward_grad import perturbed_dim_factor
         >>> perturbed_dim_factor(100, num_tangents=4)
         0.038834951456310676
@@ -293,7 +293,7 @@ def scale_by_perturbed_dim(
     Returns:
         A stateless ``optax.GradientTransformation``.
 
-    Example:
+    Examples:
         >>> import optax
         >>> from softops.forward_grad import scale_by_perturbed_dim
         >>> opt = optax.chain(scale_by_perturbed_dim(num_tangents=8), optax.sgd(0.1))
@@ -327,7 +327,7 @@ def fgd(learning_rate: float, *, decay: float = 0.0) -> optax.GradientTransforma
         ValueError: if ``learning_rate`` is a Python number <= 0 (arrays are not checked, so that
             it can be traced) or ``decay`` is not a number >= 0.
 
-    Example:
+    Examples:
         >>> from softops.forward_grad import fgd
         >>> opt = fgd(0.01, decay=1e-4)
     """

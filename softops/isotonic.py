@@ -112,7 +112,7 @@ def isotonic_l2(
         TypeError: if ``s`` or ``w`` is not floating point.
         ValueError: for a bad ``axis`` or ``method``, or shapes that do not match.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops import isotonic_l2
         >>> isotonic_l2(jnp.array([1.0, 3.0, 2.0]), jnp.zeros(3))
@@ -154,7 +154,7 @@ def isotonic_kl(
         TypeError: if ``s`` or ``w`` is not floating point.
         ValueError: for a bad ``axis`` or ``method``, or shapes that do not match.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops import isotonic_kl
         >>> isotonic_kl(jnp.array([0.0, 0.0]), jnp.array([0.0, 0.0]))
@@ -198,7 +198,7 @@ def isotonic_regression(
         TypeError: if ``y`` or ``weights`` is not floating point, or ``increasing`` is not a bool.
         ValueError: for a bad ``axis`` or ``method``, or shapes that do not match.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops import isotonic_regression
         >>> isotonic_regression(jnp.array([1.0, 3.0, 2.0, 4.0]))

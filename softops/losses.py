@@ -230,7 +230,7 @@ def spearman_correlation(
         TypeError: for non-floating predictions, non-real targets or a non-boolean ``where``.
         ValueError: for mismatched shapes, a bad strength or ``regularization``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops.losses import spearman_correlation
         >>> p, t = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0]), jnp.array([5.0, 6.0, 7.0, 8.0, 7.0])
@@ -295,7 +295,7 @@ def spearman_loss(
         TypeError: as :func:`spearman_correlation`.
         ValueError: as :func:`spearman_correlation`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops.losses import spearman_loss
         >>> x = jnp.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
@@ -379,7 +379,7 @@ def soft_topk_rank_loss(
             ``squash``.
         ValueError: for a bad ``k``, labels shape, strength or ``regularization``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops.losses import soft_topk_rank_loss
         >>> logits = jnp.array([[2.0, 0.0, -2.0], [2.0, 0.0, -2.0]])
@@ -440,7 +440,7 @@ def soft_topk_mask_loss(
         TypeError: for non-floating logits, non-integer labels or a non-int ``k``.
         ValueError: for a bad ``k``, labels shape or strength.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops.losses import soft_topk_mask_loss
         >>> logits = jnp.array([3.0, 1.0, -1.0, -3.0])
@@ -511,7 +511,7 @@ def soft_quantile(
         TypeError: for non-floating ``x``, non-real ``q`` or non-boolean ``where``.
         ValueError: for ``q`` outside [0, 1] or of rank > 1, a bad strength or option.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops.losses import soft_quantile
         >>> soft_quantile(jnp.array([4.0, 1.0, 3.0, 2.0]), 0.25, regularization_strength=1e-3)
@@ -564,7 +564,7 @@ def soft_median(
         TypeError: as :func:`soft_quantile`.
         ValueError: as :func:`soft_quantile`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops.losses import soft_median
         >>> soft_median(jnp.array([4.0, 1.0, 3.0, 2.0]), regularization_strength=1e-3)
@@ -614,7 +614,7 @@ def soft_lts_loss(
         TypeError: for non-floating residuals or a non-boolean ``where``.
         ValueError: for ``trim`` outside [0, 1), a bad strength or option.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops.losses import soft_lts_loss
         >>> r = jnp.array([0.1, -0.2, 0.1, 5.0])
@@ -682,7 +682,7 @@ def soft_ndcg(
         TypeError: for non-floating scores, non-real relevance, a non-int ``k``.
         ValueError: for mismatched shapes, a bad ``k``, strength, ``gain`` or ``regularization``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops.losses import soft_ndcg
         >>> rel = jnp.array([3.0, 2.0, 0.0])

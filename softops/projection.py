@@ -150,7 +150,7 @@ def projection_permutahedron(
         TypeError: for non-floating ``z`` or ``w``.
         ValueError: for a bad ``regularization``, ``axis``, ``method`` or ``w`` shape.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops import projection_permutahedron
         >>> projection_permutahedron(jnp.array([10.0, 0.0, 5.0]))
@@ -216,7 +216,7 @@ def soft_rank(
         TypeError: for a non-floating ``x`` or a non-bool ``descending``.
         ValueError: for a bad ``regularization``, ``method``, ``axis`` or strength.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops import soft_rank
         >>> soft_rank(jnp.array([0.3, -1.2, 2.5, 0.0]), regularization_strength=1e-3)
@@ -272,7 +272,7 @@ def soft_sort(
         TypeError: for a non-floating ``x`` or a non-bool ``descending``.
         ValueError: for a bad ``regularization``, ``method``, ``axis`` or strength.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from softops import soft_sort
         >>> x = jnp.array([0.3, -1.2, 2.5, 0.1])

@@ -287,7 +287,7 @@ def sinkhorn(
         ValueError: bad shapes, ``epsilon`` not positive, bad ``tol``/``max_iter``/option.
         TypeError: non-floating ``cost`` or non-int ``max_iter``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> out = sinkhorn(jnp.array([[0.0, 1.0], [1.0, 0.0]]), epsilon=0.1)
         >>> [round(float(v), 3) for v in out.plan.sum(axis=0)]
@@ -410,7 +410,7 @@ def soft_topk_mask_solve(
         ValueError: bad ``k``, ``epsilon``, ``temperature``, ``where`` shape, ``tol``, option.
         TypeError: non-floating ``x``, non-boolean ``where``, non-int ``k`` or ``max_iter``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> out = soft_topk_mask_solve(jnp.array([0.1, 0.9, 0.5, 0.7]), 2, temperature=1e-3)
         >>> out.mask.round(3).tolist(), bool(out.converged)
@@ -520,7 +520,7 @@ def soft_topk_mask(
             them given, ``where`` of the wrong shape, a bad option.
         TypeError: non-floating ``x``, non-boolean ``where``, non-integer Python ``k``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> x = jnp.array([0.1, 0.9, 0.5, 0.7])
         >>> soft_topk_mask(x, 2, temperature=1e-3).round(3).tolist()
@@ -572,7 +572,7 @@ def soft_topk_solve(
         ValueError: bad ``k``, strength, ``where`` shape, tolerance or option.
         TypeError: non-floating ``x``, non-int ``k``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> out = soft_topk_solve(jnp.array([0.1, 0.9, 0.5, 0.7]), 2, epsilon=0.01)
         >>> [round(float(v), 2) for v in out.values], bool(out.converged)
@@ -668,7 +668,7 @@ def soft_topk(
         ValueError: ``k`` outside ``[0, n]``, non-positive strength, both strengths, bad shapes.
         TypeError: non-floating ``x``, non-int ``k``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> vals, assign = soft_topk(jnp.array([0.1, 0.9, 0.5, 0.7]), 2, epsilon=0.01)
         >>> [round(float(v), 2) for v in vals], [round(float(r), 2) for r in assign.sum(-1)]
