@@ -4,24 +4,7 @@ import importlib.util
 import math
 import pathlib
 
-import jax
-import pytest
-
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "knn_digits.py"
-
-
-@pytest.fixture
-def float32_default():
-    # The example is user code for JAX's defaults (float32, standard promotion; optax's adam
-    # does not run under strict promotion); the suite enables x64 and strict promotion.
-    x64, promotion = jax.config.jax_enable_x64, jax.config.jax_numpy_dtype_promotion
-    jax.config.update("jax_enable_x64", False)
-    jax.config.update("jax_numpy_dtype_promotion", "standard")
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", x64)
-        jax.config.update("jax_numpy_dtype_promotion", promotion)
 
 
 def test_knn_example_runs_and_reports(float32_default):

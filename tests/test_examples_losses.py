@@ -4,9 +4,6 @@ import importlib.util
 import math
 import pathlib
 
-import jax
-import pytest
-
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -15,20 +12,6 @@ def _load(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def float32_default():
-    # The examples are user code for JAX's defaults (float32, standard promotion; optax's adam
-    # does not run under strict promotion); the suite enables x64 and strict promotion.
-    x64, promotion = jax.config.jax_enable_x64, jax.config.jax_numpy_dtype_promotion
-    jax.config.update("jax_enable_x64", False)
-    jax.config.update("jax_numpy_dtype_promotion", "standard")
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", x64)
-        jax.config.update("jax_numpy_dtype_promotion", promotion)
 
 
 def test_robust_regression_example(float32_default):
