@@ -20,7 +20,6 @@ from softops.projection import projection_permutahedron as projection_permutahed
 from softops.projection import soft_rank as soft_rank
 from softops.projection import soft_sort as soft_sort
 from softops.topk_ot import SinkhornOutput as SinkhornOutput
-from softops.topk_ot import SoftTopK as SoftTopK
 from softops.topk_ot import SoftTopKOutput as SoftTopKOutput
 from softops.topk_ot import TopKMaskOutput as TopKMaskOutput
 from softops.topk_ot import sinkhorn as sinkhorn
@@ -52,7 +51,6 @@ __all__ = [
     "spearman_correlation",
     "spearman_loss",
     "SinkhornOutput",
-    "SoftTopK",
     "SoftTopKOutput",
     "TopKMaskOutput",
     "sinkhorn",

@@ -40,7 +40,7 @@ def _index(shape: tuple[int, ...]) -> jax.Array:
     n = math.prod(shape)
     if n > MAX_STREAM:
         raise ValueError(
-                f"a parameter leaf times `num_tangents` must have at most 2**32 elements, got {n}"
+            f"a parameter leaf times `num_tangents` must have at most 2**32 elements, got {n}"
         )
     return lax.iota(jnp.uint32, n).reshape(shape)
 
@@ -81,7 +81,8 @@ def normal(seeds: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     h2 = hash_u32(idx, seeds[1], seeds[0] ^ jnp.uint32(_GOLDEN))
     u1 = _grid(h1 >> 8, 24)
     u = _grid((h2 >> 8) & jnp.uint32(0x7FFFFF), 23)
-    sign = lax.bitcast_convert_type((h2 & jnp.uint32(0x80000000)) | jnp.uint32(0x3F800000),
-                                    jnp.float32)
+    sign = lax.bitcast_convert_type(
+        (h2 & jnp.uint32(0x80000000)) | jnp.uint32(0x3F800000), jnp.float32
+    )
     r = jnp.sqrt(jnp.float32(-2.0) * jnp.log(u1))
     return (r * sign * _cos_quarter(jnp.float32(math.pi / 2) * u)).astype(dtype)

@@ -10,17 +10,23 @@ l2    (weight * y, weight)   (a1 + a2, b1 + b2)           a / b
 kl    (s, w)                 (logaddexp, logaddexp)       a - b
 ====  =====================  ===========================  ==================
 
-For ``l2`` the value is the weighted mean of ``y`` over the block; for ``kl`` it is
-``logsumexp(s_B) - logsumexp(w_B)``, computed in log space so nothing overflows.
+The kernels return only the *structure* of the solution, a boolean ``[B, n]`` array that marks
+the first element of each block; values, and through them every derivative, are closed-form
+functions of the blocks (``softops._soft``). The structure is integer data, so no tangent ever
+enters a loop. Elements flagged in ``barrier`` always start a block (rows of a batch, masked
+entries). PAV pools equal neighbours too (``value_left <= value_right``), as the reference
+implementations do.
 
-The kernels return only the *structure* of the solution: a boolean ``[B, n]`` array that marks the
-first element of each block. Values, and through them every derivative, are computed from that
-structure by segment reductions in :func:`block_values` (O(n), no n x n matrix, no tolerance-based
-block detection). The structure is integer data, so no tangent ever enters a ``while_loop``: the ops
-support ``jvp``, ``grad`` and ``hessian`` to any order.
+Solvers (both exact, both start with a few *rounds*):
 
-PAV pools equal neighbours too (``value_left <= value_right``), as the reference implementations do;
-at exact ties that fixes which of the valid derivatives is returned.
+- rounds: pool every run of adjacent violating blocks at once, in "block space" (each round
+  compacts the blocks of every row), O(n) vectorized work per round. Soft sort/rank inputs usually
+  finish here (one or two rounds);
+- ``"sequential"`` then runs stack-based PAV over the blocks of the rows not yet solved, all rows
+  laid end to end in one ``lax.while_loop`` of O(1) steps: O(n) in all, the fast shape on CPU;
+- ``"parallel"`` instead merges solved chunks pairwise in a tree of depth log2(n) (each merge
+  pools a suffix of the left chunk with a prefix of the right one, found by binary search): no
+  sequential dependence longer than O(log^3 n), the shape for GPU/TPU.
 """
 
 from __future__ import annotations
@@ -32,206 +38,197 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-Kind = Literal["l2", "kl"]
+from softops import _merge_tree, _sharding
+from softops._blocks import Kind, combine, segment_combine, value
+
 Method = Literal["auto", "sequential", "parallel"]
 METHODS = ("auto", "sequential", "parallel")
+ROUNDS = 4  # parallel rounds before the finishing solver
 
 
-def _combine(kind: Kind, p, q):
-    return p + q if kind == "l2" else jnp.logaddexp(p, q)
+class _Blocks(NamedTuple):
+    """Block-space state of the rounds.
 
-
-def _value(kind: Kind, a, b):
-    return a / b if kind == "l2" else a - b
-
-
-def _test_value(kind: Kind, a, b, first):
-    """The block value as the sequential loop compares it.
-
-    For kl the value is a subtraction, which XLA duplicates into every in-place update of the
-    loop's stacks; each update then re-reads the stacks and XLA copies them at every step (O(n^2)
-    in all). A division is not duplicated, so the kl value is scaled by ``c`` in [1, 2) (from the
-    block's first index) and divided by it again; ``(x * c) / c`` is ``x`` up to one rounding.
+    Block ``j < count[r]`` of row ``r`` has statistics ``a, b``, starts at element ``first``, and
+    ``bar`` says whether it starts at a barrier; ``done`` rows are solved.
     """
-    if kind == "l2":
-        return a / b
-    c = 1 + first.astype(a.dtype) * jnp.asarray(2.0**-31, a.dtype)
-    return ((a - b) * c) / c
+
+    a: jax.Array
+    b: jax.Array
+    first: jax.Array
+    bar: jax.Array
+    count: jax.Array
+    done: jax.Array
 
 
-class _StackState(NamedTuple):
-    i: jax.Array  # next element to read
-    top: jax.Array  # number of blocks on the stack
-    start: jax.Array  # [B * n] first element of each stacked block
-    sa: jax.Array  # [B * n] block statistic a
-    sb: jax.Array  # [B * n] block statistic b
-    progress: jax.Array  # whether the last step changed the state
+def _round(kind: Kind, blk: _Blocks) -> _Blocks:
+    """Pools every run of adjacent violating blocks of every row at once."""
+    n = blk.a.shape[1]
+    pos = lax.broadcasted_iota(jnp.int32, blk.a.shape, 1)
+    live = pos < blk.count[:, None]
+    v = value(kind, blk.a, blk.b)
+    viol = live[:, 1:] & ~blk.bar[:, 1:] & (v[:, :-1] <= v[:, 1:])
+    new = live & jnp.concatenate([jnp.ones((live.shape[0], 1), bool), ~viol], axis=1)
+    ids = jnp.where(live, jnp.cumsum(new, axis=1, dtype=jnp.int32) - 1, n)
+    tgt = jnp.where(new, ids, n)
+    keep = functools.partial(_scatter_rows, tgt)
+    return _Blocks(
+        segment_combine(kind, blk.a, ids, n),
+        segment_combine(kind, blk.b, ids, n),
+        keep(blk.first),
+        keep(blk.bar),
+        new.sum(axis=1, dtype=jnp.int32),
+        blk.done | ~jnp.any(viol, axis=1),
+    )
 
 
-def _pav_sequential(a: jax.Array, b: jax.Array, kind: Kind) -> jax.Array:
-    """Stack-based Pool-Adjacent-Violators over all rows laid end to end.
+def _scatter_rows(tgt: jax.Array, x: jax.Array) -> jax.Array:
+    """``out[r, tgt[r, j]] = x[r, j]`` (targets ``>= n`` dropped)."""
+    rows = lax.broadcasted_iota(jnp.int32, x.shape, 0)
+    return jnp.zeros_like(x).at[rows, tgt].set(x, mode="drop")
 
-    Reference semantics for one row (each step below is one ``while_loop`` iteration)::
+
+def _rounds(kind: Kind, a, b, barrier, max_rounds: int) -> _Blocks:
+    bsz, n = a.shape
+    iota = lax.broadcasted_iota(jnp.int32, a.shape, 1)
+    blk = _Blocks(a, b, iota, barrier, jnp.full((bsz,), n, jnp.int32), jnp.zeros((bsz,), bool))
+
+    def cond(state):
+        it, blk = state
+        return (it < max_rounds) & ~jnp.all(blk.done)
+
+    def body(state):
+        it, blk = state
+        return it + 1, _round(kind, blk)
+
+    return lax.while_loop(cond, body, _sharding.like_vma((jnp.int32(0), blk), a))[1]
+
+
+def _starts_of(blk: _Blocks) -> jax.Array:
+    n = blk.a.shape[1]
+    pos = lax.broadcasted_iota(jnp.int32, blk.a.shape, 1)
+    tgt = jnp.where(pos < blk.count[:, None], blk.first, n)
+    rows = lax.broadcasted_iota(jnp.int32, tgt.shape, 0)
+    return jnp.zeros(blk.a.shape, bool).at[rows, tgt].set(True, mode="drop")
+
+
+def _stack_pav(kind: Kind, a, b, barrier, nxt, first):
+    """Stack-based PAV over the slots ``first, nxt[first], nxt[nxt[first]], ...`` of flat arrays.
+
+    Reference semantics (each step below is one ``while_loop`` iteration)::
 
         stack = []
-        for i in range(n):
+        for i in slots:  # i = first; i = nxt[i] while i < len(a)
             stack.append(block(i))
-            while len(stack) >= 2 and value(stack[-2]) <= value(stack[-1]):
+            while (len(stack) >= 2 and not barrier(stack[-1])
+                   and value(stack[-2]) <= value(stack[-1])):
                 stack[-2:] = [merge(stack[-2], stack[-1])]
 
-    The B rows are processed as one sequence of B * n elements in which a block that starts a row
-    never merges with the block before it. Every step reads and writes scalars (dynamic slices,
-    in-place updates), so a step costs O(1) whatever B is, and the loop runs at most 2Bn + 1 steps.
-    This is the fast shape on CPU; ``vmap`` of a per-row loop would instead select over the whole
-    batched carry at every step.
+    Returns the stack's slots (``-i - 1`` for a block starting at a barrier) and its height. Every
+    step reads and writes O(1) scalars. XLA copies a loop buffer at every step (an O(n^2) loop) if
+    a cheap function of a value read from it feeds another buffer's in-place update, because it
+    then duplicates that read into each consumer. So every value read from the stacks passes
+    through a division XLA counts as expensive and computes once: ``a / b``, ``(a - b) / one``
+    and ``lax.div(start, one)``, with ``one`` equal to 1 at run time, unknown to XLA
+    (``tests/test_pav.py`` checks the compiled loop for copies).
     """
-    bsz, n = a.shape
-    size = bsz * n
-    af, bf = a.ravel(), b.ravel()
+    size = a.shape[0]
+    dtype = a.dtype
+    tiny = jnp.asarray(2.0**-60 if dtype == jnp.float32 else 2.0**-90, dtype)
 
-    def body(st: _StackState) -> _StackState:
-        t1 = jnp.maximum(st.top - 1, 0)
-        t2 = jnp.maximum(st.top - 2, 0)
-        a1, b1, s1 = st.sa[t1], st.sb[t1], st.start[t1]
-        a2, b2, s2 = st.sa[t2], st.sb[t2], st.start[t2]
-        merge = (
-            (st.top >= 2)
-            & (s1 % n != 0)
-            & (_test_value(kind, a2, b2, s2) <= _test_value(kind, a1, b1, s1))
-        )
-        push = ~merge & (st.i < size)
-        ic = jnp.minimum(st.i, size - 1)
-        # A step that neither merges nor pushes rewrites the top block with its own values.
-        pos = jnp.where(merge, t2, jnp.where(push, st.top, t1))
-        new_a = jnp.where(merge, _combine(kind, a2, a1), jnp.where(push, af[ic], a1))
-        new_b = jnp.where(merge, _combine(kind, b2, b1), jnp.where(push, bf[ic], b1))
-        new_s = jnp.where(push, st.i, jnp.where(merge, s2, s1))
-        merge_i, push_i = merge.astype(jnp.int32), push.astype(jnp.int32)
-        return _StackState(
-            i=st.i + push_i,
-            top=st.top - merge_i + push_i,
-            start=st.start.at[pos].set(new_s),
-            sa=st.sa.at[pos].set(new_a),
-            sb=st.sb.at[pos].set(new_b),
-            progress=merge | push,
+    def body(st):
+        i, top, start, sa, sb, _ = st
+        t1, t2 = jnp.maximum(top - 1, 0), jnp.maximum(top - 2, 0)
+        one_f = 1 + top.astype(dtype) * tiny  # exactly 1 (top < 2**31)
+        one_i = 1 + (top >> 31)  # exactly 1 (top >= 0)
+        a1, b1, s1 = sa[t1], sb[t1], start[t1]
+        a2, b2, s2 = sa[t2], sb[t2], start[t2]
+        if kind == "l2":
+            v1, v2 = a1 / b1, a2 / b2
+        else:
+            v1, v2 = (a1 - b1) / one_f, (a2 - b2) / one_f
+        merge = (top >= 2) & (lax.div(s1, one_i) >= 0) & (v2 <= v1)
+        push = ~merge & (i < size)
+        ic = jnp.minimum(i, size - 1)
+        pos = jnp.where(merge, t2, jnp.where(push, top, t1))
+        na = jnp.where(merge, combine(kind, a2, a1), jnp.where(push, a[ic], a1))
+        nb = jnp.where(merge, combine(kind, b2, b1), jnp.where(push, b[ic], b1))
+        ns = jnp.where(push, jnp.where(barrier[ic], -i - 1, i), jnp.where(merge, s2, s1))
+        mi, pi = merge.astype(jnp.int32), push.astype(jnp.int32)
+        return (
+            jnp.where(push, nxt[ic], i),
+            top - mi + pi,
+            start.at[pos].set(ns),
+            sa.at[pos].set(na),
+            sb.at[pos].set(nb),
+            merge | push,
         )
 
     zero = jnp.zeros((), jnp.int32)
-    init = _StackState(
-        i=zero,
-        top=zero,
-        start=jnp.zeros((size,), jnp.int32),
-        sa=jnp.zeros_like(af),
-        sb=jnp.zeros_like(bf),
-        progress=jnp.array(True),
+    init = (first, zero, jnp.zeros((size,), jnp.int32), jnp.zeros_like(a), jnp.zeros_like(b), True)
+    init = _sharding.like_vma(init, a)
+    _, top, start, _, _, _ = lax.while_loop(lambda st: st[5], body, init)
+    return jnp.where(start < 0, -start - 1, start), top
+
+
+def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
+    """Stack PAV over the blocks of the unfinished rows, all rows laid end to end."""
+    bsz, n = blk.a.shape
+    size = bsz * n
+    pos = lax.broadcasted_iota(jnp.int32, blk.a.shape, 1)
+    todo = ((pos < blk.count[:, None]) & ~blk.done[:, None]).ravel()
+    # nxt[i]: the next slot to visit after slot i (size when none), a reverse running minimum.
+    slot = jnp.arange(size, dtype=jnp.int32)
+    after = jnp.where(todo, slot, size)
+    nxt = lax.cummin(jnp.concatenate([after[1:], jnp.full((1,), size, jnp.int32)]), reverse=True)
+    first = jnp.min(after)
+    start, top = _stack_pav(
+        kind, blk.a.ravel(), blk.b.ravel(), (blk.bar | (pos == 0)).ravel(), nxt, first
     )
-    st = lax.while_loop(lambda st: st.progress, body, init)
-    live = jnp.arange(size, dtype=jnp.int32) < st.top
-    starts = (
-        jnp.zeros((size,), bool)
-        .at[jnp.where(live, st.start, jnp.int32(size))]
-        .set(True, mode="drop")
-    )
-    return starts.reshape(bsz, n)
+    item = jnp.where(jnp.arange(size, dtype=jnp.int32) < top, start, size)
+    row = jnp.where(item < size, item // n, bsz)
+    elem = jnp.take(blk.first.ravel(), item, mode="fill", fill_value=n)
+    starts = jnp.where(blk.done[:, None], _starts_of(blk), False)
+    return starts.at[row, elem].set(True, mode="drop")
 
 
-def _segment_reduce(kind: Kind, x: jax.Array, ids: jax.Array) -> jax.Array:
-    """Per-block sum (l2) or logsumexp (kl) of ``x`` [B, n]; block ``j`` of row ``r`` at [r, j]."""
-    bsz, n = x.shape
-    flat = (ids + n * jnp.arange(bsz, dtype=ids.dtype)[:, None]).ravel()
-    seg = functools.partial(
-        jax.ops.segment_sum, segment_ids=flat, num_segments=bsz * n, indices_are_sorted=True
-    )
-    if kind == "l2":
-        return seg(x.ravel()).reshape(bsz, n)
-    m = jax.ops.segment_max(
-        lax.stop_gradient(x).ravel(), flat, num_segments=bsz * n, indices_are_sorted=True
-    ).reshape(bsz, n)
-    m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
-    m_el = jnp.take_along_axis(m, ids, axis=-1)
-    return m + jnp.log(seg(jnp.exp(x - m_el).ravel()).reshape(bsz, n))
+def _solve(kind: Kind, method: str, a, b, barrier):
+    blk = _rounds(kind, a, b, barrier, ROUNDS)
+    if method == "sequential":  # an empty loop when every row is done
+        return _finish_sequential(kind, blk)
+    return _merge_tree.finish(kind, blk)
 
 
-def block_ids(starts: jax.Array) -> jax.Array:
-    """Block index of every element, from the block-start flags ``[B, n]``."""
-    return jnp.cumsum(starts, axis=-1, dtype=jnp.int32) - 1
-
-
-def block_values(a: jax.Array, b: jax.Array, starts: jax.Array, kind: Kind) -> jax.Array:
-    """Each element's block value (the isotonic solution), differentiable in ``a`` and ``b``."""
-    ids = block_ids(starts)
-    val = _value(kind, _segment_reduce(kind, a, ids), _segment_reduce(kind, b, ids))
-    return jnp.take_along_axis(val, ids, axis=-1)
-
-
-def _pav_parallel(a: jax.Array, b: jax.Array, kind: Kind) -> jax.Array:
-    """Pools every adjacent violating pair of blocks at once, and repeats until none is left.
-
-    Reference semantics for one row::
-
-            starts = [True] * n
-            while True:
-                v = block_values(starts)
-                viol = [starts[i] and v[i - 1] <= v[i] for i in range(1, n)]
-                if not any(viol): return starts
-                starts = [s and not x for s, x in zip(starts, [False] + viol)]
-
-    Pooling adjacent violators never separates elements that share a block in the solution, so this
-    is exact. Each round is O(n) data-parallel work with no sequential dependence (the shape that
-    suits GPU/TPU); random inputs take O(log n) rounds, but adversarial ones can take up to n.
-    """
-
-    def body(state):
-        starts, _ = state
-        v = block_values(a, b, starts, kind)
-        viol = starts[:, 1:] & (v[:, :-1] <= v[:, 1:])
-        return starts.at[:, 1:].set(starts[:, 1:] & ~viol), jnp.any(viol)
-
-    init = (jnp.ones(a.shape, bool), jnp.array(True))
-    starts, _ = lax.while_loop(lambda s: s[1], body, init)
-    return starts
-
-
-@functools.cache
-def _batched_structure(kind: Kind, method: Method):
-    """The structure kernel, with a vmap rule that folds vmapped axes into the kernel's batch."""
-
-    def run(a, b):
-        if method == "sequential":
-            return _pav_sequential(a, b, kind)
-        if method == "parallel":
-            return _pav_parallel(a, b, kind)
-        return lax.platform_dependent(
+@_sharding.batch_local(item_ndims=(1, 1, 1), out_item_ndims=(1,), name="x")
+def _structure(a, b, barrier, *, kind: Kind, method: str):
+    """Block starts of rows with any leading axes (run per batch shard, vmap folded in)."""
+    shape = a.shape
+    a, b, barrier = (t.reshape(-1, shape[-1]) for t in (a, b, barrier))
+    if method != "auto":
+        out = _solve(kind, method, a, b, barrier)
+    else:
+        out = lax.platform_dependent(
             a,
             b,
-            cpu=functools.partial(_pav_sequential, kind=kind),
-            default=functools.partial(_pav_parallel, kind=kind),
+            barrier,
+            cpu=functools.partial(_solve, kind, "sequential"),
+            default=functools.partial(_solve, kind, "parallel"),
         )
-
-    @jax.custom_batching.custom_vmap
-    def structure(a, b):
-        return run(a, b)
-
-    @structure.def_vmap
-    def _structure_vmap(axis_size, in_batched, a, b):
-        a_batched, b_batched = in_batched
-        a = a if a_batched else jnp.broadcast_to(a, (axis_size, *a.shape))
-        b = b if b_batched else jnp.broadcast_to(b, (axis_size, *b.shape))
-        out = structure(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]))
-        return out.reshape(a.shape), True
-
-    return structure
+    return out.reshape(shape)
 
 
-def block_starts(a: jax.Array, b: jax.Array, kind: Kind, method: Method) -> jax.Array:
-    """Block-start flags ``[B, n]`` of the decreasing isotonic solution (no gradient flows)."""
+def block_starts(
+    a: jax.Array, b: jax.Array, kind: Kind, method: str, barrier: jax.Array | None = None
+) -> jax.Array:
+    """Block-start flags ``[..., n]`` of the decreasing isotonic solution (no gradient flows).
+
+    ``barrier`` (optional, bool like ``a``) marks elements that must start a block; the first
+    element of every row always does.
+    """
     a = lax.stop_gradient(a)
     b = lax.stop_gradient(b)
-    return _batched_structure(kind, method)(a, b)
-
-
-def isotonic_decreasing(a: jax.Array, b: jax.Array, kind: Kind, method: Method) -> jax.Array:
-    """Solution of the decreasing isotonic problem on ``[B, n]`` statistics ``(a, b)``."""
+    first = lax.broadcasted_iota(jnp.int32, a.shape, a.ndim - 1) == 0
+    barrier = first if barrier is None else barrier | first
     if a.size == 0:
-        return a
-    return block_values(a, b, block_starts(a, b, kind, method), kind)
+        return barrier
+    return _structure(a, b, barrier, kind=kind, method=method)

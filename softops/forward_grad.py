@@ -49,7 +49,7 @@ def _is_float(leaf) -> bool:
     dtype = jnp.result_type(leaf)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(
-                f"forward gradients support real parameters only, got a leaf of dtype {dtype}"
+            f"forward gradients support real parameters only, got a leaf of dtype {dtype}"
         )
     return jnp.issubdtype(dtype, jnp.floating)
 
@@ -66,8 +66,9 @@ def _float0_zeros(leaf, prefix=()) -> np.ndarray:
     return np.zeros(prefix + np.shape(leaf), dtype=jax.dtypes.float0)
 
 
-def _sample_float_leaves(key, leaves: Sequence, ids: Sequence[int], num_leaves: int,
-                         num_tangents: int, distribution: str) -> list[jax.Array]:
+def _sample_float_leaves(
+    key, leaves: Sequence, ids: Sequence[int], num_leaves: int, num_tangents: int, distribution: str
+) -> list[jax.Array]:
     """Tangents ``[K, *leaf.shape]`` for the float ``leaves`` (``ids``: positions in the tree)."""
     seeds = jax.random.bits(key, (num_leaves + 1, 2), jnp.uint32)
     k = num_tangents
@@ -78,8 +79,8 @@ def _sample_float_leaves(key, leaves: Sequence, ids: Sequence[int], num_leaves: 
     d = sum(sizes)
     if k > d:
         raise ValueError(
-                f"`num_tangents` must be <= d = {d} (the number of float parameters) for "
-                f"distribution='orthogonal', got num_tangents={k}"
+            f"`num_tangents` must be <= d = {d} (the number of float parameters) for "
+            f"distribution='orthogonal', got num_tangents={k}"
         )
     dtype = compute_dtype(max((jnp.result_type(x) for x in leaves), key=lambda t: t.itemsize))
     gauss = _fg_random.normal(seeds[num_leaves], (d, k), dtype)
@@ -88,13 +89,18 @@ def _sample_float_leaves(key, leaves: Sequence, ids: Sequence[int], num_leaves: 
     v = (q * sign * math.sqrt(d)).T  # [K, d]
     out, start = [], 0
     for x, n in zip(leaves, sizes):
-        out.append(v[:, start:start + n].reshape((k,) + np.shape(x)).astype(jnp.result_type(x)))
+        out.append(v[:, start : start + n].reshape((k,) + np.shape(x)).astype(jnp.result_type(x)))
         start += n
     return out
 
 
-def sample_tangents(key: jax.Array, params: Any, *, num_tangents: int | None = None,
-                    distribution: Distribution = "rademacher") -> Any:
+def sample_tangents(
+    key: jax.Array,
+    params: Any,
+    *,
+    num_tangents: int | None = None,
+    distribution: Distribution = "rademacher",
+) -> Any:
     """Random tangents shaped like ``params``, one independent stream per leaf.
 
     Float leaves get entries with mean 0 and variance 1 in the leaf's dtype: ``"rademacher"`` (±1,
@@ -133,16 +139,23 @@ def sample_tangents(key: jax.Array, params: Any, *, num_tangents: int | None = N
     prefix = () if num_tangents is None else (k,)
     out = [_float0_zeros(x, prefix) for x in leaves]
     if ids:
-        sampled = _sample_float_leaves(key, [leaves[i] for i in ids], ids, len(leaves), k,
-                                       distribution)
+        sampled = _sample_float_leaves(
+            key, [leaves[i] for i in ids], ids, len(leaves), k, distribution
+        )
         for i, t in zip(ids, sampled):
             out[i] = t[0] if num_tangents is None else t
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def forward_value_and_grad(fun: Callable, *, argnums: int = 0, num_tangents: int = 1,
-                           distribution: Distribution = "rademacher", has_aux: bool = False,
-                           axis_name: str | None = None) -> Callable:
+def forward_value_and_grad(
+    fun: Callable,
+    *,
+    argnums: int = 0,
+    num_tangents: int = 1,
+    distribution: Distribution = "rademacher",
+    has_aux: bool = False,
+    axis_name: str | None = None,
+) -> Callable:
     r"""Like ``jax.value_and_grad``, but the gradient is a forward-gradient estimate.
 
     Returns ``g(key, *args, **kwargs) -> (value, grad_estimate)`` (``((value, aux), estimate)``
@@ -215,8 +228,8 @@ def forward_value_and_grad(fun: Callable, *, argnums: int = 0, num_tangents: int
             value, aux = out if has_aux else (out, None)
             if jnp.ndim(value) != 0 or not jnp.issubdtype(jnp.result_type(value), jnp.floating):
                 raise TypeError(
-                        "`fun` must return a real scalar (its first output with has_aux=True), "
-                        f"got shape {jnp.shape(value)} and dtype {jnp.result_type(value)}"
+                    "`fun` must return a real scalar (its first output with has_aux=True), "
+                    f"got shape {jnp.shape(value)} and dtype {jnp.result_type(value)}"
                 )
             return value, aux
 
@@ -243,12 +256,16 @@ def forward_value_and_grad(fun: Callable, *, argnums: int = 0, num_tangents: int
 
 
 def _num_float_entries(tree) -> int:
-    return sum(math.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(tree)
-               if jnp.issubdtype(jnp.result_type(x), jnp.floating))
+    return sum(
+        math.prod(np.shape(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+    )
 
 
-def perturbed_dim_factor(d: int, *, num_tangents: int = 1,
-                         distribution: Distribution = "rademacher") -> float:
+def perturbed_dim_factor(
+    d: int, *, num_tangents: int = 1, distribution: Distribution = "rademacher"
+) -> float:
     r"""The step-size factor :math:`\|\nabla f\|^2 / \mathbb{E}\|\hat g\|^2` for ``d`` parameters.
 
     ``K / (K + d + κ - 2)`` for i.i.d. tangents, ``K / d`` for orthogonal ones. On a quadratic with
@@ -279,7 +296,7 @@ def perturbed_dim_factor(d: int, *, num_tangents: int = 1,
 
 
 def scale_by_perturbed_dim(
-        *, num_tangents: int = 1, distribution: Distribution = "rademacher"
+    *, num_tangents: int = 1, distribution: Distribution = "rademacher"
 ) -> optax.GradientTransformation:
     """An optax transformation that scales forward-gradient updates by :func:`perturbed_dim_factor`.
 
@@ -302,11 +319,12 @@ def scale_by_perturbed_dim(
 
     def update_fn(updates, state, params=None):
         del params
-        factor = perturbed_dim_factor(_num_float_entries(updates), num_tangents=num_tangents,
-                                      distribution=distribution)
+        factor = perturbed_dim_factor(
+            _num_float_entries(updates), num_tangents=num_tangents, distribution=distribution
+        )
         return jax.tree_util.tree_map(
-                lambda u: u * factor if jnp.issubdtype(jnp.result_type(u), jnp.floating) else u,
-                updates), state
+            lambda u: u * factor if jnp.issubdtype(jnp.result_type(u), jnp.floating) else u, updates
+        ), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 

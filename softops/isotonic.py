@@ -10,23 +10,22 @@ problems with *decreasing* constraints :math:`v_1 \ge v_2 \ge \dots \ge v_n`:
 :func:`isotonic_regression` is the weighted least-squares isotonic regression that scikit-learn
 users know (increasing by default), on the same kernel.
 
-All functions work along ``axis`` (the last by default) and treat leading axes as a batch.
-They are exact (Pool Adjacent Violators), O(n) memory, and differentiable in forward and reverse
-mode with O(n) derivatives: the solver finds which elements share a block, and every output is a
-closed-form function of its block (a mean, or a difference of logsumexps), which JAX differentiates.
+All functions work along ``axis`` (the last by default) and treat the other axes as a batch. They
+are exact (Pool Adjacent Violators), O(n) memory, and differentiable in forward and reverse mode
+with O(n) derivatives of every order: the solver finds which elements share a block, and every
+output is a closed-form function of its block (a mean, or a difference of logsumexps).
 
-Two solvers give the same answer to rounding (``method=``):
+Two exact solvers (``method=``), both starting with a few rounds that pool every run of adjacent
+violators at once (enough for most soft sort/rank inputs):
 
-- ``"sequential"``: stack-based PAV in one ``lax.while_loop``, O(n) steps; fastest on CPU.
-- ``"parallel"``: pools every adjacent violating pair of blocks per round, each round O(n)
-  data-parallel work; suits GPU/TPU, where a loop of O(n) tiny steps is slow. Random inputs take a
-  few rounds (O(log n)); adversarial inputs can take up to n.
+- ``"sequential"``: then stack-based PAV over what is left, O(n) in all; fastest on CPU.
+- ``"parallel"``: then a merge tree of depth log2(n) over the remaining blocks, every step
+  data-parallel and O(log^3 n) sequential steps on any input; for GPU/TPU.
 - ``"auto"`` (default): ``"sequential"`` on CPU and ``"parallel"`` elsewhere, decided when the
   computation is lowered for its platform.
 
-NaN: comparisons with NaN are false, so a NaN never pools with its neighbours; the rows that
-contain a NaN may contain NaN in their output, other rows of a batch are unaffected. An infinite
-input makes its block infinite (or NaN where +inf and -inf meet).
+Batches sharded over devices run where they live, with no communication (see
+:doc:`sharding`). A row with a NaN or ±inf input gives NaN in that row only.
 
 Reference: Blondel, Teboul, Berthet, Djolonga, Fast Differentiable Sorting and Ranking, ICML 2020,
 arXiv:2002.08871.
@@ -34,37 +33,24 @@ arXiv:2002.08871.
 
 from __future__ import annotations
 
-import math
+import functools
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from softops import _pav
-from softops._checks import canonicalize_axis, check_choice, check_floating, compute_dtype
+from softops import _checks, _pav, _sharding, _soft
 from softops._pav import Method
 
-
-def _to_rows(x: jax.Array, axis: int):
-    """Moves ``axis`` last and flattens the rest: returns [B, n] and a function undoing it."""
-    moved = jnp.moveaxis(x, axis, -1)
-    shape = moved.shape
-
-    def restore(y):
-        return jnp.moveaxis(y.reshape(shape), -1, axis)
-
-    return moved.reshape(math.prod(shape[:-1]), shape[-1]), restore
+__all__ = ["isotonic_kl", "isotonic_l2", "isotonic_regression"]
 
 
-def _prepare_pair(s: ArrayLike, w: ArrayLike, axis: int, method: str, names=("s", "w")):
-    """Validates ``(s, w)``; returns [B, n] arrays of the compute dtype and ``restore``.
-
-    ``restore`` maps a [B, n] result back to the input's layout and dtype.
-    """
-    check_choice(method, _pav.METHODS, "method")
-    s = check_floating(s, names[0])
-    w = check_floating(w, names[1])
-    ax = canonicalize_axis(axis, s.ndim)
+def _pair(s: ArrayLike, w: ArrayLike, axis, method, names=("s", "w")):
+    """Validates ``(s, w)``: returns both with ``s``'s shape, the axis and the result dtype."""
+    _checks.choice(method, _pav.METHODS, "method")
+    s = _checks.floating(s, names[0])
+    w = _checks.floating(w, names[1])
+    ax = _checks.axis(axis, s.ndim)
     if w.shape != s.shape:
         if w.ndim == 1 and w.shape[0] == s.shape[ax]:
             w = jnp.moveaxis(jnp.broadcast_to(w, jnp.moveaxis(s, ax, -1).shape), -1, ax)
@@ -77,11 +63,22 @@ def _prepare_pair(s: ArrayLike, w: ArrayLike, axis: int, method: str, names=("s"
                     f"along `axis`, or broadcast to its shape; got {names[0]}.shape={s.shape}, "
                     f"{names[1]}.shape={w.shape}, axis={axis}"
                 ) from None
-    out_dtype = jnp.result_type(s.dtype, w.dtype)
-    dtype = compute_dtype(out_dtype)
-    s2, restore = _to_rows(s.astype(dtype), ax)
-    w2, _ = _to_rows(w.astype(dtype), ax)
-    return s2, w2, lambda v: restore(v).astype(out_dtype)
+    return s, w, ax, jnp.result_type(s.dtype, w.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "kind", "sign", "method"))
+def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
+    """The decreasing isotonic solution of the statistics built from ``(s, w)``."""
+
+    def kernel(s, w, _):
+        if kind == "l2":  # sign * y * weights, weights (sign = 0: isotonic_l2 of s - w)
+            a, b = (s - w, jnp.ones_like(s)) if sign == 0 else (sign * s * w, w)
+            out = _soft.isotonic_rows(a, b, kind="l2", method=method)
+            return out if sign == 0 else sign * out
+        return _soft.isotonic_rows(s, w, kind="kl", method=method)
+
+    dtype = jnp.result_type(s.dtype, w.dtype)
+    return _sharding.run_items(kernel, axis, (s, w.astype(s.dtype)), out_dtype=dtype, name="s")
 
 
 def isotonic_l2(
@@ -100,16 +97,16 @@ def isotonic_l2(
 
     Args:
         s: ``[..., n, ...]`` floating array.
-        w: array of the same shape as ``s``, or of a shape that broadcasts to it (e.g. ``[n]``).
-        axis: the axis along which the constraint runs; other axes are batch.
+        w: array of the same shape as ``s``, 1-D with ``s``'s length along ``axis``, or
+            broadcastable to ``s``.
+        axis: the axis along which the constraint runs; the other axes are batch.
         method: ``"auto"``, ``"sequential"`` or ``"parallel"`` (see the module docstring).
 
     Returns:
-        ``v*`` with the shape of ``s`` (half-precision inputs are computed in float32 and cast
-        back).
+        ``v*`` with the shape of ``s`` (half-precision inputs are computed in float32).
 
     Raises:
-        TypeError: if ``s`` or ``w`` is not floating point.
+        TypeError: if ``s`` or ``w`` is not a floating-point array.
         ValueError: for a bad ``axis`` or ``method``, or shapes that do not match.
 
     Examples:
@@ -121,8 +118,8 @@ def isotonic_l2(
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
-    s2, w2, restore = _prepare_pair(s, w, axis, method)
-    return restore(_pav.isotonic_decreasing(s2 - w2, jnp.ones_like(s2), "l2", method))
+    s, w, ax, _ = _pair(s, w, axis, method)
+    return _isotonic(s, w, axis=ax, kind="l2", sign=0.0, method=method)
 
 
 def isotonic_kl(
@@ -143,15 +140,16 @@ def isotonic_kl(
 
     Args:
         s: ``[..., n, ...]`` floating array.
-        w: array of the same shape as ``s``, or of a shape that broadcasts to it.
-        axis: the axis along which the constraint runs; other axes are batch.
+        w: array of the same shape as ``s``, 1-D with ``s``'s length along ``axis``, or
+            broadcastable to ``s``.
+        axis: the axis along which the constraint runs; the other axes are batch.
         method: ``"auto"``, ``"sequential"`` or ``"parallel"``.
 
     Returns:
         ``v*`` with the shape of ``s``.
 
     Raises:
-        TypeError: if ``s`` or ``w`` is not floating point.
+        TypeError: if ``s`` or ``w`` is not a floating-point array.
         ValueError: for a bad ``axis`` or ``method``, or shapes that do not match.
 
     Examples:
@@ -160,8 +158,8 @@ def isotonic_kl(
         >>> isotonic_kl(jnp.array([0.0, 0.0]), jnp.array([0.0, 0.0]))
         Array([0., 0.], dtype=float32)
     """
-    s2, w2, restore = _prepare_pair(s, w, axis, method)
-    return restore(_pav.isotonic_decreasing(s2, w2, "kl", method))
+    s, w, ax, _ = _pair(s, w, axis, method)
+    return _isotonic(s, w, axis=ax, kind="kl", sign=0.0, method=method)
 
 
 def isotonic_regression(
@@ -172,7 +170,7 @@ def isotonic_regression(
     axis: int = -1,
     method: Method = "auto",
 ) -> jax.Array:
-    r"""Weighted least-squares isotonic regression, as in ``sklearn.isotonic.isotonic_regression``.
+    r"""Weighted least-squares isotonic regression, as ``sklearn.isotonic.isotonic_regression``.
 
     Solves, along ``axis``,
 
@@ -184,18 +182,17 @@ def isotonic_regression(
 
     Args:
         y: ``[..., n, ...]`` floating array.
-        weights: positive weights ``omega``, of ``y``'s shape or broadcastable to it; ``None`` means
-            all ones. Zero or negative weights are not supported (a block of zero total weight
-            gives NaN).
+        weights: positive weights :math:`\omega`, of ``y``'s shape or broadcastable to it; None
+            means all ones. A block of zero total weight gives NaN.
         increasing: the direction of the constraint.
-        axis: the axis along which the constraint runs; other axes are batch.
+        axis: the axis along which the constraint runs; the other axes are batch.
         method: ``"auto"``, ``"sequential"`` or ``"parallel"``.
 
     Returns:
         The fitted values, with the shape of ``y``.
 
     Raises:
-        TypeError: if ``y`` or ``weights`` is not floating point, or ``increasing`` is not a bool.
+        TypeError: if ``y`` or ``weights`` is not floating point, or ``increasing`` not a bool.
         ValueError: for a bad ``axis`` or ``method``, or shapes that do not match.
 
     Examples:
@@ -204,10 +201,9 @@ def isotonic_regression(
         >>> isotonic_regression(jnp.array([1.0, 3.0, 2.0, 4.0]))
         Array([1. , 2.5, 2.5, 4. ], dtype=float32)
     """
-    if not isinstance(increasing, bool):
-        raise TypeError(f"`increasing` must be a bool, got increasing={increasing!r}")
-    y = check_floating(y, "y")
-    weights = jnp.ones_like(y) if weights is None else check_floating(weights, "weights")
-    y2, w2, restore = _prepare_pair(y, weights, axis, method, names=("y", "weights"))
+    increasing = _checks.boolean(increasing, "increasing")
+    y = _checks.floating(y, "y")
+    weights = jnp.ones_like(y) if weights is None else weights
+    y, w, ax, _ = _pair(y, weights, axis, method, names=("y", "weights"))
     sign = -1.0 if increasing else 1.0
-    return restore(sign * _pav.isotonic_decreasing(sign * y2 * w2, w2, "l2", method))
+    return _isotonic(y, w, axis=ax, kind="l2", sign=sign, method=method)

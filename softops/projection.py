@@ -9,23 +9,32 @@ Blondel et al. (2020) define soft sort and soft rank as regularized projections 
     \langle \mu, \log \mu - 1\rangle - \langle \mu, z\rangle,
 
 and reduce both to isotonic regression: with :math:`\sigma` the permutation sorting ``z`` in
-descending order and ``w`` sorted descending,
+decreasing order and ``w`` sorted decreasingly,
 :math:`P_Q(z, w)_\sigma = z_\sigma - v_Q(z_\sigma, w)` and
 :math:`P_E(z, w)_\sigma = \exp(z_\sigma - v_E(z_\sigma, \log w))`, where :math:`v_Q, v_E` are
-:func:`softops.isotonic_l2` and :func:`softops.isotonic_kl`. One sort and one PAV: O(n log n) time,
-O(n) memory, exact, and O(n) derivatives in forward and reverse mode.
+:func:`softops.isotonic_l2` and :func:`softops.isotonic_kl`. One sort and one isotonic regression:
+O(n log n) time, O(n) memory, exact, O(n) derivatives in forward and reverse mode.
 
 With :math:`\rho = (n, n-1, \dots, 1)` and strength :math:`\varepsilon`:
 
-- ``soft_rank(x) = P(x / ε, ρ)`` (ascending ranks start at 1 = smallest);
-- ``soft_sort(x) = -(ρ/ε - v(ρ/ε, sort_desc(-x)))`` for ascending order (the reference definition;
-  under ``"kl"`` descending is not the reversed negation of ascending).
+- ``soft_rank(x) = P(x / ε, ρ)`` (ascending ranks, 1 = smallest);
+- ``soft_sort(x) = -(ρ/ε - v(ρ/ε, sort_desc(-x)))`` for ascending order, i.e. the projection of
+  :math:`\rho/\varepsilon` onto :math:`\mathcal{P}(x)` (under ``"kl"``, descending is not the
+  reversed negation of ascending).
 
-As ε → 0 they become ``jnp.sort`` and the hard ranks; as ε → ∞, every soft rank tends to
-(n + 1)/2 and the L2 soft sort to ``mean(x)`` (plus a spacing of 1/ε).
+Every output is computed from its isotonic block in closed form without subtracting large
+numbers, so float32 keeps its digits at any ε (e.g. ε = 1e-8, or inputs of 1e30).
 
-NaN: a row that contains a NaN gives an unspecified result (possibly NaN) for that row only; other
-rows of the batch are unaffected. ±inf inputs give ±inf or NaN entries in their row.
+As ε → 0 they become the hard ranks and ``jnp.sort``; as ε → ∞ every soft rank tends to
+(n + 1)/2, and the L2 soft sort to ``mean(x)`` plus a spacing of 1/ε (the KL soft sort does not
+flatten: it tends to ``logsumexp(x) - log(n)`` minus the same spacing).
+
+``where=`` masks items: the valid items of each row are ranked (or sorted) among themselves, as
+if the others were absent; masked outputs are 0 with zero derivative. ``straight_through=True``
+returns the hard result (ties share their mean rank) with the soft derivative.
+
+NaN and inf: a row with a NaN or ±inf among its valid items, or with a strength that is not
+positive and finite (only possible when the strength is traced), gives NaN in that row only.
 
 Reference: Blondel, Teboul, Berthet, Djolonga, Fast Differentiable Sorting and Ranking, ICML 2020,
 arXiv:2002.08871.
@@ -33,150 +42,51 @@ arXiv:2002.08871.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.typing import ArrayLike
 
-from softops import _pav
-from softops._checks import (
-    canonicalize_axis,
-    check_choice,
-    check_floating,
-    check_positive,
-    compute_dtype,
-)
+from softops import _checks, _pav, _sharding, _soft
 from softops._pav import Method
-from softops.isotonic import _to_rows
+
+__all__ = ["projection_permutahedron", "soft_rank", "soft_sort"]
 
 Regularization = Literal["l2", "kl"]
 REGULARIZATIONS = ("l2", "kl")
 
 
-def _descending_ranks(n: int, dtype) -> jax.Array:
-    return jnp.arange(n, 0, -1, dtype=dtype)
+def _common(x, axis, regularization, method, where, strength=None):
+    """Validates the arguments shared by the three ops."""
+    _checks.choice(regularization, REGULARIZATIONS, "regularization")
+    _checks.choice(method, _pav.METHODS, "method")
+    x = _checks.floating(x, "x")
+    ax = _checks.axis(axis, x.ndim)
+    mask = _checks.where(where, x.shape)
+    if strength is None:
+        return x, ax, mask, None
+    batch = _checks.batch_shape(x.shape, ax)
+    dtype = _checks.compute_dtype(x.dtype)
+    eps = _checks.per_row(strength, "regularization_strength", batch, dtype)
+    return x, ax, mask, eps
 
 
-def _argsort_desc(z: jax.Array) -> jax.Array:
-    """Stable argsort of each row of ``z`` [B, n] in descending order (no gradient)."""
-    iota = lax.broadcasted_iota(jnp.int32, z.shape, 1)
-    _, perm = lax.sort((-lax.stop_gradient(z), iota), dimension=1, num_keys=1)
-    return perm
-
-
-def _inverse_permutation(perm: jax.Array) -> jax.Array:
-    bsz, n = perm.shape
-    rows = jnp.arange(bsz)[:, None]
-    iota = lax.broadcasted_iota(jnp.int32, perm.shape, 1)
-    return jnp.zeros_like(perm).at[rows, perm].set(iota, unique_indices=True)
-
-
-def _project_rows(z: jax.Array, w_desc: jax.Array, regularization: str, method: str) -> jax.Array:
-    """P(z, w) for rows [B, n], with ``w_desc`` [B or 1, n] already sorted in descending order."""
-    perm = _argsort_desc(z)
-    z_sorted = jnp.take_along_axis(z, perm, axis=-1)
-    w_desc = jnp.broadcast_to(w_desc, z.shape)
-    if regularization == "l2":
-        out = z_sorted - _pav.isotonic_decreasing(z_sorted - w_desc, jnp.ones_like(z), "l2", method)
-    else:
-        out = jnp.exp(z_sorted - _pav.isotonic_decreasing(z_sorted, jnp.log(w_desc), "kl", method))
-    return jnp.take_along_axis(out, _inverse_permutation(perm), axis=-1)
-
-
-def _prepare(x: ArrayLike, name: str, axis: int, regularization: str, method: str):
-    check_choice(regularization, REGULARIZATIONS, "regularization")
-    check_choice(method, _pav.METHODS, "method")
-    x = check_floating(x, name)
-    ax = canonicalize_axis(axis, x.ndim)
-    x2, restore = _to_rows(x.astype(compute_dtype(x.dtype)), ax)
-    return x, x2, ax, restore
-
-
-def _strength_rows(strength, x: jax.Array, ax: int, dtype) -> jax.Array:
-    """Broadcasts the strength (scalar or batch-shaped) to a [B, 1] column."""
-    strength = check_positive(strength, "regularization_strength")
-    batch_shape = x.shape[:ax] + x.shape[ax + 1 :]
-    eps = jnp.asarray(strength).astype(dtype)
-    try:
-        eps = jnp.broadcast_to(eps, batch_shape)
-    except ValueError:
-        raise ValueError(
-            "`regularization_strength` must be a scalar or broadcast to the batch shape "
-            f"{batch_shape} (the input's shape without `axis`), got shape {eps.shape}"
-        ) from None
-    return eps.reshape(-1, 1)
-
-
-def _apply_rows(rows, x, axis, descending, regularization, strength, method) -> jax.Array:
-    """Validates the soft op's arguments and applies ``rows(x2, eps)`` on [B, n] rows."""
-    if not isinstance(descending, bool):
-        raise TypeError(f"`descending` must be a bool, got descending={descending!r}")
-    x_in, x2, ax, restore = _prepare(x, "x", axis, regularization, method)
-    if x2.shape[-1] == 0:
-        return x_in
-    eps = _strength_rows(strength, x_in, ax, x2.dtype)
-    return restore(rows(x2, eps)).astype(x_in.dtype)
-
-
-def projection_permutahedron(
-    z: ArrayLike,
-    w: ArrayLike | None = None,
-    *,
-    regularization: Regularization = "l2",
-    axis: int = -1,
-    method: Method = "auto",
-) -> jax.Array:
-    r"""Projection of ``z`` onto the permutahedron of ``w``, Euclidean or KL.
-
-    ``"l2"``: :math:`\arg\min_{\mu \in \mathcal{P}(w)} \tfrac12\|\mu - z\|^2`.
-    ``"kl"``: :math:`\arg\min_{\mu \in \mathcal{P}(w)} \mathrm{KL}(\mu, e^{z})`, which needs
-    ``w > 0``.
-
-    Args:
-        z: ``[..., n, ...]`` floating array.
-        w: the vector whose permutations span the permutahedron, ``[n]`` or of ``z``'s shape
-            (any order; it is sorted internally, and derivatives flow to it). Defaults to
-            :math:`\rho = (n, n-1, \dots, 1)`.
-        regularization: ``"l2"`` or ``"kl"``.
-        axis: the item axis; the other axes are batch.
-        method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
-
-    Returns:
-        The projection, with the shape of ``z``.
-
-    Raises:
-        TypeError: for non-floating ``z`` or ``w``.
-        ValueError: for a bad ``regularization``, ``axis``, ``method`` or ``w`` shape.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> from softops import projection_permutahedron
-        >>> projection_permutahedron(jnp.array([10.0, 0.0, 5.0]))
-        Array([3., 1., 2.], dtype=float32)
-    """
-    z_in, z2, ax, restore = _prepare(z, "z", axis, regularization, method)
-    n = z2.shape[-1]
-    if w is None:
-        w2 = _descending_ranks(n, z2.dtype)[None]
-        out_dtype = z_in.dtype
-    else:
-        w = check_floating(w, "w")
-        if w.ndim == 1 and w.shape[0] == n:
-            w2 = w.astype(z2.dtype)[None]
-        elif w.shape == z_in.shape:
-            w2, _ = _to_rows(w.astype(z2.dtype), ax)
-        else:
-            raise ValueError(
-                f"`w` must have shape ({n},) or the shape of `z` {z_in.shape}, "
-                f"got w.shape={w.shape}"
-            )
-        w2 = -jnp.sort(-w2, axis=-1)
-        out_dtype = jnp.result_type(z_in, w)
-    if n == 0:
-        return z_in.astype(out_dtype)
-    return restore(_project_rows(z2, w2, regularization, method)).astype(out_dtype)
+@functools.partial(
+    jax.jit,
+    static_argnames=("axis", "op", "descending", "regularization", "method", "straight_through"),
+)
+def _soft_op(x, eps, where, *, axis, op, descending, regularization, method, straight_through):
+    kernel = _soft.rank_rows if op == "rank" else _soft.sort_rows
+    kernel = functools.partial(
+        kernel,
+        descending=descending,
+        regularization=regularization,
+        method=method,
+        straight_through=straight_through,
+    )
+    return _sharding.run_items(kernel, axis, (x,), (eps,), where)
 
 
 def soft_rank(
@@ -186,6 +96,8 @@ def soft_rank(
     descending: bool = False,
     regularization: Regularization = "l2",
     regularization_strength: ArrayLike = 1.0,
+    where: ArrayLike | None = None,
+    straight_through: bool = False,
     method: Method = "auto",
 ) -> jax.Array:
     r"""Soft ranks of ``x`` along ``axis``: a differentiable relaxation of the hard ranks.
@@ -196,42 +108,60 @@ def soft_rank(
     Blondel et al.'s reference code and torchsort. Under ``"l2"`` each row sums to n(n+1)/2; tied
     inputs get equal ranks.
 
-    Limits: ε → 0 gives the hard ranks (``argsort(argsort(x)) + 1``); ε → ∞ gives (n+1)/2
-    everywhere.
+    Limits: ε → 0 gives the hard ranks (tied values share their mean rank); ε → ∞ gives
+    (n + 1)/2 everywhere. The L2 ranks are equivariant: ``soft_rank(c * x, ε = c * ε0)`` does not
+    depend on ``c > 0``, so choose ε in the units of ``x`` (the gaps between values that get
+    pooled are those below about ε).
 
     Args:
         x: ``[..., n, ...]`` floating array (bfloat16/float16 are computed in float32).
         axis: the item axis; the other axes are batch.
         descending: rank 1 for the largest entry instead of the smallest.
         regularization: ``"l2"`` (Euclidean projection) or ``"kl"`` (entropic).
-        regularization_strength: ε > 0, a scalar or an array broadcastable to the batch shape
-            (``x.shape`` without ``axis``). A non-positive Python number raises; a non-positive
-            traced value gives NaN or inf.
+        regularization_strength: ε > 0, a number or an array broadcastable to the batch shape
+            (``x.shape`` without ``axis``). Known values must be positive and finite; traced
+            values that are not give NaN in their row.
+        where: optional boolean mask of ``x``'s shape: only the ``True`` items of each row are
+            ranked (1 to their count); the others get 0 and no gradient.
+        straight_through: return the hard ranks (ties averaged) with the soft ranks' derivative
+            (biased: the derivative is that of a different function than the value).
         method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
 
     Returns:
         Soft ranks with the shape and dtype of ``x``.
 
     Raises:
-        TypeError: for a non-floating ``x`` or a non-bool ``descending``.
-        ValueError: for a bad ``regularization``, ``method``, ``axis`` or strength.
+        TypeError: for a non-floating ``x``, a non-bool ``descending``/``straight_through``, a
+            non-boolean ``where``.
+        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength or ``where``
+            shape, or an ``x`` sharded along ``axis``.
 
     Examples:
         >>> import jax.numpy as jnp
         >>> from softops import soft_rank
         >>> soft_rank(jnp.array([0.3, -1.2, 2.5, 0.0]), regularization_strength=1e-3)
         Array([3., 1., 4., 2.], dtype=float32)
+        >>> mask = jnp.array([True, False, True, True])
+        >>> soft_rank(jnp.array([0.3, -1.2, 2.5, 0.0]), regularization_strength=1e-3, where=mask)
+        Array([2., 0., 3., 1.], dtype=float32)
 
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
-
-    def rows(x2, eps):
-        theta = (-x2 if descending else x2) / eps
-        ranks = _descending_ranks(x2.shape[-1], x2.dtype)[None]
-        return _project_rows(theta, ranks, regularization, method)
-
-    return _apply_rows(rows, x, axis, descending, regularization, regularization_strength, method)
+    descending = _checks.boolean(descending, "descending")
+    straight_through = _checks.boolean(straight_through, "straight_through")
+    x, ax, mask, eps = _common(x, axis, regularization, method, where, regularization_strength)
+    return _soft_op(
+        x,
+        eps,
+        mask,
+        axis=ax,
+        op="rank",
+        descending=descending,
+        regularization=regularization,
+        method=method,
+        straight_through=straight_through,
+    )
 
 
 def soft_sort(
@@ -241,11 +171,13 @@ def soft_sort(
     descending: bool = False,
     regularization: Regularization = "l2",
     regularization_strength: ArrayLike = 1.0,
+    where: ArrayLike | None = None,
+    straight_through: bool = False,
     method: Method = "auto",
 ) -> jax.Array:
     r"""Soft-sorted values of ``x`` along ``axis``: a differentiable relaxation of ``jnp.sort``.
 
-    With ``s`` = ``sign * x`` sorted in descending order (``sign = -1`` for ascending output,
+    With ``s`` = ``sign * x`` sorted in decreasing order (``sign = -1`` for ascending output,
     ``+1`` for descending) and :math:`\rho_\varepsilon = (n, \dots, 1)/\varepsilon`,
 
     .. math::
@@ -255,22 +187,30 @@ def soft_sort(
     :math:`\rho_\varepsilon` onto the permutahedron of ``s``. Under ``"l2"`` the output preserves
     the sum of ``x`` and is monotone.
 
-    Limits: ε → 0 gives ``jnp.sort(x)``; ε → ∞ gives ``mean(x)`` plus a spacing of 1/ε (L2).
+    Limits: ε → 0 gives ``jnp.sort(x)``; ε → ∞ gives ``mean(x)`` plus a spacing of 1/ε (L2;
+    under KL the values do not flatten to the mean). Under L2, sorted neighbours whose gap exceeds
+    1/ε get pooled: ε acts on the inverse scale of ``x``
+    (``soft_sort(c * x, ε / c) = c * soft_sort(x, ε)``).
 
     Args:
         x: ``[..., n, ...]`` floating array (bfloat16/float16 are computed in float32).
         axis: the item axis; the other axes are batch.
         descending: sort in decreasing order.
         regularization: ``"l2"`` or ``"kl"``.
-        regularization_strength: ε > 0, a scalar or an array broadcastable to the batch shape.
+        regularization_strength: ε > 0, a number or an array broadcastable to the batch shape.
+        where: optional boolean mask of ``x``'s shape: the ``True`` items of each row are sorted
+            among themselves into the first positions; the remaining positions get 0.
+        straight_through: return ``jnp.sort`` (of the valid items) with the soft derivative.
         method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
 
     Returns:
         The soft-sorted values, with the shape and dtype of ``x``.
 
     Raises:
-        TypeError: for a non-floating ``x`` or a non-bool ``descending``.
-        ValueError: for a bad ``regularization``, ``method``, ``axis`` or strength.
+        TypeError: for a non-floating ``x``, a non-bool ``descending``/``straight_through``, a
+            non-boolean ``where``.
+        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength or ``where``
+            shape, or an ``x`` sharded along ``axis``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -284,15 +224,80 @@ def soft_sort(
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
+    descending = _checks.boolean(descending, "descending")
+    straight_through = _checks.boolean(straight_through, "straight_through")
+    x, ax, mask, eps = _common(x, axis, regularization, method, where, regularization_strength)
+    return _soft_op(
+        x,
+        eps,
+        mask,
+        axis=ax,
+        op="sort",
+        descending=descending,
+        regularization=regularization,
+        method=method,
+        straight_through=straight_through,
+    )
 
-    def rows(x2, eps):
-        sign = 1.0 if descending else -1.0
-        s = -jnp.sort(-sign * x2, axis=-1)
-        w = _descending_ranks(x2.shape[-1], x2.dtype)[None] / eps
-        if regularization == "l2":
-            v = _pav.isotonic_decreasing(w - s, jnp.ones_like(w), "l2", method)
-        else:
-            v = _pav.isotonic_decreasing(w, s, "kl", method)
-        return sign * (w - v)
 
-    return _apply_rows(rows, x, axis, descending, regularization, regularization_strength, method)
+@functools.partial(jax.jit, static_argnames=("axis", "regularization", "method"))
+def _projection(z, w, where, *, axis, regularization, method):
+    def kernel(z, *rest):
+        w, where = rest if len(rest) == 2 else (None, rest[0])
+        return _soft.project_rows(z, w, where, regularization=regularization, method=method)
+
+    items = (z,) if w is None else (z, w)
+    dtype = z.dtype if w is None else jnp.result_type(z.dtype, w.dtype)
+    return _sharding.run_items(kernel, axis, items, (), where, out_dtype=dtype, name="z")
+
+
+def projection_permutahedron(
+    z: ArrayLike,
+    w: ArrayLike | None = None,
+    *,
+    regularization: Regularization = "l2",
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    method: Method = "auto",
+) -> jax.Array:
+    r"""Projection of ``z`` onto the permutahedron of ``w``, Euclidean or KL.
+
+    ``"l2"``: :math:`\arg\min_{\mu \in \mathcal{P}(w)} \tfrac12\|\mu - z\|^2`.
+    ``"kl"``: :math:`\arg\min_{\mu \in \mathcal{P}(w)} \mathrm{KL}(\mu, e^{z})`, which needs
+    ``w > 0``.
+
+    Args:
+        z: ``[..., n, ...]`` floating array.
+        w: the vector whose permutations span the permutahedron, ``[n]`` or of ``z``'s shape (any
+            order: it is sorted internally, and derivatives flow to it). Defaults to
+            :math:`\rho = (n, n-1, \dots, 1)` (to :math:`(n_v, \dots, 1)` over the valid items).
+        regularization: ``"l2"`` or ``"kl"``.
+        axis: the item axis; the other axes are batch.
+        where: optional boolean mask of ``z``'s shape: the projection of the valid items onto the
+            permutahedron of the valid entries of ``w``; masked outputs are 0.
+        method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
+
+    Returns:
+        The projection, with the shape of ``z``.
+
+    Raises:
+        TypeError: for a non-floating ``z`` or ``w``, or a non-boolean ``where``.
+        ValueError: for a bad ``regularization``, ``axis``, ``method``, ``w`` or ``where`` shape.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from softops import projection_permutahedron
+        >>> projection_permutahedron(jnp.array([10.0, 0.0, 5.0]))
+        Array([3., 1., 2.], dtype=float32)
+    """
+    z, ax, mask, _ = _common(z, axis, regularization, method, where)
+    n = z.shape[ax]
+    if w is not None:
+        w = _checks.floating(w, "w")
+        if w.ndim == 1 and w.shape[0] == n and z.ndim > 1:
+            w = jnp.moveaxis(jnp.broadcast_to(w, jnp.moveaxis(z, ax, -1).shape), -1, ax)
+        elif w.shape != z.shape:
+            raise ValueError(
+                f"`w` must have shape ({n},) or the shape of `z` {z.shape}, got w.shape={w.shape}"
+            )
+    return _projection(z, w, mask, axis=ax, regularization=regularization, method=method)

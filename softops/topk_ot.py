@@ -15,28 +15,33 @@ with :math:`M = \max_{ij} C_{ij}` held constant when differentiating (as in the 
   (``largest=True``; :math:`\sigma((\theta - x_i)/T)` otherwise) with the threshold θ fixed by
   :math:`\sum A = k`, solved by a safeguarded Newton root find; derivative in closed form, O(n).
 - :func:`soft_topk`: the sorted variant, anchors :math:`k, k-1, \dots, 1, 0` (the first k with mass
-  :math:`1/n`, the last with :math:`(n-k)/n`), solved by :func:`sinkhorn`; returns the soft top-k
-  values in order and the k×n soft assignment (the paper's beam-search operator).
+  :math:`1/n`, the last with :math:`(n-k)/n`), solved by Sinkhorn; returns the soft top-k values
+  in order and the k×n soft assignment (the paper's beam-search operator).
+- :func:`sinkhorn`: the solver itself, for any cost.
 
 Two parameterizations of the strength, mutually exclusive:
 
-- ``epsilon=ε`` (default 0.1): the paper's, relative to the normalized cost :math:`C/M`;
+- ``epsilon=ε`` (default 0.1): the paper's, relative to the normalized cost :math:`C/M`. Because
+  M depends on the scores and the anchors sit at fixed positions, results change when the scores
+  are shifted or scaled (``mask(x + 5)`` differs from ``mask(x)``).
 - ``temperature=T``: in the units of the scores, :math:`\Gamma_{ij} \propto
-  \exp((x_i y_j - y_j^2/2)/T)`; for the mask :math:`A_i = \sigma((x_i - \theta)/T)`. They relate by
-  :math:`T = \varepsilon M / 2`.
+  \exp((x_i y_j - y_j^2/2)/T)`; for the mask :math:`A_i = \sigma((x_i - \theta)/T)`, invariant to
+  a shift of the scores. For a scale-free strength pass a per-row array, e.g.
+  ``temperature=0.1 * x.std(-1)``. They relate by :math:`T = \varepsilon M / 2`.
 
 As ε (or T) → 0 the mask tends to the hard top-k indicator (``lax.top_k``) when the k-th and
 (k+1)-th scores differ; tied scores share the mass equally.
 
-Derivatives are implicit (KKT conditions), in forward mode (``jax.custom_jvp``); reverse mode is its
-transpose, so ``grad``, ``jvp`` and ``vmap`` work and the cost does not depend on the number of
-iterations. Memory is O(n·m) whatever the iteration count.
+Derivatives are implicit (optimality conditions), in forward mode (``jax.custom_jvp``); reverse
+mode is their transpose, so ``grad``, ``jvp``, ``vmap`` and ``hessian`` work and the cost does not
+depend on the number of iterations. Batches sharded over devices run where they live.
 
-NaN and inf: with ``epsilon=`` a row that contains a NaN or ±inf score (among its unmasked
-entries) gives NaN for that row (M is then infinite). With ``temperature=`` the mask treats a score
-of -inf (``largest=True``; +inf for ``largest=False``) as never selected (exact 0), and NaN or the
-opposite infinity give NaN entries. A NaN row reports ``converged=False``; other rows of the batch
-are unaffected. Exclude such entries with ``where=``.
+NaN and inf: a row with a NaN among its valid scores, a strength that is not positive and finite
+(traced), a NaN ``k``, or a solver that stopped at ``max_iter`` gives NaN in that row (the
+``*_solve`` functions return the raw iterate with ``converged=False`` instead). With
+``epsilon=`` a ±inf score also gives NaN (M is infinite); with ``temperature=`` a score of
+``-inf`` (``largest=True``; ``+inf`` otherwise) is never selected (exact 0). Exclude entries
+with ``where=``.
 
 Reference: Xie, Dai, Chen, Dai, Zhao, Zha, Wei, Pfister, Differentiable Top-k with Optimal
 Transport, NeurIPS 2020, arXiv:2002.06504.
@@ -44,28 +49,19 @@ Transport, NeurIPS 2020, arXiv:2002.06504.
 
 from __future__ import annotations
 
-import numbers
+import functools
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.typing import ArrayLike
 
-from softops._checks import (
-    canonicalize_axis,
-    check_choice,
-    check_floating,
-    check_positive,
-    compute_dtype,
-)
-from softops._topk_mask import topk_mask_rows
-from softops._topk_sinkhorn import SinkhornOutput, sinkhorn_implicit, sinkhorn_unrolled
+from softops import _checks, _sharding, _topk
+from softops._sinkhorn import SinkhornOutput, plan_of, sinkhorn_implicit, sinkhorn_unrolled
 
 __all__ = [
     "SinkhornOutput",
-    "SoftTopK",
     "SoftTopKOutput",
     "TopKMaskOutput",
     "sinkhorn",
@@ -88,9 +84,9 @@ class TopKMaskOutput(NamedTuple):
     Attributes:
         mask: the soft top-k mask, shape of ``x``.
         threshold: θ in the units of the scores (``A = sigmoid(±(x - θ)/T)``), batch shape.
-        iterations: root-find (or Sinkhorn) iterations used, int32 (shared by the batch).
+        iterations: root-find (or Sinkhorn) iterations, int32, batch shape.
         residual: :math:`|\sum A - k|` in mask units, batch shape.
-        converged: ``residual <= tol``, batch shape.
+        converged: ``residual <= tol`` (or the threshold found to the dtype's resolution).
     """
 
     mask: jax.Array
@@ -100,20 +96,13 @@ class TopKMaskOutput(NamedTuple):
     converged: jax.Array
 
 
-class SoftTopK(NamedTuple):
-    """Result of :func:`soft_topk`: ``values`` ``[..., k]`` and ``assignment`` ``[..., k, n]``."""
-
-    values: jax.Array
-    assignment: jax.Array
-
-
 class SoftTopKOutput(NamedTuple):
-    r"""Result of :func:`soft_topk_solve`: :class:`SoftTopK` plus Sinkhorn diagnostics.
+    r"""Result of :func:`soft_topk_solve`: :func:`soft_topk`'s two arrays plus diagnostics.
 
     Attributes:
-        values: soft top-k values in order, ``[..., k]``.
-        assignment: soft assignment of the items to the k slots, ``[..., k, n]``.
-        iterations: Sinkhorn iterations used, ``[...]``.
+        values: soft top-k values in order, the shape of ``x`` with ``axis`` of length k.
+        assignment: soft assignment of the items to the k slots, ``[*batch, k, n]``.
+        iterations: Sinkhorn iterations, batch shape.
         residual: column-marginal error in mask units (:math:`n \|\Gamma^\top 1 - \nu\|_1`).
         converged: ``residual <= tol``.
     """
@@ -125,51 +114,8 @@ class SoftTopKOutput(NamedTuple):
     converged: jax.Array
 
 
-# ----------------------------------------------------------------------------- validation
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int, got {name}={value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {name}={value!r}")
-    return int(value)
-
-
-def _check_tol(tol, name: str = "tol") -> float | None:
-    if tol is None:
-        return None
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
-        raise ValueError(f"`{name}` must be a non-negative number or None, got {name}={tol!r}")
-    return float(tol)
-
-
-def _check_k(k, n: int, axis: int, batch_shape, *, allow_array: bool):
-    """Returns a Python int, or an array of the batch shape for a traced / per-row ``k``."""
-    if isinstance(k, (bool, np.bool_)):
-        raise TypeError(f"`k` must be an int or an array, got k={k!r}")
-    if isinstance(k, (int, np.integer)):
-        if not 0 <= k <= n:
-            raise ValueError(f"`k` must satisfy 0 <= k <= n along axis {axis}, got k={k} for n={n}")
-        return int(k)
-    if not allow_array or not isinstance(k, (numbers.Real, jax.Array, np.ndarray)):
-        raise TypeError(f"`k` must be a Python int, got k={k!r}")
-    if isinstance(k, numbers.Real) and not 0 <= k <= n:
-        raise ValueError(f"`k` must satisfy 0 <= k <= n along axis {axis}, got k={k} for n={n}")
-    k = jnp.asarray(k)
-    if not (jnp.issubdtype(k.dtype, jnp.integer) or jnp.issubdtype(k.dtype, jnp.floating)):
-        raise TypeError(f"`k` must have an integer or floating dtype, got dtype {k.dtype}")
-    try:
-        return jnp.broadcast_to(k, batch_shape)
-    except ValueError:
-        raise ValueError(
-            f"`k` must be a scalar or broadcast to the batch shape {batch_shape} (the shape of `x` "
-            f"without `axis`), got shape {k.shape}"
-        ) from None
-
-
-def _strength(epsilon, temperature, batch_shape, dtype):
-    """Returns ('epsilon' | 'temperature', value as a [B, 1] array)."""
+def _strength(epsilon, temperature, batch, dtype):
+    """('epsilon' | 'temperature', the value broadcast to the batch shape)."""
     if epsilon is not None and temperature is not None:
         raise ValueError(
             "`epsilon` and `temperature` are mutually exclusive, got "
@@ -177,196 +123,58 @@ def _strength(epsilon, temperature, batch_shape, dtype):
         )
     kind, value = ("temperature", temperature) if temperature is not None else ("epsilon", epsilon)
     value = DEFAULT_EPSILON if value is None else value
-    value = jnp.asarray(check_positive(value, kind)).astype(dtype)
-    try:
-        value = jnp.broadcast_to(value, batch_shape)
-    except ValueError:
-        raise ValueError(
-            f"`{kind}` must be a scalar or broadcast to the batch shape {batch_shape}, "
-            f"got shape {value.shape}"
-        ) from None
-    return kind, value.reshape(-1, 1)
-
-
-def _prepare(x, where, axis: int):
-    """Validates ``x`` and ``where``; returns [B, n] rows, validity, the axis and ``restore``."""
-    x = check_floating(x, "x")
-    ax = canonicalize_axis(axis, x.ndim)
-    if where is not None:
-        where = jnp.asarray(where)
-        if where.dtype != jnp.bool_:
-            raise TypeError(f"`where` must be a boolean array, got dtype {where.dtype}")
-        if where.shape != x.shape:
-            raise ValueError(
-                f"`where` must have the shape of `x` {x.shape}, got shape {where.shape}"
-            )
-    dtype = compute_dtype(x.dtype)
-    moved = jnp.moveaxis(x.astype(dtype), ax, -1)
-    shape = moved.shape
-    rows = moved.reshape(-1, shape[-1])
-    if where is None:
-        valid = jnp.ones(rows.shape, dtype)
-    else:
-        valid = jnp.moveaxis(where, ax, -1).reshape(rows.shape).astype(dtype)
-        rows = jnp.where(valid > 0, rows, 0)
-
-    def restore(y):
-        return jnp.moveaxis(y.reshape(shape[:-1] + y.shape[1:]), -1, ax).astype(x.dtype)
-
-    return x, rows, valid, ax, shape[:-1], restore
+    return kind, _checks.per_row(value, kind, batch, dtype)
 
 
 def _default_tol(tol, n: int, dtype) -> float:
-    """Default stopping tolerance on |sum A - k| in mask units: the rounding of an n-term sum."""
+    """Default tolerance on |sum A - k| in mask units: the rounding of an n-term sum."""
     if tol is not None:
         return tol
     return float(max(4 * n * jnp.finfo(dtype).eps, 16 * jnp.finfo(dtype).eps))
 
 
-def _cost_scale(rows, valid, lo: float, hi: float):
-    """M = max over valid entries and anchors in [lo, hi] of (x - y)^2, without gradient."""
-    c = jnp.maximum((rows - lo) ** 2, (rows - hi) ** 2)
-    m = jnp.max(jnp.where(valid > 0, c, 0), axis=1, keepdims=True)
-    return lax.stop_gradient(jnp.where(m > 0, m, 1))
-
-
-def _temperature(kind, value, rows, valid, lo: float, hi: float):
-    """Temperature T [B, 1] in score units: T = epsilon * M / 2 for the paper's parameterization."""
-    if kind == "temperature":
-        return value
-    return value * _cost_scale(rows, valid, lo, hi) / 2
-
-
-# ----------------------------------------------------------------------------- sinkhorn
-
-
-def sinkhorn(
-    cost: ArrayLike,
-    a: ArrayLike | None = None,
-    b: ArrayLike | None = None,
-    *,
-    epsilon: float | ArrayLike,
-    tol: float = 1e-6,
-    max_iter: int = 1000,
-    differentiation: Differentiation = "implicit",
-) -> SinkhornOutput:
-    r"""Entropic optimal transport by log-domain Sinkhorn, with implicit derivatives.
-
-    Solves :math:`\min_{P \ge 0, P1 = a, P^\top 1 = b} \langle P, C\rangle +
-    \varepsilon \langle P, \log P - 1\rangle` through its dual potentials ``(f, g)``:
-    :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`. Each iteration updates ``g`` then
-    ``f`` (so the rows of ``P`` sum to ``a`` exactly) and stops when the column error
-    :math:`\|P^\top 1 - b\|_1` (in the units of ``b``) is at most ``tol``, or after ``max_iter``.
-    Reference semantics for one problem::
-
-        g = zeros(m); f = eps * log(a) - eps * logsumexp((g - C) / eps, axis=1)
-        while sum(abs(P(f, g).sum(0) - b)) > tol and it < max_iter:
-            g = eps * log(b) - eps * logsumexp((f[:, None] - C) / eps, axis=0)
-            f = eps * log(a) - eps * logsumexp((g - C) / eps, axis=1)
-        f, g = f + g[-1], g - g[-1]
-
-    ``differentiation="implicit"`` differentiates the optimality conditions (an (m-1)×(m-1)
-    solve after fixing the gauge ``g[-1] = 0``): cost O(nm + m³), independent of the iterations.
-    ``"unrolled"`` runs exactly ``max_iter`` iterations in a ``lax.scan`` and differentiates
-    through them (for comparison; memory grows with ``max_iter`` in reverse mode).
-
-    Args:
-        cost: cost matrix, ``[..., n, m]``.
-        a: row marginal, ``[..., n]``, non-negative (default uniform ``1/n``). Rows with
-            ``a_i = 0`` get ``f_i = -inf`` and a zero row in the plan.
-        b: column marginal, ``[..., m]``, positive, with ``sum(b) == sum(a)`` (default ``1/m``).
-        epsilon: regularization, positive; a scalar or an array of the batch shape ``[...]``.
-        tol: stopping tolerance on the column-marginal L1 error, in the units of ``b``.
-        max_iter: maximum number of iterations (exact number for ``"unrolled"``).
-        differentiation: ``"implicit"`` or ``"unrolled"``.
-
-    Returns:
-        A :class:`SinkhornOutput` ``(f, g, plan, iterations, error, converged)``.
-
-    Raises:
-        ValueError: bad shapes, ``epsilon`` not positive, bad ``tol``/``max_iter``/option.
-        TypeError: non-floating ``cost`` or non-int ``max_iter``.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> out = sinkhorn(jnp.array([[0.0, 1.0], [1.0, 0.0]]), epsilon=0.1)
-        >>> [round(float(v), 3) for v in out.plan.sum(axis=0)]
-        [0.5, 0.5]
-    """
-    check_choice(differentiation, DIFFERENTIATIONS, "differentiation")
-    cost = check_floating(cost, "cost")
-    if cost.ndim < 2:
-        raise ValueError(f"`cost` must have shape [..., n, m], got shape {cost.shape}")
-    max_iter = _check_int(max_iter, "max_iter", 1 if differentiation == "unrolled" else 0)
-    tol = _check_tol(tol)
-    if tol is None:
-        raise ValueError("`tol` must be a non-negative number, got tol=None")
-    dtype = compute_dtype(cost.dtype)
-    *batch, n, m = cost.shape
-    batch = tuple(batch)
-    cost = cost.astype(dtype)
-
-    def marginal(v, size, name):
-        if v is None:
-            return jnp.full(batch + (size,), 1 / size, dtype)
-        v = check_floating(v, name).astype(dtype)
-        try:
-            return jnp.broadcast_to(v, batch + (size,))
-        except ValueError:
-            raise ValueError(
-                f"`{name}` must broadcast to {batch + (size,)} for a cost of shape "
-                f"{cost.shape}, got shape {v.shape}"
-            ) from None
-
-    a = marginal(a, n, "a")
-    b = marginal(b, m, "b")
-    eps = jnp.asarray(check_positive(epsilon, "epsilon")).astype(dtype)
-    try:
-        eps = jnp.broadcast_to(eps, batch)
-    except ValueError:
-        raise ValueError(
-            f"`epsilon` must be a scalar or broadcast to the batch shape {batch}, "
-            f"got shape {eps.shape}"
-        ) from None
-    flat = (-1,)
-    f, g, plan, it, err = _sinkhorn_rows(
-        cost.reshape(flat + (n, m)),
-        a.reshape(flat + (n,)),
-        b.reshape(flat + (m,)),
-        eps.reshape(flat),
-        max_iter,
-        tol,
-        differentiation,
-    )
-    return SinkhornOutput(
-        f.reshape(batch + (n,)),
-        g.reshape(batch + (m,)),
-        plan.reshape(batch + (n, m)),
-        it.reshape(batch),
-        err.reshape(batch),
-        err.reshape(batch) <= tol,
-    )
-
-
-def _sinkhorn_rows(cost, a, b, eps, max_iter: int, tol: float, differentiation: str):
-    """Batched kernel: cost [B, n, m], a [B, n], b [B, m], eps [B]; returns (f, g, P, it, err)."""
-    solver = sinkhorn_implicit if differentiation == "implicit" else sinkhorn_unrolled
-
-    def one(c, a1, b1, e1):
-        f, g, it, err = solver(c, a1, b1, e1, max_iter, tol)
-        f_ok = f > -jnp.inf
-        h = (jnp.where(f_ok, f, 0)[:, None] + g[None, :] - c) / e1
-        plan = jnp.where(f_ok[:, None], jnp.exp(h), 0)
-        return f, g, plan, it, err
-
-    if cost.shape[0] == 0:
-        shape = cost.shape
-        z = jnp.zeros
-        return z(shape[:2]), z(shape[::2]), z(shape), z((0,), jnp.int32), z((0,))
-    return jax.vmap(one)(cost, a, b, eps)
+def _top_args(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k):
+    """Validation shared by the mask and the sorted operator."""
+    largest = _checks.boolean(largest, "largest")
+    max_iter = _checks.integer(max_iter, "max_iter", minimum=0)
+    tol = _checks.tolerance(tol)
+    x = _checks.floating(x, "x")
+    ax = _checks.axis(axis, x.ndim)
+    batch = _checks.batch_shape(x.shape, ax)
+    n = x.shape[ax]
+    k = _checks.k_value(k, n, batch, traced=traced_k, axis_=axis)
+    kind, strength = _strength(epsilon, temperature, batch, _checks.compute_dtype(x.dtype))
+    mask = _checks.where(where, x.shape)
+    return x, ax, k, largest, kind, strength, mask, tol, max_iter
 
 
 # ----------------------------------------------------------------------------- top-k mask
+
+
+@functools.partial(
+    jax.jit, static_argnames=("axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad")
+)
+def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad):
+    def kernel(x, k, strength, valid):
+        mask, thr, it, res, ok = _topk.mask_rows(
+            x,
+            k,
+            strength,
+            valid,
+            kind=kind,
+            largest=largest,
+            solver=solver,
+            max_iter=max_iter,
+            tol=tol,
+        )
+        if nan_bad:
+            mask = jnp.where(ok[..., None], mask, jnp.nan)
+        return mask, (thr, it, res, ok)
+
+    mask, (thr, it, res, ok) = _sharding.run_items(
+        kernel, axis, (x,), (k, strength), where, with_rows=True
+    )
+    return mask, thr.astype(x.dtype), it, res.astype(x.dtype), ok
 
 
 def soft_topk_mask_solve(
@@ -382,33 +190,13 @@ def soft_topk_mask_solve(
     max_iter: int = 100,
     solver: MaskSolver = "newton",
 ) -> TopKMaskOutput:
-    r"""Soft top-k mask with solver diagnostics; see :func:`soft_topk_mask` for the operator.
+    r""":func:`soft_topk_mask` with its solver's diagnostics, per row.
 
-    Args:
-        x: scores, ``[..., n, ...]`` with the items along ``axis``.
-        k: number of items to select: a Python int with ``0 <= k <= n``, or an integer or float
-            array broadcastable to the batch shape (traced, per row; differentiable if float).
-            An array ``k`` is clipped to ``[0, n_valid]`` (``k <= 0`` gives zeros,
-            ``k >= n_valid`` ones on the valid entries).
-        axis: the item axis.
-        largest: select the k largest (``True``) or the k smallest (``False``) scores.
-        epsilon: the paper's regularization (relative to the max-normalized cost); default 0.1.
-        temperature: alternative to ``epsilon``, in the units of the scores (``T = ε M / 2``).
-        where: optional boolean array of the shape of ``x``; ``False`` entries take no part and
-            get exactly 0 (and zero gradient).
-        tol: stopping tolerance on :math:`|\sum A - k|` in mask units (default
-            ``4 n eps_dtype``, the rounding of an n-term sum).
-        max_iter: maximum root-find (Newton) or Sinkhorn iterations.
-        solver: ``"newton"`` (exact scalar root find, O(n) per iteration, closed-form O(n)
-            derivative) or ``"sinkhorn"`` (two-anchor log-domain Sinkhorn with implicit
-            derivative, for comparison).
+    Takes the arguments of :func:`soft_topk_mask`. Unlike it, a row whose solver stopped at
+    ``max_iter`` keeps its last iterate (with ``converged=False``) instead of NaN.
 
     Returns:
         A :class:`TopKMaskOutput` ``(mask, threshold, iterations, residual, converged)``.
-
-    Raises:
-        ValueError: bad ``k``, ``epsilon``, ``temperature``, ``where`` shape, ``tol``, option.
-        TypeError: non-floating ``x``, non-boolean ``where``, non-int ``k`` or ``max_iter``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -416,58 +204,30 @@ def soft_topk_mask_solve(
         >>> out.mask.round(3).tolist(), bool(out.converged)
         ([0.0, 1.0, 0.0, 1.0], True)
     """
-    check_choice(solver, MASK_SOLVERS, "solver")
-    if not isinstance(largest, (bool, np.bool_)):
-        raise TypeError(f"`largest` must be a bool, got largest={largest!r}")
-    max_iter = _check_int(max_iter, "max_iter", 0)
-    tol = _check_tol(tol)
-    x, rows, valid, ax, batch, restore = _prepare(x, where, axis)
-    n, dtype = rows.shape[1], rows.dtype
-    k = _check_k(k, n, axis, batch, allow_array=True)
-    kind, strength = _strength(epsilon, temperature, batch, dtype)
-    tol = _default_tol(tol, n, dtype)
-    temp = _temperature(kind, strength, rows, valid, 0.0, 1.0)
-    sign = 1 if largest else -1
-    nb = rows.shape[0]
-    if isinstance(k, int) and (k == 0 or (k == n and where is None)):
-        mask = jnp.zeros_like(rows) if k == 0 else valid
-        thr = jnp.full((nb,), jnp.inf if (k == 0) == largest else -jnp.inf, dtype)
-        zero = jnp.zeros((nb,), dtype)
-        return TopKMaskOutput(
-            restore(mask), thr.reshape(batch), jnp.int32(0), zero.reshape(batch),
-            jnp.ones(batch, bool),
-        )
-    k_rows = jnp.broadcast_to(jnp.asarray(k), batch).reshape(-1).astype(dtype)
-    if solver == "newton":
-        s = sign * rows / temp
-        mask, tau, it, res = topk_mask_rows(s, k_rows, valid, max_iter, tol)
-        thr = -sign * tau * temp[:, 0]
-    else:
-        mask, thr, it, res = _mask_by_sinkhorn(rows, valid, k_rows, temp, largest, max_iter, tol)
-    return TopKMaskOutput(
-        restore(mask), thr.reshape(batch), it, res.reshape(batch), res.reshape(batch) <= tol
-    )
+    return _mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, False)
 
 
-def _mask_by_sinkhorn(rows, valid, k_rows, temp, largest: bool, max_iter: int, tol: float):
-    """Two-anchor mask by Sinkhorn on the cost (x - y)^2, y in {0, 1}, with eps = 2 T."""
-    dtype = rows.dtype
-    n_valid = valid.sum(axis=1)
-    tiny = jnp.finfo(dtype).eps
-    sel = jnp.clip(k_rows / n_valid, tiny, 1 - tiny)
-    anchors = jnp.asarray([0.0, 1.0], dtype)
-    cost = (rows[:, :, None] - anchors[None, None, :]) ** 2
-    b = jnp.stack([1 - sel, sel] if largest else [sel, 1 - sel], axis=1)
-    a = valid / n_valid[:, None]
-    _, g, plan, it, err = _sinkhorn_rows(
-        cost, a, b, 2 * temp[:, 0], max_iter, tol / rows.shape[1], "implicit"
+def _mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad):
+    _checks.choice(solver, MASK_SOLVERS, "solver")
+    x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k=True
     )
-    col = 1 if largest else 0
-    mask = n_valid[:, None] * plan[:, :, col]
-    # Threshold: A = sigmoid(±(x - 1/2)/T + (g1 - g0)/(2T)) = sigmoid(±(x - thr)/T).
-    shift = (g[:, 1] - g[:, 0]) / 2
-    thr = 0.5 - shift if largest else 0.5 + shift
-    return mask, thr, jnp.max(it), jnp.abs(mask.sum(axis=1) - k_rows)
+    tol = _default_tol(tol, x.shape[ax], _checks.compute_dtype(x.dtype))
+    k = jnp.broadcast_to(jnp.asarray(k, _checks.compute_dtype(x.dtype)), strength.shape)
+    out = _mask(
+        x,
+        k,
+        strength,
+        mask,
+        axis=ax,
+        largest=largest,
+        kind=kind,
+        solver=solver,
+        max_iter=max_iter,
+        tol=tol,
+        nan_bad=nan_bad,
+    )
+    return TopKMaskOutput(*out)
 
 
 def soft_topk_mask(
@@ -500,25 +260,30 @@ def soft_topk_mask(
 
     Args:
         x: scores, ``[..., n, ...]`` with the items along ``axis`` (floating dtype).
-        k: a Python int with ``0 <= k <= n``, or an array broadcastable to the batch shape
-            (per-row, traced; float ``k`` is differentiable), clipped to ``[0, n_valid]``.
+        k: a Python int with ``0 <= k <= n``, or an integer or float array broadcastable to the
+            batch shape (per row, possibly traced; a float ``k`` is differentiable), clipped to
+            ``[0, n_valid]``.
         axis: the item axis (default last).
         largest: select the k largest (default) or the k smallest scores.
-        epsilon: regularization relative to the max-normalized cost (default 0.1); a positive
-            scalar or an array of the batch shape.
+        epsilon: regularization relative to the max-normalized cost (default 0.1), a positive
+            number or an array of the batch shape.
         temperature: alternative to ``epsilon`` in the units of the scores; mutually exclusive.
-        where: boolean array of the shape of ``x``; ``False`` entries take no part and get 0.
-        tol: stopping tolerance on :math:`|\sum A - k|`, mask units (default ``4 n eps_dtype``).
-        max_iter: maximum root-find iterations.
-        solver: ``"newton"`` (default) or ``"sinkhorn"`` (same operator, for comparison).
+        where: boolean array of the shape of ``x``; ``False`` entries take no part and get
+            exactly 0 (and zero gradient).
+        tol: stopping tolerance on :math:`|\sum A - k|`, in mask units (default
+            ``4 n eps_dtype``, the rounding of an n-term sum).
+        max_iter: maximum root-find (or Sinkhorn) iterations.
+        solver: ``"newton"`` (default: exact scalar root find, closed-form O(n) derivative) or
+            ``"sinkhorn"`` (two-anchor Sinkhorn with implicit derivative, for comparison).
 
     Returns:
-        The soft mask, same shape and dtype as ``x``.
+        The soft mask, with the shape and dtype of ``x``.
 
     Raises:
-        ValueError: ``k`` outside ``[0, n]``, non-positive ``epsilon``/``temperature``, both of
-            them given, ``where`` of the wrong shape, a bad option.
-        TypeError: non-floating ``x``, non-boolean ``where``, non-integer Python ``k``.
+        ValueError: ``k`` outside ``[0, n]``, a non-positive ``epsilon``/``temperature``, both of
+            them given, ``where`` of the wrong shape, a bad option, ``x`` sharded along ``axis``.
+        TypeError: non-floating ``x``, non-boolean ``where``, a ``k`` that is neither an int nor
+            an array, a non-int ``max_iter``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -528,13 +293,67 @@ def soft_topk_mask(
         >>> round(float(soft_topk_mask(x, 2, epsilon=1.0).sum()), 5)
         2.0
     """
-    return soft_topk_mask_solve(
-        x, k, axis=axis, largest=largest, epsilon=epsilon, temperature=temperature,
-        where=where, tol=tol, max_iter=max_iter, solver=solver,
+    return _mask_op(
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, True
     ).mask
 
 
 # ----------------------------------------------------------------------------- sorted top-k
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("axis", "k", "largest", "kind", "max_iter", "tol", "mode", "nan_bad"),
+)
+def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, mode, nan_bad):
+    def kernel(x, strength, valid):
+        values, assign, it, res, ok = _topk.sorted_rows(
+            x,
+            strength,
+            valid,
+            kind=kind,
+            k=k,
+            largest=largest,
+            max_iter=max_iter,
+            tol=tol,
+            mode=mode,
+        )
+        if nan_bad:
+            values = jnp.where(ok[..., None], values, jnp.nan)
+            assign = jnp.where(ok[..., None, None], assign, jnp.nan)
+        return values, (assign, it, res, ok)
+
+    values, (assign, it, res, ok) = _sharding.run_items(
+        kernel, axis, (x,), (strength,), where, with_rows=True
+    )
+    return values, assign.astype(x.dtype), it, res.astype(x.dtype), ok
+
+
+def _sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, mode, nan_bad):
+    _checks.choice(mode, DIFFERENTIATIONS, "differentiation")
+    x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k=False
+    )
+    if mode == "unrolled" and max_iter < 1:
+        raise ValueError(f"`max_iter` must be >= 1 with differentiation='unrolled', got {max_iter}")
+    if tol is None:
+        eps = jnp.finfo(_checks.compute_dtype(x.dtype)).eps
+        tol = float(max(eps**0.5, 16 * x.shape[ax] * eps))
+    return SoftTopKOutput(
+        *_sorted(
+            x,
+            strength,
+            mask,
+            axis=ax,
+            k=k,
+            largest=largest,
+            kind=kind,
+            max_iter=max_iter,
+            tol=tol,
+            mode=mode,
+            nan_bad=nan_bad,
+        )
+    )
 
 
 def soft_topk_solve(
@@ -550,27 +369,13 @@ def soft_topk_solve(
     max_iter: int = 1000,
     differentiation: Differentiation = "implicit",
 ) -> SoftTopKOutput:
-    r"""Sorted soft top-k with Sinkhorn diagnostics; see :func:`soft_topk` for the operator.
+    r""":func:`soft_topk` with Sinkhorn's diagnostics, per row.
 
-    Args:
-        x: scores, ``[..., n, ...]`` with the items along ``axis``.
-        k: a Python int with ``0 <= k <= n`` (``k <= n_valid`` per row with ``where``).
-        axis: the item axis.
-        largest: the k largest in decreasing order (default) or the k smallest increasing.
-        epsilon: regularization relative to the max-normalized cost (default 0.1).
-        temperature: alternative to ``epsilon`` in score units (``ε = 2T / M``).
-        where: boolean mask of the shape of ``x``; ``False`` entries get zero assignment.
-        tol: tolerance on the column-marginal error in mask units (default
-            ``max(sqrt(eps_dtype), 16 n eps_dtype)``: the float32 rounding floor grows with n).
-        max_iter: maximum Sinkhorn iterations.
-        differentiation: ``"implicit"`` (default) or ``"unrolled"``.
+    Takes the arguments of :func:`soft_topk`. Unlike it, a row whose solver stopped at
+    ``max_iter`` keeps its last iterate (with ``converged=False``) instead of NaN.
 
     Returns:
         A :class:`SoftTopKOutput` ``(values, assignment, iterations, residual, converged)``.
-
-    Raises:
-        ValueError: bad ``k``, strength, ``where`` shape, tolerance or option.
-        TypeError: non-floating ``x``, non-int ``k``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -578,45 +383,8 @@ def soft_topk_solve(
         >>> [round(float(v), 2) for v in out.values], bool(out.converged)
         ([0.9, 0.7], True)
     """
-    check_choice(differentiation, DIFFERENTIATIONS, "differentiation")
-    if not isinstance(largest, (bool, np.bool_)):
-        raise TypeError(f"`largest` must be a bool, got largest={largest!r}")
-    max_iter = _check_int(max_iter, "max_iter", 1)
-    tol = _check_tol(tol)
-    x, rows, valid, ax, batch, restore = _prepare(x, where, axis)
-    nb, n = rows.shape
-    dtype = rows.dtype
-    k = _check_k(k, n, axis, batch, allow_array=False)
-    kind, strength = _strength(epsilon, temperature, batch, dtype)
-    if tol is None:
-        tol = float(max(np.sqrt(jnp.finfo(dtype).eps), 16 * n * jnp.finfo(dtype).eps))
-    if k == 0:
-        values = jnp.zeros((nb, 0), dtype)
-        assign = jnp.zeros((nb, 0, n), dtype)
-        it, res, conv = jnp.zeros((nb,), jnp.int32), jnp.zeros((nb,), dtype), None
-    else:
-        m = k + 1 if k < n else k
-        steps = np.arange(k, k - m, -1) if largest else np.arange(m)
-        anchors = steps.astype(dtype)
-        temp = _temperature(kind, strength, rows, valid, float(steps.min()), float(steps.max()))
-        n_valid = valid.sum(axis=1, keepdims=True)
-        b = jnp.broadcast_to(1 / n_valid, (nb, m))
-        if m > k:
-            rest = jnp.maximum((n_valid[:, 0] - k) / n_valid[:, 0], jnp.finfo(dtype).eps)
-            b = b.at[:, k].set(rest)
-        cost = (rows[:, :, None] - anchors[None, None, :]) ** 2
-        _, _, plan, it, err = _sinkhorn_rows(
-            cost, valid / n_valid, b, 2 * temp[:, 0], max_iter, tol / n, differentiation
-        )
-        assign = jnp.swapaxes(n_valid[:, :, None] * plan[:, :, :k], 1, 2)
-        values = jnp.einsum("bkn,bn->bk", assign, rows)
-        res = n_valid[:, 0] * err
-    conv = res <= tol
-    out_batch = x.shape[:ax] + x.shape[ax + 1 :]
-    values = jnp.moveaxis(values.reshape(out_batch + (k,)), -1, ax).astype(x.dtype)
-    assign = assign.reshape(out_batch + (k, n)).astype(x.dtype)
-    return SoftTopKOutput(
-        values, assign, it.reshape(out_batch), res.reshape(out_batch), conv.reshape(out_batch)
+    return _sorted_op(
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, differentiation, False
     )
 
 
@@ -632,15 +400,15 @@ def soft_topk(
     tol: float | None = None,
     max_iter: int = 1000,
     differentiation: Differentiation = "implicit",
-) -> SoftTopK:
+) -> tuple[jax.Array, jax.Array]:
     r"""Sorted soft top-k (Xie et al., 2020, beam-search operator): values and assignment.
 
     The n scores (mass 1/n) are transported to the k+1 anchors :math:`k, k-1, \dots, 1, 0`
     (``largest=True``; :math:`0, 1, \dots, k` otherwise): the first k anchors get mass 1/n, the
     last :math:`(n-k)/n` (no rest anchor when k = n). With cost :math:`(x_i - y_j)^2/M`
-    (M held constant) and entropic regularization ε, the plan Γ is computed by :func:`sinkhorn`
-    and :math:`A = n\,\Gamma_{:, :k}^\top` is the k×n soft assignment: row j is the soft indicator
-    of the item of rank j+1, and ``values = A @ x`` are the soft top-k values in order. As ε → 0
+    (M held constant) and entropic regularization ε, the plan Γ is computed by Sinkhorn and
+    :math:`A = n\,\Gamma_{:, :k}^\top` is the k×n soft assignment: row j is the soft indicator of
+    the item of rank j+1, and ``values = A @ x`` are the soft top-k values in order. As ε → 0
     they become ``lax.top_k(x, k)`` (ties share the slots). Implicit derivative through the
     gauge-fixed k×k system, O(nk + k³) whatever the iteration count.
 
@@ -652,8 +420,7 @@ def soft_topk(
         epsilon: regularization relative to the max-normalized cost (default 0.1).
         temperature: alternative to ``epsilon`` in score units: ``ε = 2T / M``.
         where: boolean mask of the shape of ``x``; ``False`` entries take no part (zero
-            assignment); needs ``k <= n_valid`` in every row (else the result is unspecified
-            and ``converged`` is False).
+            assignment); a row needs ``k <= n_valid`` (else it is NaN).
         tol: tolerance on the column-marginal error in mask units (default
             ``max(sqrt(eps_dtype), 16 n eps_dtype)``).
         max_iter: maximum Sinkhorn iterations (Sinkhorn needs O(1/ε) of them).
@@ -661,8 +428,8 @@ def soft_topk(
             iterations).
 
     Returns:
-        :class:`SoftTopK` ``(values, assignment)``: ``values`` the shape of ``x`` with
-        ``axis`` of length k; ``assignment`` ``[*batch, k, n]`` (batch = the other axes).
+        ``(values, assignment)``: ``values`` of the shape of ``x`` with ``axis`` of length k,
+        ``assignment`` ``[*batch, k, n]`` (batch = the other axes).
 
     Raises:
         ValueError: ``k`` outside ``[0, n]``, non-positive strength, both strengths, bad shapes.
@@ -674,8 +441,125 @@ def soft_topk(
         >>> [round(float(v), 2) for v in vals], [round(float(r), 2) for r in assign.sum(-1)]
         ([0.9, 0.7], [1.0, 1.0])
     """
-    out = soft_topk_solve(
-        x, k, axis=axis, largest=largest, epsilon=epsilon, temperature=temperature,
-        where=where, tol=tol, max_iter=max_iter, differentiation=differentiation,
+    out = _sorted_op(
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, differentiation, True
     )
-    return SoftTopK(out.values, out.assignment)
+    return out.values, out.assignment
+
+
+# ----------------------------------------------------------------------------- sinkhorn
+
+
+def _marginal(v, size, batch, dtype, name, *, positive: bool):
+    if v is None:
+        return jnp.full(batch + (size,), 1 / size, dtype)
+    arr = _checks.floating(v, name).astype(dtype)
+    known = _checks._concrete(v)
+    if known is not None and known.size:
+        bad = (known <= 0) if positive else (known < 0)
+        if np.any(bad | ~np.isfinite(known)):
+            rule = "positive" if positive else "non-negative"
+            raise ValueError(f"`{name}` must be {rule} and finite, got {name}={known.tolist()!r}")
+    try:
+        return jnp.broadcast_to(arr, batch + (size,))
+    except ValueError:
+        raise ValueError(
+            f"`{name}` must broadcast to {batch + (size,)}, got shape {arr.shape}"
+        ) from None
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "tol", "mode"))
+def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
+    solver = sinkhorn_implicit if mode == "implicit" else sinkhorn_unrolled
+
+    def kernel(cost, a, b, eps):
+        f, g, it, err = solver(cost, a, b, eps, max_iter, tol)
+        ok = (a.min(-1) >= 0) & (b.min(-1) > 0) & (eps > 0) & jnp.isfinite(eps)
+        nan = jnp.where(ok, 0, jnp.nan)
+        return f + nan[..., None], g + nan[..., None], it, err + nan
+
+    f, g, it, err = _sharding.on_batch_shards(kernel, cost, a, b, eps, name="cost", item_ndim=2)
+    return SinkhornOutput(f, g, plan_of(f, g, cost, eps), it, err, err <= tol)
+
+
+def sinkhorn(
+    cost: ArrayLike,
+    a: ArrayLike | None = None,
+    b: ArrayLike | None = None,
+    *,
+    epsilon: float | ArrayLike,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    differentiation: Differentiation = "implicit",
+) -> SinkhornOutput:
+    r"""Entropic optimal transport by log-domain Sinkhorn, with implicit derivatives.
+
+    Solves :math:`\min_{P \ge 0, P1 = a, P^\top 1 = b} \langle P, C\rangle +
+    \varepsilon \langle P, \log P - 1\rangle` through its dual potentials ``(f, g)``:
+    :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`. Each iteration updates ``g`` then
+    ``f`` (so the rows of ``P`` sum to ``a`` exactly) and stops when the column error
+    :math:`\|P^\top 1 - b\|_1` (in the units of ``b``) is at most ``tol``, or after ``max_iter``.
+    Reference semantics for one problem::
+
+        g = zeros(m); f = eps * log(a) - eps * logsumexp((g - C) / eps, axis=1)
+        while sum(abs(P(f, g).sum(0) - b)) > tol and it < max_iter:
+            g = eps * log(b) - eps * logsumexp((f[:, None] - C) / eps, axis=0)
+            f = eps * log(a) - eps * logsumexp((g - C) / eps, axis=1)
+        f, g = f + g[-1], g - g[-1]
+
+    ``differentiation="implicit"`` differentiates the optimality conditions (an (m-1)×(m-1)
+    solve after fixing the gauge ``g[-1] = 0``): O(nm + m³), independent of the iterations.
+    ``"unrolled"`` runs exactly ``max_iter`` iterations in a ``lax.scan`` and differentiates
+    through them (for comparison; memory grows with ``max_iter`` in reverse mode).
+
+    Args:
+        cost: cost matrix, ``[..., n, m]``.
+        a: row marginal, ``[..., n]``, non-negative (default uniform ``1/n``). Rows with
+            ``a_i = 0`` get ``f_i = -inf`` and a zero row in the plan.
+        b: column marginal, ``[..., m]``, positive, with ``sum(b) == sum(a)`` (default ``1/m``).
+        epsilon: regularization, positive; a number or an array of the batch shape ``[...]``.
+        tol: stopping tolerance on the column-marginal L1 error, in the units of ``b``.
+        max_iter: maximum number of iterations (exact number for ``"unrolled"``).
+        differentiation: ``"implicit"`` or ``"unrolled"``.
+
+    Returns:
+        A :class:`SinkhornOutput` ``(f, g, plan, iterations, residual, converged)``. Problems
+        with a traced negative ``a``, non-positive ``b`` or bad ``epsilon`` give NaN.
+
+    Raises:
+        ValueError: bad shapes, ``epsilon`` not positive, known ``a`` negative or ``b`` not
+            positive, bad ``tol``/``max_iter``/option.
+        TypeError: non-floating ``cost``, ``a`` or ``b``, non-int ``max_iter``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> out = sinkhorn(jnp.array([[0.0, 1.0], [1.0, 0.0]]), epsilon=0.1)
+        >>> [round(float(v), 3) for v in out.plan.sum(axis=0)]
+        [0.5, 0.5]
+    """
+    _checks.choice(differentiation, DIFFERENTIATIONS, "differentiation")
+    cost = _checks.floating(cost, "cost")
+    if cost.ndim < 2:
+        raise ValueError(f"`cost` must have shape [..., n, m], got shape {cost.shape}")
+    minimum = 1 if differentiation == "unrolled" else 0
+    max_iter = _checks.integer(max_iter, "max_iter", minimum=minimum)
+    tol = _checks.tolerance(tol, allow_none=False)
+    dtype = _checks.compute_dtype(cost.dtype)
+    *batch_list, n, m = cost.shape
+    batch = tuple(batch_list)
+    a = _marginal(a, n, batch, dtype, "a", positive=False)
+    b = _marginal(b, m, batch, dtype, "b", positive=True)
+    eps = _checks.per_row(epsilon, "epsilon", batch, dtype)
+    if n == 0 or m == 0 or 0 in batch:
+        zeros = jnp.zeros
+        return SinkhornOutput(
+            zeros(batch + (n,), dtype),
+            zeros(batch + (m,), dtype),
+            zeros(batch + (n, m), dtype),
+            zeros(batch, jnp.int32),
+            zeros(batch, dtype),
+            jnp.ones(batch, bool),
+        )
+    return _sinkhorn(
+        cost.astype(dtype), a, b, eps, max_iter=max_iter, tol=tol, mode=differentiation
+    )

@@ -20,3 +20,12 @@ def float32_default():
     finally:
         jax.config.update("jax_enable_x64", x64)
         jax.config.update("jax_numpy_dtype_promotion", promotion)
+
+
+@pytest.fixture(autouse=True)
+def _release_executables():
+    # Every compiled XLA:CPU executable keeps a few hundred memory mappings alive until its cache
+    # entry goes; a test session compiles thousands of programs and would reach the kernel's
+    # per-process limit (vm.max_map_count, 65530 by default). Users compile far fewer.
+    yield
+    jax.clear_caches()

@@ -16,7 +16,9 @@ MODULES = [
     "softops.projection",
     "softops.topk_ot",
     "softops.forward_grad",
-    "softops.losses",
+    "softops.losses._ranking",
+    "softops.losses._classification",
+    "softops.losses._order_statistics",
 ]
 
 

@@ -82,7 +82,7 @@ def test_sinkhorn_matches_reference():
     b = RNG.uniform(0.5, 1.5, size=(2, 4))
     b /= b.sum(-1, keepdims=True)
     out = sinkhorn(jnp.asarray(cost), jnp.asarray(a), jnp.asarray(b), epsilon=0.1, tol=1e-13)
-    assert bool(jnp.all(out.converged)) and bool(jnp.all(out.error <= 1e-13))
+    assert bool(jnp.all(out.converged)) and bool(jnp.all(out.residual <= 1e-13))
     for i in range(2):
         plan, f, g = sinkhorn_ref(cost[i], a[i], b[i], 0.1)
         np.testing.assert_allclose(out.plan[i], plan, atol=1e-12)
@@ -164,10 +164,10 @@ def test_implicit_matches_unrolled_to_convergence():
     np.testing.assert_allclose(vi, vu, atol=1e-12)
     np.testing.assert_allclose(dvi, dvu, atol=1e-9)
     np.testing.assert_allclose(dai, dau, atol=1e-9)
-    gi = jax.grad(lambda x: f("implicit", 10_000)(x).values @ v[:3])(x)
-    gu = jax.grad(lambda x: f("unrolled", 2000)(x).values @ v[:3])(x)
+    gi = jax.grad(lambda x: f("implicit", 10_000)(x)[0] @ v[:3])(x)
+    gu = jax.grad(lambda x: f("unrolled", 2000)(x)[0] @ v[:3])(x)
     np.testing.assert_allclose(gi, gu, atol=1e-9)
-    fd = fd_jvp(lambda x: f("implicit", 10_000)(x).values, x, v)
+    fd = fd_jvp(lambda x: f("implicit", 10_000)(x)[0], x, v)
     np.testing.assert_allclose(dvi, fd, atol=1e-6)
 
 
@@ -281,7 +281,7 @@ def test_float32_sorted_finite_at_small_epsilon():
     @jax.jit
     def run(x, eps):
         out = soft_topk_solve(x, 8, epsilon=eps, max_iter=300)
-        grad = jax.grad(lambda x: soft_topk(x, 8, epsilon=eps, max_iter=300).values.sum())(x)
+        grad = jax.grad(lambda x: soft_topk(x, 8, epsilon=eps, max_iter=300)[0].sum())(x)
         return out, grad
 
     for eps in [1e-4, 1e-2, 10.0]:
@@ -372,8 +372,10 @@ def test_errors_name_argument_and_value():
         soft_topk(x, -1)
     with pytest.raises(TypeError, match="`k` must be a Python int"):
         soft_topk(x, 2.5)
+    with pytest.raises(TypeError, match="`k` must be a Python int"):
+        soft_topk_mask(x, 1.5)  # a Python float k: not an int, not an array
     with pytest.raises(ValueError, match="got k=7.5 for n=5"):
-        soft_topk_mask(x, 7.5)
+        soft_topk_mask(x, jnp.asarray(7.5))
     with pytest.raises(TypeError, match="`k` must be"):
         soft_topk_mask(x, True)
     with pytest.raises(TypeError, match="`k` must be a Python int"):

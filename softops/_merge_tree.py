@@ -1,0 +1,144 @@
+r"""Bounded-depth finisher of the parallel isotonic solver: a merge tree over blocks (private).
+
+The blocks left by the parallel rounds (``softops._pav``) are merged bottom-up: at level
+:math:`\ell` every row is cut into chunks of :math:`2^\ell` blocks whose solutions are known
+(non-increasing block values), and each pair of neighbouring chunks (L, R) is solved at once.
+Pooling L and R only ever pools a suffix of L with a prefix of R into one new block, of value
+:math:`v^\star`: the L blocks of value :math:`\le v^\star` and the R blocks of value
+:math:`\ge v^\star`. With :math:`P(u)` = {L blocks of value :math:`\le u`} ∪ {R blocks of value
+:math:`\ge u`} and :math:`F(u) = \mathrm{value}(P(u)) - u`, F is positive below
+:math:`v^\star` and negative above it, so
+
+- L block ``j`` is pooled iff :math:`F(v_j) \ge 0`, R block ``j`` iff :math:`F(v_j) \le 0`;
+- both sets are contiguous, so each is found by a binary search over its length, each step
+  evaluating F with two inner binary searches (the sizes of :math:`P(u)` in L and in R) and
+  suffix/prefix statistics of the chunks.
+
+A level is O(n) data-parallel work plus O(log^2 n) binary-search steps; log2(n) levels. No
+barrier (row start, masked entry) is ever crossed: the searched lengths stop at them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from softops._blocks import combine, value
+from softops._sharding import like_vma
+
+
+def _identity(kind, dtype):
+    return jnp.asarray(0.0 if kind == "l2" else -jnp.inf, dtype)
+
+
+def _cumulative(kind, x, reverse):
+    if kind == "l2":
+        return lax.cumsum(x, axis=x.ndim - 1, reverse=reverse)
+    return lax.cumlogsumexp(x, axis=x.ndim - 1, reverse=reverse)
+
+
+def _lengths(kind, a, b):
+    """[..., p + 1] statistics of the first c items (c = 0..p), identity at c = 0."""
+    pad = [(0, 0)] * (a.ndim - 1) + [(1, 0)]
+    ident = _identity(kind, a.dtype)
+    return (
+        jnp.pad(_cumulative(kind, a, False), pad, constant_values=ident),
+        jnp.pad(_cumulative(kind, b, False), pad, constant_values=ident),
+    )
+
+
+def _take(x, i):
+    return jnp.take_along_axis(x, i[..., None], axis=-1)[..., 0]
+
+
+def _search(pred, hi, steps: int):
+    """Largest c in [0, hi] with pred(c) (pred monotone: true up to some c, pred(0) true)."""
+    lo = jnp.zeros_like(hi)
+
+    def body(_, state):
+        lo, hi = state
+        mid = (lo + hi + 1) // 2
+        ok = pred(mid)
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
+
+    lo, _ = lax.fori_loop(0, steps, body, like_vma((lo, hi), hi))
+    return lo
+
+
+def _merge_level(kind, p, v, start, bar, a, b):
+    """Merges chunk pairs of p blocks; arrays [B, P] (P a multiple of 2p). Returns (v, start)."""
+    bsz, size = v.shape
+    shape = (bsz, size // (2 * p), 2, p)
+    v4, s4, bar4, a4, b4 = (x.reshape(shape) for x in (v, start, bar, a, b))
+    # L in reversed order (its suffixes become prefixes), R as is.
+    vl, vr = v4[:, :, 0, ::-1], v4[:, :, 1]
+    barl, barr = bar4[:, :, 0, ::-1], bar4[:, :, 1]
+    sa_l, sb_l = _lengths(kind, a4[:, :, 0, ::-1], b4[:, :, 0, ::-1])
+    sa_r, sb_r = _lengths(kind, a4[:, :, 1], b4[:, :, 1])
+    idx = lax.broadcasted_iota(jnp.int32, vl.shape, vl.ndim - 1)
+    # Longest poolable lengths: L up to and including its last barrier, R up to its first one.
+    max_l = jnp.min(jnp.where(barl, idx + 1, p), axis=-1)
+    max_r = jnp.min(jnp.where(barr & (idx > 0), idx, p), axis=-1)
+    steps = max(1, math.ceil(math.log2(p + 1)))
+    merge = ~barr[..., 0] & (vl[..., 0] <= vr[..., 0])
+
+    def count_l(u):  # number of L blocks (from the end) with value <= u
+        return _search(lambda c: (c == 0) | (_take(vl, jnp.maximum(c - 1, 0)) <= u), max_l, steps)
+
+    def count_r(u):  # number of R blocks (from the start) with value >= u
+        return _search(lambda c: (c == 0) | (_take(vr, jnp.maximum(c - 1, 0)) >= u), max_r, steps)
+
+    def excess(u):  # F(u) = value(P(u)) - u
+        cl, cr = count_l(u), count_r(u)
+        sa = combine(kind, _take(sa_l, cl), _take(sa_r, cr))
+        sb = combine(kind, _take(sb_l, cl), _take(sb_r, cr))
+        return value(kind, sa, sb) - u
+
+    def pooled_l(c):
+        return (c <= 1) | (excess(_take(vl, jnp.maximum(c - 1, 0))) >= 0)
+
+    def pooled_r(c):
+        return (c <= 1) | (excess(_take(vr, jnp.maximum(c - 1, 0))) <= 0)
+
+    cl = jnp.where(merge, _search(pooled_l, max_l, steps), 0)
+    cr = jnp.where(merge, _search(pooled_r, max_r, steps), 0)
+    v_new = value(
+        kind,
+        combine(kind, _take(sa_l, cl), _take(sa_r, cr)),
+        combine(kind, _take(sb_l, cl), _take(sb_r, cr)),
+    )
+    in_l = idx < cl[..., None]  # reversed L
+    in_r = idx < cr[..., None]
+    vl = jnp.where(in_l, v_new[..., None], vl)
+    vr = jnp.where(in_r, v_new[..., None], vr)
+    sl = s4[:, :, 0, ::-1] & ~(in_l & (idx < cl[..., None] - 1))
+    sr = s4[:, :, 1] & ~in_r
+    v4 = jnp.stack([vl[..., ::-1], vr], axis=2)
+    s4 = jnp.stack([sl[..., ::-1], sr], axis=2)
+    return v4.reshape(bsz, size), s4.reshape(bsz, size)
+
+
+def finish(kind, blk) -> jax.Array:
+    """Element block starts ``[B, n]`` from the block-space state ``blk`` of ``softops._pav``."""
+    bsz, n = blk.a.shape
+    size = 1 << max(0, (n - 1).bit_length())
+    pos = lax.broadcasted_iota(jnp.int32, (bsz, size), 1)
+    live = pos < blk.count[:, None]
+
+    def pad(x, fill):
+        return jnp.pad(x, [(0, 0), (0, size - n)], constant_values=fill)
+
+    a, b = pad(blk.a, 0), pad(blk.b, 1 if kind == "l2" else 0)
+    bar = pad(blk.bar, True) | ~live | (pos == 0)
+    v = jnp.where(live, value(kind, a, b), 0)
+    start = live
+    p = 1
+    while p < size:
+        v, start = _merge_level(kind, p, v, start, bar, a, b)
+        p *= 2
+    first = jnp.where(start, pad(blk.first, n), n)
+    rows = lax.broadcasted_iota(jnp.int32, first.shape, 0)
+    return jnp.zeros((bsz, n), bool).at[rows, first].set(True, mode="drop")
