@@ -124,6 +124,20 @@ def _explicit_spec(aval):
     return sharding.spec
 
 
+def _nan_flags(x, batch: int):
+    """A ``uint32[B]`` of zeros (ones where example ``n`` of ``x`` starts with a NaN).
+
+    Added to the example index of the tangents, it makes a block's tangents data-dependent on its
+    input, per example (no communication when the batch is sharded): XLA then samples them only
+    once the block starts, instead of hoisting the sampling of every block to the beginning and
+    keeping all blocks' tangents alive (temporary memory growing with depth).
+    """
+    if not isinstance(x, jax.Array) or x.ndim == 0 or x.shape[0] != batch:
+        return None
+    first = x[(slice(None),) + (0,) * (x.ndim - 1)]
+    return (first != first).astype(jnp.uint32)
+
+
 def _group_split(x: jax.Array, groups: int) -> jax.Array:
     """``[..., D] -> [..., G, D / G]``."""
     return x.reshape(x.shape[:-1] + (groups, x.shape[-1] // groups))
@@ -140,6 +154,23 @@ def _combine(coef: jax.Array, u: jax.Array, groups: int, per_example: bool) -> j
         c = coef.reshape((k, 1) + middle + (groups, 1))
     est = jnp.sum(c.astype(u.dtype) * ug, axis=0) * jnp.asarray(1.0 / k, u.dtype)
     return est.reshape(u.shape[1:])
+
+
+def _varying(leaves: list, axis_name) -> list:
+    """Leaves typed as varying over ``axis_name`` (inside ``shard_map``).
+
+    Transposing a map of them then gives each device's own gradient, not the implicit ``psum``
+    that JAX inserts for invariant (replicated) inputs; the gradients are averaged explicitly.
+    """
+    if axis_name is None:
+        return leaves
+    out = []
+    for leaf in leaves:
+        try:
+            out.append(lax.pcast(leaf, axis_name, to="varying"))
+        except ValueError:  # already varying
+            out.append(leaf)
+    return out
 
 
 def _layer_grads(info: _TapInfo, leaves: list, a, ct) -> dict[int, jax.Array]:
@@ -342,6 +373,7 @@ def make_block_estimator(
 
         # 2. Per-example tangents, indexed by the global example index.
         seeds = derive_seeds(seeds, len(avals))
+        flags = _nan_flags(x, batch)
         offset, total = 0, None
         if axis_name is not None:
             size = lax.axis_size(axis_name)
@@ -356,6 +388,7 @@ def make_block_estimator(
                     k,
                     distribution,
                     batch_offset=offset,
+                    nan_flags=flags,
                     batch_total=total,
                     sharding=None if spec is None else jax.P(None, *spec),
                 )
@@ -408,14 +441,17 @@ def make_block_estimator(
 
         # 4. The local loss, exactly differentiated through the head and loss only.
         fids = [i for i, leaf in enumerate(leaves) if is_float(leaf)]
+        vleaves = list(leaves)
+        for i, v in zip(fids, _varying([leaves[i] for i in fids], axis_name)):
+            vleaves[i] = v
 
         def head_loss(float_leaves, h):
-            new = list(leaves)
+            new = list(vleaves)
             for i, v in zip(fids, float_leaves):
                 new[i] = v
             return loss(head(jax.tree_util.tree_unflatten(treedef, new), h), *targets)
 
-        ell, pullback = jax.vjp(head_loss, [leaves[i] for i in fids], h)
+        ell, pullback = jax.vjp(head_loss, [vleaves[i] for i in fids], h)
         if jnp.shape(ell) != (batch,) or not jnp.issubdtype(jnp.result_type(ell), jnp.floating):
             raise ValueError(
                 f"`loss` must return one real loss per example, shape ({batch},), got shape "
@@ -446,7 +482,7 @@ def make_block_estimator(
             if info.norm is not None:
                 _, norm_vjp = jax.vjp(info.norm, z)
                 (est,) = norm_vjp(est.astype(jnp.result_type(s)))
-            for i, g in _layer_grads(info, leaves, a, est.astype(jnp.result_type(z))).items():
+            for i, g in _layer_grads(info, vleaves, a, est.astype(jnp.result_type(z))).items():
                 grads[i] = g if grads[i] is None else grads[i] + g.astype(grads[i].dtype)
         out = [
             float0_zeros(leaf)

@@ -104,6 +104,7 @@ def example_tangents(
     distribution: str,
     *,
     batch_offset=0,
+    nan_flags=None,
     batch_total: int | None = None,
     sharding=None,
 ) -> jax.Array:
@@ -129,6 +130,8 @@ def example_tangents(
         return lax.broadcasted_iota(jnp.uint32, shape, dim, **kwargs)
 
     example = iota(1) + jnp.asarray(batch_offset).astype(jnp.uint32)
+    if nan_flags is not None:  # zeros: a data dependency only (see _fg_activity._nan_flags)
+        example = example + nan_flags.reshape((1, b) + (1,) * (len(shape) - 2))
     idx = (iota(0) * jnp.uint32(total) + example) * jnp.uint32(rest)
     if len(shape) > 2:
         within = iota(2)
