@@ -338,10 +338,14 @@ def run(
     res.update(summarize(curves, methods, lrs, seeds))
     res["curves"] = {m: curves[(m, res[f"lr_{m}"], seeds[0])] for m in methods}
     if out:
-        out = pathlib.Path(out)
-        path = out if out.suffix == ".png" else out / f"forward_grad_{res['dataset']}.png"
-        res["plot"] = str(plot(res, methods, path))
+        res["plot"] = str(plot(res, methods, plot_path(out, res["dataset"])))
     return res
+
+
+def plot_path(out, dataset):
+    """``out/forward_grad_<dataset>.png`` for a folder ``out``; ``out`` itself if a ``.png``."""
+    out = pathlib.Path(out)
+    return out if out.suffix == ".png" else out / f"forward_grad_{dataset}.png"
 
 
 def plot(res, methods, path):
