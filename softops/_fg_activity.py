@@ -22,7 +22,7 @@ with a variance that grows with the number of units of the block, not with its w
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ import numpy as np
 from jax import lax
 
 from softops._checks import check_choice
+from softops._fg_sharding import explicit_spec, to_varying
 from softops._fg_tangents import (
     check_num_tangents,
     derive_seeds,
@@ -37,69 +38,13 @@ from softops._fg_tangents import (
     float0_zeros,
     is_float,
     key_seeds,
+    nan_flags,
 )
+from softops._fg_tap import TapInfo, as_layer, layer_grads
 
 Estimator = Literal["per_example", "batch"]
 ESTIMATORS = ("per_example", "batch")
 ACTIVITY_DISTRIBUTIONS = ("rademacher", "normal")
-
-
-def _as_layer(layer, args) -> tuple[Callable, Any, Any]:
-    """``(fn, params, x)`` from ``tap(fn, params, x)`` or ``tap(module, x)``."""
-    if len(args) == 2:
-        if not callable(layer):
-            raise TypeError(f"tap(fn, params, x) needs a callable `fn`, got {layer!r}")
-        return layer, args[0], args[1]
-    if len(args) == 1:
-        from flax import nnx
-
-        if isinstance(layer, nnx.Module):
-            graphdef, state = nnx.split(layer)
-            return (lambda st, a: nnx.merge(graphdef, st)(a)), state, args[0]
-        raise TypeError(
-            "tap(layer, x) needs a Flax nnx Module as `layer`; for a function of parameters "
-            f"use tap(fn, params, x), got layer of type {type(layer).__name__}"
-        )
-    raise TypeError(
-        f"tap takes (fn, params, x) or (nnx_module, x), got {len(args) + 1} positional arguments"
-    )
-
-
-def no_tap(layer, *args, norm: Callable | None = None, activation: Callable | None = None):
-    """Applies a layer as :func:`activity_value_and_grad`'s ``tap`` does, without perturbing it.
-
-    Pass it as the ``tap`` of a block function to run the block for inference (or to train it
-    with backprop): ``tap(fn, params, x)`` returns ``fn(params, x)``, ``tap(module, x)`` returns
-    ``module(x)``, and ``activation`` (if given) is applied to the result.
-
-    Args:
-        layer: a function ``fn(params, x)``, or a Flax nnx Module called as ``module(x)``.
-        *args: ``(params, x)`` for a function, ``(x,)`` for a module.
-        norm: an optional parameter-free function applied to the layer's output.
-        activation: an optional elementwise function applied last.
-
-    Returns:
-        ``activation(norm(layer output))`` (each if given).
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> from softops.forward_grad import no_tap
-        >>> dense = lambda p, x: x @ p["w"] + p["b"]
-        >>> no_tap(dense, {"w": jnp.eye(2), "b": jnp.ones(2)}, jnp.ones((1, 2)))
-        Array([[2., 2.]], dtype=float32)
-    """
-    fn, params, x = _as_layer(layer, args)  # validates the call
-    z = layer(x) if len(args) == 1 else fn(params, x)
-    z = z if norm is None else norm(z)
-    return z if activation is None else activation(z)
-
-
-class _TapInfo(NamedTuple):
-    fn: Callable
-    treedef: Any
-    positions: tuple[int, ...]  # position of each of the layer's parameter leaves in the block's
-    norm: Callable | None
-    activation: Callable | None
 
 
 def _check_options(num_tangents, distribution, num_groups, estimator, axis_name) -> int:
@@ -113,29 +58,6 @@ def _check_options(num_tangents, distribution, num_groups, estimator, axis_name)
     if axis_name is not None and not isinstance(axis_name, (str, tuple)):
         raise TypeError(f"`axis_name` must be a str or None, got axis_name={axis_name!r}")
     return k
-
-
-def _explicit_spec(aval):
-    """The sharding spec of an abstract value when its mesh has Explicit axes, else None."""
-    sharding = getattr(aval, "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or not getattr(mesh, "_any_axis_explicit", False):
-        return None
-    return sharding.spec
-
-
-def _nan_flags(x, batch: int):
-    """A ``uint32[B]`` of zeros (ones where example ``n`` of ``x`` starts with a NaN).
-
-    Added to the example index of the tangents, it makes a block's tangents data-dependent on its
-    input, per example (no communication when the batch is sharded): XLA then samples them only
-    once the block starts, instead of hoisting the sampling of every block to the beginning and
-    keeping all blocks' tangents alive (temporary memory growing with depth).
-    """
-    if not isinstance(x, jax.Array) or x.ndim == 0 or x.shape[0] != batch:
-        return None
-    first = x[(slice(None),) + (0,) * (x.ndim - 1)]
-    return (first != first).astype(jnp.uint32)
 
 
 def _group_split(x: jax.Array, groups: int) -> jax.Array:
@@ -154,45 +76,6 @@ def _combine(coef: jax.Array, u: jax.Array, groups: int, per_example: bool) -> j
         c = coef.reshape((k, 1) + middle + (groups, 1))
     est = jnp.sum(c.astype(u.dtype) * ug, axis=0) * jnp.asarray(1.0 / k, u.dtype)
     return est.reshape(u.shape[1:])
-
-
-def _varying(leaves: list, axis_name) -> list:
-    """Leaves typed as varying over ``axis_name`` (inside ``shard_map``).
-
-    Transposing a map of them then gives each device's own gradient, not the implicit ``psum``
-    that JAX inserts for invariant (replicated) inputs; the gradients are averaged explicitly.
-    """
-    if axis_name is None:
-        return leaves
-    out = []
-    for leaf in leaves:
-        try:
-            out.append(lax.pcast(leaf, axis_name, to="varying"))
-        except ValueError:  # already varying
-            out.append(leaf)
-    return out
-
-
-def _layer_grads(info: _TapInfo, leaves: list, a, ct) -> dict[int, jax.Array]:
-    """The exact transpose of ``params -> fn(params, a)`` at ``ct``, keyed by block position."""
-    lp = [leaves[i] for i in info.positions]
-    fids = [j for j, leaf in enumerate(lp) if is_float(leaf)]
-
-    def linear(*float_leaves):
-        new = list(lp)
-        for j, v in zip(fids, float_leaves):
-            new[j] = v
-        return info.fn(jax.tree_util.tree_unflatten(info.treedef, new), a)
-
-    try:
-        cts = jax.linear_transpose(linear, *(lp[j] for j in fids))(ct)
-    except (NotImplementedError, TypeError, ValueError) as err:
-        raise ValueError(
-            "a layer passed to `tap` must be linear in its parameters (dense, convolution or "
-            "einsum layers, with their biases, are); transposing it failed with: "
-            f"{type(err).__name__}: {err}"
-        ) from err
-    return {info.positions[j]: c for j, c in zip(fids, cts)}
 
 
 def activity_value_and_grad(
@@ -338,7 +221,7 @@ def make_block_estimator(
         avals: list = []
 
         def shape_tap(layer, *args, norm=None, activation=None):
-            fn, lp, a = _as_layer(layer, args)
+            fn, lp, a = as_layer(layer, args)
             s = fn(lp, a)
             s = s if norm is None else norm(s)
             avals.append(jax.typeof(s))
@@ -373,14 +256,14 @@ def make_block_estimator(
 
         # 2. Per-example tangents, indexed by the global example index.
         seeds = derive_seeds(seeds, len(avals))
-        flags = _nan_flags(x, batch)
+        flags = nan_flags(x, batch)
         offset, total = 0, None
         if axis_name is not None:
             size = lax.axis_size(axis_name)
             offset, total = lax.axis_index(axis_name) * batch, batch * size
         tangents, probes = [], []
         for i, aval in enumerate(avals):
-            spec = _explicit_spec(aval)
+            spec = explicit_spec(aval)
             tangents.append(
                 example_tangents(
                     seeds[i],
@@ -388,7 +271,7 @@ def make_block_estimator(
                     k,
                     distribution,
                     batch_offset=offset,
-                    nan_flags=flags,
+                    depends_on=flags,
                     batch_total=total,
                     sharding=None if spec is None else jax.P(None, *spec),
                 )
@@ -402,7 +285,7 @@ def make_block_estimator(
             )
 
         # 3. One jvp of the block with the activities perturbed.
-        infos: list[_TapInfo] = []
+        infos: list[TapInfo] = []
 
         def run(probes):
             records = []
@@ -411,7 +294,7 @@ def make_block_estimator(
                 i = len(records)
                 if i >= len(probes):
                     raise ValueError("`block` called `tap` more often than when first traced")
-                fn, lp, a = _as_layer(layer, args)
+                fn, lp, a = as_layer(layer, args)
                 lp_leaves, lp_def = jax.tree_util.tree_flatten(lp)
                 positions = tuple(position.get(id(leaf), -1) for leaf in lp_leaves)
                 if -1 in positions:
@@ -424,7 +307,7 @@ def make_block_estimator(
                 s = (z if norm is None else norm(z)) + probes[i]
                 records.append((a, z, s))
                 if len(infos) == i:
-                    infos.append(_TapInfo(fn, lp_def, positions, norm, activation))
+                    infos.append(TapInfo(fn, lp_def, positions, norm, activation))
                 return s if activation is None else activation(s)
 
             h = block(params, x, tap)
@@ -442,7 +325,7 @@ def make_block_estimator(
         # 4. The local loss, exactly differentiated through the head and loss only.
         fids = [i for i, leaf in enumerate(leaves) if is_float(leaf)]
         vleaves = list(leaves)
-        for i, v in zip(fids, _varying([leaves[i] for i in fids], axis_name)):
+        for i, v in zip(fids, to_varying([leaves[i] for i in fids], axis_name)):
             vleaves[i] = v
 
         def head_loss(float_leaves, h):
@@ -482,7 +365,7 @@ def make_block_estimator(
             if info.norm is not None:
                 _, norm_vjp = jax.vjp(info.norm, z)
                 (est,) = norm_vjp(est.astype(jnp.result_type(s)))
-            for i, g in _layer_grads(info, vleaves, a, est.astype(jnp.result_type(z))).items():
+            for i, g in layer_grads(info, vleaves, a, est.astype(jnp.result_type(z))).items():
                 grads[i] = g if grads[i] is None else grads[i] + g.astype(grads[i].dtype)
         out = [
             float0_zeros(leaf)

@@ -104,7 +104,7 @@ def example_tangents(
     distribution: str,
     *,
     batch_offset=0,
-    nan_flags=None,
+    depends_on=None,
     batch_total: int | None = None,
     sharding=None,
 ) -> jax.Array:
@@ -130,8 +130,8 @@ def example_tangents(
         return lax.broadcasted_iota(jnp.uint32, shape, dim, **kwargs)
 
     example = iota(1) + jnp.asarray(batch_offset).astype(jnp.uint32)
-    if nan_flags is not None:  # zeros: a data dependency only (see _fg_activity._nan_flags)
-        example = example + nan_flags.reshape((1, b) + (1,) * (len(shape) - 2))
+    if depends_on is not None:  # zeros, a data dependency only: see nan_flags
+        example = example + depends_on.reshape((1, b) + (1,) * (len(shape) - 2))
     idx = (iota(0) * jnp.uint32(total) + example) * jnp.uint32(rest)
     if len(shape) > 2:
         within = iota(2)
@@ -163,3 +163,17 @@ def derive_seeds(seeds: jax.Array, count: int) -> jax.Array:
     """``count`` seed pairs ``uint32[count, 2]`` derived from one pair."""
     idx = lax.iota(jnp.uint32, 2 * count)
     return _fg_random.hash_u32(idx, seeds[0], seeds[1]).reshape(count, 2)
+
+
+def nan_flags(x, batch: int):
+    """A ``uint32[B]`` of zeros (ones where example ``n`` of ``x`` starts with a NaN).
+
+    Added to the example index of the tangents, it makes a block's tangents data-dependent on its
+    input, per example (no communication when the batch is sharded): XLA then samples them only
+    once the block starts, instead of hoisting the sampling of every block to the beginning and
+    keeping all blocks' tangents alive (temporary memory growing with depth).
+    """
+    if not isinstance(x, jax.Array) or x.ndim == 0 or x.shape[0] != batch:
+        return None
+    first = x[(slice(None),) + (0,) * (x.ndim - 1)]
+    return (first != first).astype(jnp.uint32)

@@ -207,9 +207,10 @@ def forward_value_and_grad(
 
 
 # Re-exported from private modules: one public face for forward gradients.
-from softops._fg_activity import activity_value_and_grad, no_tap  # noqa: E402
+from softops._fg_activity import activity_value_and_grad  # noqa: E402
 from softops._fg_local import local_value_and_grad  # noqa: E402
 from softops._fg_optax import fgd, perturbed_dim_factor, scale_by_perturbed_dim  # noqa: E402
+from softops._fg_tap import no_tap  # noqa: E402
 
 __all__ = [
     "activity_value_and_grad",
