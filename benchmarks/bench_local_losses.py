@@ -219,13 +219,13 @@ def depth_table(depths, *, hidden=128, batch=64, n_in=64):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (CI): tiny budgets")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--groups", type=int, default=8)
+    parser.add_argument("--groups", type=int, default=16, help="groups of the local loss")
     parser.add_argument("--mnist", default=None, help="path to a local MNIST .npz")
     parser.add_argument("--out", default=None, help="folder for the plot and JSON (default: none)")
-    parser.add_argument("--sweep-groups", default="4,16,32,128", help="groups for the sweep")
+    parser.add_argument("--sweep-groups", default="4,8,32,128", help="groups for the sweep")
     parser.add_argument(
         "--sections",
         default="training,groups,cosine,memory",
