@@ -368,6 +368,7 @@ def plot(res, methods, path):
     ax2.set_ylabel("test accuracy")
     for ax in (ax1, ax2):
         ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlim(left=0.0)
         ax.set_xlabel("training wall-clock time (s)")
         ax.legend(fontsize=7)
     fig.suptitle(f"{res['dataset']}, MLP, batch {res['batch']}, seed 0 of {res['seeds']}")

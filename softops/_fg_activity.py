@@ -100,23 +100,26 @@ def activity_value_and_grad(
         \ell_n = \mathrm{loss}(\mathrm{head}(\theta, h), y)_n .
 
     Inside ``block(params, x, tap)``, every layer that should learn is called through ``tap``:
-    ``tap(fn, layer_params, a)`` (``fn(layer_params, a)`` linear in ``layer_params``, which must
-    be a sub-tree of ``params``) or ``tap(nnx_module, a)``, optionally with
-    ``activation=`` a parameter-free function applied to the layer's output. ``tap`` perturbs the
-    output activity :math:`s` (after ``activation``) of each example with a random tangent
-    :math:`u`; one ``jax.jvp`` of the block (``num_tangents`` tangents batched with ``vmap``, the
+    ``tap(fn, layer_params, a, *, norm=None, activation=None)``, with ``fn(layer_params, a)``
+    linear in ``layer_params`` (a sub-tree of ``params``, passed unchanged), or
+    ``tap(nnx_module, a, ...)``. It returns ``activation(s + u)`` for :math:`z =
+    \mathrm{fn}(\theta_l, a)`, :math:`s = \mathrm{norm}(z)` and a random per-example tangent
+    :math:`u` (zero in the primal): ``norm`` is a parameter-free map before the perturbation (the
+    paper's layer normalization), ``activation`` an elementwise function after it (the paper's
+    ReLU). One ``jax.jvp`` of the block (``num_tangents`` tangents batched with ``vmap``, the
     primal computed once) gives :math:`\dot h`, and the per-example directional derivative
     :math:`d_n = \nabla_{h_n}\ell_n\cdot\dot h_n = \nabla_{s_n}\ell_n \cdot u_n` yields
 
     .. math::
         \hat g_{s_n} = \frac{1}{BK}\sum_{k} d_{kn} u_{kn}, \qquad
-        \hat g_{z} = J_{\mathrm{act}}^\top \hat g_s, \qquad
+        \hat g_{z} = J_{\mathrm{norm}}^\top \hat g_s, \qquad
         \hat g_{W} = \Big(\frac{\partial z}{\partial W}\Big)^{\!\top} \hat g_z
 
-    (the last two exact: the activation's local vector-Jacobian product and the transpose of the
-    layer's linear map, e.g. :math:`\sum_n a_n \hat g_{z_n}^\top` for a dense layer). With
-    ``num_groups`` :math:`G > 1` the last axis of every tapped activity and of ``h`` is split in
-    :math:`G` contiguous groups and group :math:`g` of an activity uses only
+    (the last two exact: the local vector-Jacobian product of ``norm`` and the transpose of the
+    layer's linear map, e.g. :math:`\sum_n a_n \hat g_{z_n}^\top` for a dense layer); units where
+    the activation's derivative is 0 (inactive ReLUs) get :math:`\hat g_s = 0`, their true
+    gradient. With ``num_groups`` :math:`G > 1` the last axis of every tapped activity and of
+    ``h`` is split in :math:`G` contiguous groups and group :math:`g` of an activity uses only
     :math:`d_{kng} = \nabla_{h_{ng}}\ell_n\cdot\dot h_{ng}`: the paper's local losses per group.
     That is unbiased for :math:`\nabla L` when activity group :math:`g` reaches ``h`` only through
     group :math:`g` of ``h`` (a tapped layer whose output is ``h`` through an elementwise
@@ -128,10 +131,11 @@ def activity_value_and_grad(
     backprop. Memory does not grow with the depth of a chain of blocks (see
     :func:`local_value_and_grad`).
 
-    Requirements: the loss of example :math:`n` depends only on example :math:`n` (no batch
-    statistics; ``estimator="batch"`` relaxes this); every tapped activity and ``h`` have the batch
-    as leading axis; parameters that are used neither through ``tap`` nor by ``head`` get a zero
-    gradient. Layer functions must not close over values computed inside the block.
+    Requirements: the block processes the examples independently (no batch statistics inside it,
+    such as batch normalization in training mode; ``estimator="batch"`` lifts this, the head and
+    loss may couple examples); every tapped activity and ``h`` have the batch as leading axis;
+    parameters used neither through ``tap`` nor by ``head`` get a zero gradient. Layer functions
+    must not close over values computed inside the block.
 
     Data parallelism: under ``jit`` with a batch sharded over devices it runs as is (the tangent
     of each example depends on its global index, not on the device). Inside ``shard_map`` or

@@ -37,12 +37,17 @@ def as_layer(layer, args) -> tuple[Callable, Any, Any]:
     )
 
 
-def no_tap(layer, *args, norm: Callable | None = None, activation: Callable | None = None):
+def no_tap(
+    layer: Callable,
+    *args: Any,
+    norm: Callable | None = None,
+    activation: Callable | None = None,
+) -> Any:
     """Applies a layer as :func:`activity_value_and_grad`'s ``tap`` does, without perturbing it.
 
     Pass it as the ``tap`` of a block function to run the block for inference (or to train it
     with backprop): ``tap(fn, params, x)`` returns ``fn(params, x)``, ``tap(module, x)`` returns
-    ``module(x)``, and ``activation`` (if given) is applied to the result.
+    ``module(x)``, then ``norm`` and ``activation`` (if given) are applied to the result.
 
     Args:
         layer: a function ``fn(params, x)``, or a Flax nnx Module called as ``module(x)``.
