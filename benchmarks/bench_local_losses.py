@@ -254,17 +254,19 @@ def main():
         results["training"] = {k: v for k, v in res.items() if k != "curves"}
         results["curves"] = res["curves"]
         print()
+    if args.quick:  # a smoke run: one compilation per method and estimator, tiny budgets
+        sections.discard("groups")
     if "groups" in sections:
-        groups = (32,) if args.quick else tuple(int(g) for g in args.sweep_groups.split(","))
+        groups = tuple(int(g) for g in args.sweep_groups.split(","))
         print(f"### Local losses: units per group (width {hidden}), same protocol\n")
         sweep = groups_sweep(
             groups,
             seeds=seeds,
             batch=args.batch,
-            steps=args.steps or (100 if args.quick else 1500),
+            steps=args.steps or 1500,
             mnist=args.mnist,
             hidden=hidden,
-            chunk=20 if args.quick else 10,
+            chunk=10,
         )
         print(f"target {sweep['target_acc']:.4f} (backprop's test accuracy - 1 pt)\n")
         print(
@@ -344,7 +346,7 @@ def memory_section(data, args, hidden, results):
     print("| method | temp (KB) |\n|---|---:|")
     for m, b in mem.items():
         print(f"| {ex.LABELS[m]} | {b / 1e3:.1f} |")
-    depths = (2, 4) if args.quick else (2, 8, 32)
+    depths = (2,) if args.quick else (2, 8, 32)
     print("\n| blocks | backprop (KB) | local losses (KB) |\n|---:|---:|---:|")
     rows = depth_table(depths)
     for depth, bp, loc in rows:
