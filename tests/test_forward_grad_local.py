@@ -198,6 +198,40 @@ def test_local_losses_unbiased_for_the_stop_gradient_objective():
     assert abs(np.corrcoef(a, b)[0, 1]) < Z / np.sqrt(N)
 
 
+def test_convolution_block_unbiased():
+    # A 3x3 convolution (linear in kernel and bias), groups over channels, pooled linear head.
+    rng = np.random.default_rng(2)
+    params = {
+        "conv": {
+            "w": jnp.asarray(rng.standard_normal((3, 3, 2, 4)) / 4),
+            "b": jnp.asarray(0.1 * rng.standard_normal(4)),
+        },
+        "head": _layer(rng, 4, 3),
+    }
+    x = jnp.asarray(rng.standard_normal((5, 6, 6, 2)))
+    y = jnp.asarray(rng.integers(0, 3, 5))
+
+    def conv(q, a):
+        z = jax.lax.conv_general_dilated(
+            a, q["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return z + q["b"][None, None, None, :]
+
+    def block(p, x, tap):
+        return tap(conv, p["conv"], x, activation=jnp.tanh)
+
+    def pooled_head(p, h):
+        return dense(p["head"], jnp.mean(h, axis=(1, 2)))
+
+    fvg = activity_value_and_grad(block, pooled_head, xent, num_groups=2)
+    _, est = _draws(fvg, params, x, y, n=3000)
+
+    def loss(p):
+        return jnp.mean(xent(pooled_head(p, block(p, x, no_tap)), y))
+
+    _assert_unbiased(est, jax.grad(loss)(params))
+
+
 def test_normal_tangents_unbiased():
     params, x, y = _problem()
     fvg = activity_value_and_grad(two_layer_block, head, xent, distribution="normal")
