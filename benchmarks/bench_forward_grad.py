@@ -39,7 +39,8 @@ def _dense(key, n_in, n_out):
 
 def _conv(key, c_in, c_out):
     w = jax.random.normal(key, (3, 3, c_in, c_out), jnp.float32) * np.float32(
-            np.sqrt(2.0 / (9 * c_in)))
+        np.sqrt(2.0 / (9 * c_in))
+    )
     return {"w": w, "b": jnp.zeros(c_out, jnp.float32)}
 
 
@@ -74,8 +75,9 @@ def make_cnn(key):
     params = {"conv": convs, "fc1": _dense(k[4], 7 * 7 * 64, 1024), "fc2": _dense(k[5], 1024, 10)}
 
     def conv(h, c):
-        out = lax.conv_general_dilated(h, c["w"], (1, 1), "SAME",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        out = lax.conv_general_dilated(
+            h, c["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
         return jax.nn.relu(out + c["b"][None, None, None, :])
 
     def pool(h):
@@ -120,8 +122,10 @@ def bench_model(name, make, rounds, lr=1e-3):
 
     fns = {
         "fwd": (jax.jit(loss), (params, x, y)),
-        "jvp": (jax.jit(lambda p, v, x, y: jax.jvp(lambda q: loss(q, x, y), (p,), (v,))),
-                (params, tangent, x, y)),
+        "jvp": (
+            jax.jit(lambda p, v, x, y: jax.jvp(lambda q: loss(q, x, y), (p,), (v,))),
+            (params, tangent, x, y),
+        ),
         "grad": (jax.jit(jax.value_and_grad(loss)), (params, x, y)),
         "fgd_step": (jax.jit(fgd_step), (jax.random.key(4), params, x, y)),
         "sgd_step": (jax.jit(sgd_step), (params, x, y)),
@@ -148,10 +152,15 @@ def bench_model(name, make, rounds, lr=1e-3):
 
     d = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
     return {
-        "model": name, "d": d, "fwd_ms": 1e3 * float(np.median(t["fwd"])),
-        "Rf": ratio("jvp", "fwd"), "Rb": ratio("grad", "fwd"),
-        "Rf/Rb": ratio("jvp", "grad"), "fgd/sgd": ratio("fgd_step", "sgd_step"),
-        "sample/fwd": ratio("sample", "fwd"), "ones/fwd": ratio("ones", "fwd"),
+        "model": name,
+        "d": d,
+        "fwd_ms": 1e3 * float(np.median(t["fwd"])),
+        "Rf": ratio("jvp", "fwd"),
+        "Rb": ratio("grad", "fwd"),
+        "Rf/Rb": ratio("jvp", "grad"),
+        "fgd/sgd": ratio("fgd_step", "sgd_step"),
+        "sample/fwd": ratio("sample", "fwd"),
+        "ones/fwd": ratio("ones", "fwd"),
     }
 
 
@@ -159,8 +168,13 @@ def memory_table(depths, width=64, batch=256):
     rows = []
     for depth in depths:
         k = jax.random.key(0)
-        params = [(jax.random.normal(jax.random.fold_in(k, i), (width, width), jnp.float32) / 8,
-                   jnp.zeros(width, jnp.float32)) for i in range(depth)]
+        params = [
+            (
+                jax.random.normal(jax.random.fold_in(k, i), (width, width), jnp.float32) / 8,
+                jnp.zeros(width, jnp.float32),
+            )
+            for i in range(depth)
+        ]
         x = jnp.ones((batch, width), jnp.float32)
 
         def loss(p, x):
@@ -171,8 +185,13 @@ def memory_table(depths, width=64, batch=256):
         def temp(f, *args):
             return jax.jit(f).lower(*args).compile().memory_analysis().temp_size_in_bytes
 
-        rows.append((depth, temp(forward_value_and_grad(loss), jax.random.key(1), params, x),
-                     temp(jax.value_and_grad(loss), params, x)))
+        rows.append(
+            (
+                depth,
+                temp(forward_value_and_grad(loss), jax.random.key(1), params, x),
+                temp(jax.value_and_grad(loss), params, x),
+            )
+        )
     return rows
 
 
@@ -182,23 +201,31 @@ def main():
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per model")
     args = parser.parse_args()
     rounds = args.rounds or (5 if args.quick else 30)
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, batch {BATCH}, float32, "
-          f"{rounds} interleaved rounds, medians of per-round ratios\n")
-    print("| model | d | forward (ms) | Rf | Rb | Rf/Rb | FGD step / SGD step | sampling / fwd "
-          "| write d ones / fwd |")
+    print(
+        f"jax {jax.__version__}, backend {jax.default_backend()}, batch {BATCH}, float32, "
+        f"{rounds} interleaved rounds, medians of per-round ratios\n"
+    )
+    print(
+        "| model | d | forward (ms) | Rf | Rb | Rf/Rb | FGD step / SGD step | sampling / fwd "
+        "| write d ones / fwd |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, make in MODELS.items():
         r = bench_model(name, make, rounds)
-        print(f"| {r['model']} | {r['d']:,} | {r['fwd_ms']:.2f} | {r['Rf']:.2f} | {r['Rb']:.2f} "
-              f"| {r['Rf/Rb']:.2f} | {r['fgd/sgd']:.2f} | {r['sample/fwd']:.2f} "
-              f"| {r['ones/fwd']:.2f} |", flush=True)
+        print(
+            f"| {r['model']} | {r['d']:,} | {r['fwd_ms']:.2f} | {r['Rf']:.2f} | {r['Rb']:.2f} "
+            f"| {r['Rf/Rb']:.2f} | {r['fgd/sgd']:.2f} | {r['sample/fwd']:.2f} "
+            f"| {r['ones/fwd']:.2f} |",
+            flush=True,
+        )
     depths = (5, 25, 100) if args.quick else (5, 10, 25, 50, 100)
     print("\nCompiled temporary memory, tanh MLP width 64, batch 256 (MB):\n")
     print("| depth | forward_value_and_grad (jvp) | value_and_grad (backprop) | ratio |")
     print("|---:|---:|---:|---:|")
     for depth, fwd, bwd in memory_table(depths):
-        print(f"| {depth} | {fwd / 1e6:.3f} | {bwd / 1e6:.3f} | {bwd / max(fwd, 1):.1f} |",
-              flush=True)
+        print(
+            f"| {depth} | {fwd / 1e6:.3f} | {bwd / 1e6:.3f} | {bwd / max(fwd, 1):.1f} |", flush=True
+        )
 
 
 if __name__ == "__main__":

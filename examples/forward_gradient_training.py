@@ -1,34 +1,62 @@
-"""Train an MLP with forward gradients (FGD) and with backprop, and compare loss vs wall-clock.
+"""Train one Flax nnx MLP four ways, with backprop and with three kinds of forward gradients.
 
-Data: scikit-learn's digits (8x8, 10 classes) by default, or an MNIST ``.npz`` with ``x_train``,
-``y_train``, ``x_test``, ``y_test`` (``--mnist PATH``). Model: MLP ``in-128-10``, tanh, softmax
-cross-entropy, minibatch SGD (batch 64). Each method gets its own learning rate from a short sweep
-(the rate with the lowest training loss after the sweep budget). Then both train for the same
-number of steps; we time only the training steps (compiled ``lax.scan`` chunks), evaluating the
-full training loss between chunks. Reported: the time each method needs to reach the target loss
-(by default the best training loss FGD reaches, i.e. the loss both methods reach), the ratio
-``Tf / Tb``, and test accuracies. A PNG of training loss against wall-clock time is written.
+Methods (same model, data, optimizer and step budget; only the gradient differs):
 
-Run: ``python examples/forward_gradient_training.py [--quick] [--mnist PATH] [--out PNG]``.
+- ``backprop``: ``jax.value_and_grad``;
+- ``fgd``: weight-perturbed forward gradients, ``forward_value_and_grad`` (Baydin et al. 2022);
+- ``fgd_activity``: activity-perturbed forward gradients, ``activity_value_and_grad`` with the
+  whole network as one block (per-example tangents on every hidden layer, exact output layer);
+- ``fgd_local``: activity-perturbed forward gradients with local losses,
+  ``local_value_and_grad``: every block (Dense, layer norm, ReLU) has its own head and loss, split
+  in 16 groups of 8 units (Ren, Kornblith, Liao, Hinton, ICLR 2023, arXiv:2210.03310).
 
-Reference: Baydin et al., Gradients without Backpropagation, arXiv:2202.08587, 2022.
+Data: scikit-learn's digits (8x8, 10 classes) by default, or a local MNIST ``.npz`` with
+``x_train``, ``y_train``, ``x_test``, ``y_test`` (``--mnist PATH``; nothing is downloaded).
+Model: MLP ``in-H-H-classes`` (two blocks). Optimizer: Adam with a cosine decay over the budget;
+each method's learning rate is the one of its grid with the lowest final training loss (mean over
+seeds). All runs train side by side, one chunk of steps each in turn (shuffled), so that changes in
+machine load hit every method alike; only the compiled training steps are timed. Reported: test
+accuracy, the wall-clock time and steps each method needs to reach backprop's final test accuracy
+minus one point, and the per-step cost. With ``--out DIR`` a plot of training loss and test
+accuracy against time is written there; without it nothing is written.
+
+Run: ``python examples/forward_gradient_training.py [--quick] [--mnist PATH] [--out DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import pathlib
+import random
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 from tqdm.auto import tqdm
 
-from softops.forward_grad import fgd, forward_value_and_grad
+from softops.forward_grad import (
+    activity_value_and_grad,
+    forward_value_and_grad,
+    local_value_and_grad,
+    no_tap,
+)
 
-DEFAULT_OUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "images"
+METHODS = ("backprop", "fgd", "fgd_activity", "fgd_local")
+LABELS = {
+    "backprop": "backprop",
+    "fgd": "FGD, weight-perturbed",
+    "fgd_activity": "FGD, activity-perturbed",
+    "fgd_local": "FGD, activity-perturbed + local losses",
+}
+LRS = {
+    "backprop": (0.003, 0.01, 0.03),
+    "fgd": (0.001, 0.003, 0.01),
+    "fgd_activity": (0.001, 0.002, 0.005),
+    "fgd_local": (0.005, 0.01, 0.02),
+}
 
 
 def load_data(mnist=None, seed=0):
@@ -45,189 +73,354 @@ def load_data(mnist=None, seed=0):
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, y.astype(np.int32), test_size=0.25,
-                                          random_state=seed, stratify=y)
+    xtr, xte, ytr, yte = train_test_split(
+        x, y.astype(np.int32), test_size=0.25, random_state=seed, stratify=y
+    )
     return xtr, ytr, xte, yte
 
 
-def init_mlp(key, n_in, hidden, n_out):
-    k1, k2 = jax.random.split(key)
-    return {
-        "w1": jax.random.normal(k1, (n_in, hidden), jnp.float32) * np.float32(1 / np.sqrt(n_in)),
-        "b1": jnp.zeros(hidden, jnp.float32),
-        "w2": jax.random.normal(k2, (hidden, n_out), jnp.float32) * np.float32(1 / np.sqrt(hidden)),
-        "b2": jnp.zeros(n_out, jnp.float32),
-    }
+# ---------------------------------------------------------------- the model (Flax nnx)
 
 
-def logits_fn(p, x):
-    h = jnp.tanh(x @ p["w1"] + p["b1"][None, :])
-    return h @ p["w2"] + p["b2"][None, :]
+class Block(nnx.Module):
+    """Dense, layer norm (no parameters), ReLU; with a ``head`` (Dense to the classes) if asked."""
+
+    def __init__(self, n_in, n_out, n_classes, *, key, with_head):
+        k_linear, k_head = jax.random.split(key)
+        self.linear = nnx.Linear(n_in, n_out, rngs=nnx.Rngs(k_linear))
+        self.head = nnx.Linear(n_out, n_classes, rngs=nnx.Rngs(k_head)) if with_head else None
+
+    def __call__(self, x, tap=no_tap):
+        # `tap` marks the layer that learns; `no_tap` (default) just applies it.
+        return tap(self.linear, x, norm=jax.nn.standardize, activation=jax.nn.relu)
 
 
-def loss_fn(p, x, y):
-    logp = jax.nn.log_softmax(logits_fn(p, x), axis=-1)
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+class MLP(nnx.Module):
+    """Blocks; the last one's head is the classifier. ``local_heads``: a head on every block."""
+
+    def __init__(self, sizes, n_classes, *, seed, local_heads=False):
+        keys = jax.random.split(jax.random.key(seed), len(sizes) - 1)
+        last = len(sizes) - 2
+        self.blocks = nnx.List(
+            [
+                Block(a, b, n_classes, key=k, with_head=local_heads or i == last)
+                for i, (a, b, k) in enumerate(zip(sizes[:-1], sizes[1:], keys))
+            ]
+        )
+
+    def features(self, x, tap=no_tap):
+        for block in self.blocks:
+            x = block(x, tap)
+        return x
+
+    def __call__(self, x):
+        return self.blocks[-1].head(self.features(x))
 
 
-def accuracy(p, x, y):
-    pred = jnp.argmax(logits_fn(p, x), axis=-1).astype(jnp.int32)
-    return float(jnp.mean((pred == jnp.asarray(y, jnp.int32)).astype(jnp.float32)))
+def xent(logits, labels):
+    """Per-example softmax cross-entropy."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def make_chunk(method, x, y, batch, chunk):
-    """A compiled ``run_chunk(params, state, key, lr)`` doing ``chunk`` SGD steps of ``method``.
+def setup(method, sizes, n_classes, *, seed, num_groups=16):
+    """``(params, predict(params, x), grad_fn(key, params, x, y) -> (loss, grads))``."""
+    model = MLP(sizes, n_classes, seed=seed, local_heads=method == "fgd_local")
+    if method == "fgd_local":
+        # The glue: one (graphdef, state) per block; a block is `block(x, tap)`, its head `head`.
+        graphdefs, states = zip(*(nnx.split(block) for block in model.blocks))
+        blocks = [lambda p, x, tap, g=g: nnx.merge(g, p)(x, tap) for g in graphdefs]
+        heads = [lambda p, h, g=g: nnx.merge(g, p).head(h) for g in graphdefs]
+        fvg = local_value_and_grad(blocks, heads, xent, num_groups=num_groups)
 
-    ``method`` is 'backprop' (``jax.value_and_grad``) or 'fgd' (``forward_value_and_grad``); the
-    learning rate is an argument, so one compilation serves the whole sweep.
-    """
-    vg = jax.value_and_grad(loss_fn)
-    fvg = forward_value_and_grad(loss_fn)
-    n = x.shape[0]
+        def grad_fn(key, params, x, y):
+            values, grads = fvg(key, params, x, y)
+            return values[-1], grads  # the last block's loss is the model's loss
 
-    def opt(lr):
-        return optax.sgd(lr) if method == "backprop" else fgd(lr)
+        def predict(params, x):
+            for g, p in zip(graphdefs, params):
+                x = nnx.merge(g, p)(x)
+            return nnx.merge(graphdefs[-1], params[-1]).head(x)
+
+        return list(states), predict, grad_fn
+
+    graphdef, state = nnx.split(model)
+
+    def predict(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    def loss(params, x, y):
+        return jnp.mean(xent(predict(params, x), y))
+
+    if method == "backprop":
+        return state, predict, lambda key, p, x, y: jax.value_and_grad(loss)(p, x, y)
+    if method == "fgd":
+        return state, predict, forward_value_and_grad(loss)
+    if method != "fgd_activity":
+        raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
+    fvg = activity_value_and_grad(
+        lambda p, x, tap: nnx.merge(graphdef, p).features(x, tap),  # the whole net is one block
+        lambda p, h: nnx.merge(graphdef, p).blocks[-1].head(h),
+        xent,
+    )
+
+    def grad_fn(key, params, x, y):
+        (value, _), grads = fvg(key, params, x, y)
+        return value, grads
+
+    return state, predict, grad_fn
+
+
+# ---------------------------------------------------------------- training, side by side
+
+
+def compile_method(method, data, *, sizes, steps, chunk, batch, num_groups=16):
+    """Compiled pieces of one method, shared by its runs (the learning rate is an argument)."""
+    xtr, ytr, xte, yte = (jnp.asarray(a) for a in data)
+    n_classes = int(max(data[1].max(), data[3].max())) + 1
+    _, predict, grad_fn = setup(method, sizes, n_classes, seed=0, num_groups=num_groups)
+
+    def optimizer(lr):
+        return optax.adam(optax.cosine_decay_schedule(lr, steps))
 
     def step(carry, key, lr):
         params, state = carry
-        kb, kt = jax.random.split(key)
-        idx = jax.random.randint(kb, (batch,), 0, n)
-        xb, yb = x[idx], y[idx]
-        value, g = vg(params, xb, yb) if method == "backprop" else fvg(kt, params, xb, yb)
-        updates, state = opt(lr).update(g, state, params)
+        k_batch, k_grad = jax.random.split(key)
+        idx = jax.random.randint(k_batch, (batch,), 0, xtr.shape[0])
+        value, grads = grad_fn(k_grad, params, xtr[idx], ytr[idx])
+        updates, state = optimizer(lr).update(grads, state, params)
         return (optax.apply_updates(params, updates), state), value
 
     @jax.jit
     def run_chunk(params, state, key, lr):
-        (params, state), _ = jax.lax.scan(lambda c, k: step(c, k, lr), (params, state),
-                                          jax.random.split(key, chunk))
+        keys = jax.random.split(key, chunk)
+        (params, state), _ = jax.lax.scan(lambda c, k: step(c, k, lr), (params, state), keys)
         return params, state
 
-    return opt(1.0).init, run_chunk
+    @jax.jit
+    def evaluate(params):
+        train_loss = jnp.mean(xent(predict(params, xtr), ytr))
+        acc = jnp.mean((jnp.argmax(predict(params, xte), -1) == yte).astype(jnp.float32))
+        return train_loss, acc
+
+    def init(seed):
+        params = setup(method, sizes, n_classes, seed=seed, num_groups=num_groups)[0]
+        return params, optimizer(1.0).init(params)
+
+    return {"init": init, "run_chunk": run_chunk, "evaluate": evaluate, "grad_fn": grad_fn}
 
 
-def train(method, lr, data, *, steps, chunk, batch, seed, progress=None, compiled=None):
-    """Trains; returns params and the curve [(seconds of training steps, step, train loss)]."""
-    xtr, ytr = jnp.asarray(data[0]), jnp.asarray(data[1])
-    params = init_mlp(jax.random.key(seed), xtr.shape[1], 128, 10)
-    init, run_chunk = compiled or make_chunk(method, xtr, ytr, batch, chunk)
-    state = init(params)
-    lr = jnp.float32(lr)
-    full_loss = jax.jit(loss_fn)
-    jax.block_until_ready(run_chunk(params, state, jax.random.key(0), lr))  # compile, warm up
-    curve = [(0.0, 0, float(full_loss(params, xtr, ytr)))]
-    elapsed = 0.0
-    key = jax.random.key(seed + 1)
+def train_side_by_side(compiled, runs, *, steps, chunk, progress=None, order_seed=0):
+    """Trains ``runs`` [(method, lr, seed)] in turns, one chunk each; returns their curves.
+
+    A curve is ``[(seconds of timed steps, step, train loss, test accuracy, chunk seconds)]``.
+    """
+    state = {}
+    for run in runs:
+        method, lr, seed = run
+        c = compiled[method]
+        params, opt_state = c["init"](seed)
+        jax.block_until_ready(c["run_chunk"](params, opt_state, jax.random.key(0), lr))  # warm-up
+        loss, acc = c["evaluate"](params)
+        state[run] = {
+            "params": params,
+            "opt": opt_state,
+            "key": jax.random.key(1000 + seed),
+            "curve": [(0.0, 0, float(loss), float(acc), 0.0)],
+        }
+    rng = random.Random(order_seed)
+    order = list(runs)
     for i in range(steps // chunk):
-        key, sub = jax.random.split(key)
-        t0 = time.perf_counter()
-        params, state = jax.block_until_ready(run_chunk(params, state, sub, lr))
-        elapsed += time.perf_counter() - t0
-        curve.append((elapsed, (i + 1) * chunk, float(full_loss(params, xtr, ytr))))
+        rng.shuffle(order)
+        for run in order:
+            s, c = state[run], compiled[run[0]]
+            s["key"], sub = jax.random.split(s["key"])
+            t0 = time.perf_counter()
+            s["params"], s["opt"] = jax.block_until_ready(
+                c["run_chunk"](s["params"], s["opt"], sub, run[1])
+            )
+            dt = time.perf_counter() - t0
+            loss, acc = c["evaluate"](s["params"])
+            s["curve"].append(
+                (s["curve"][-1][0] + dt, (i + 1) * chunk, float(loss), float(acc), dt)
+            )
         if progress is not None:
             progress.update(1)
-    return params, curve
+    return {run: state[run]["curve"] for run in runs}, {run: state[run]["params"] for run in runs}
 
 
-def time_to(curve, target):
-    """The first training time at which the loss is <= target (inf if never)."""
-    for t, _, loss in curve:
-        if loss <= target:
-            return t
-    return float("inf")
+def reach(curve, target):
+    """``(seconds, steps)`` at the first evaluation with test accuracy >= target (inf, None)."""
+    for t, step, _, acc, _ in curve:
+        if acc >= target:
+            return t, step
+    return float("inf"), None
 
 
-def run(*, quick=False, seed=0, mnist=None, out=None, steps=None, chunk=None, batch=64,
-        lrs_backprop=(0.1, 0.3, 1.0, 3.0), lrs_fgd=(0.003, 0.01, 0.03, 0.1), target=None,
-        progress=True):
-    """Runs the comparison and returns a dict of results (see the module docstring)."""
-    data = load_data(mnist, seed)
-    steps = steps or (400 if quick else 20000)
-    chunk = chunk or (50 if quick else 250)
-    sweep_steps = max(chunk, steps // 4)
-    total = (len(lrs_backprop) + len(lrs_fgd)) * (sweep_steps // chunk) + 2 * (steps // chunk)
-    bar = tqdm(total=total, desc="forward vs backprop", disable=not progress)
-    xtr, ytr = jnp.asarray(data[0]), jnp.asarray(data[1])
-    compiled = {m: make_chunk(m, xtr, ytr, batch, chunk) for m in ("backprop", "fgd")}
+def summarize(curves, methods, lrs, seeds):
+    """Chooses each method's learning rate and measures accuracy and time to the target."""
     best = {}
-    for method, lrs in (("backprop", lrs_backprop), ("fgd", lrs_fgd)):
-        finals = {}
-        for lr in lrs:
-            _, c = train(method, lr, data, steps=sweep_steps, chunk=chunk, batch=batch,
-                         seed=seed, progress=bar, compiled=compiled[method])
-            finals[lr] = c[-1][2] if np.isfinite(c[-1][2]) else np.inf
-        best[method] = min(finals, key=finals.get)
-    results = {}
-    for method in ("backprop", "fgd"):
-        params, curve = train(method, best[method], data, steps=steps, chunk=chunk, batch=batch,
-                              seed=seed, progress=bar, compiled=compiled[method])
-        results[method] = (params, curve)
-    bar.close()
-    curves = {m: results[m][1] for m in results}
-    if target is None:  # the best loss FGD reaches, which backprop also reaches
-        target = max(min(c[2] for c in curves["fgd"]), min(c[2] for c in curves["backprop"]))
-    tb, tf = time_to(curves["backprop"], target), time_to(curves["fgd"], target)
-    step_time = {m: curves[m][-1][0] / curves[m][-1][1] for m in curves}
-    res = {
-        "dataset": "mnist" if mnist is not None else "digits",
-        "lr_backprop": best["backprop"], "lr_fgd": best["fgd"], "steps": steps,
-        "target_loss": float(target), "time_backprop_s": tb, "time_fgd_s": tf,
-        "tf_over_tb": tf / tb if tb > 0 else float("nan"),
-        "step_time_ratio_fgd_over_backprop": step_time["fgd"] / step_time["backprop"],
-        "final_loss_backprop": curves["backprop"][-1][2], "final_loss_fgd": curves["fgd"][-1][2],
-        "test_acc_backprop": accuracy(results["backprop"][0], data[2], data[3]),
-        "test_acc_fgd": accuracy(results["fgd"][0], data[2], data[3]),
-        "curves": curves,
-    }
-    if out is None:
-        out = DEFAULT_OUT / f"forward_grad_{res['dataset']}.png"
-    if out:
-        res["plot"] = str(_plot(curves, res, pathlib.Path(out)))
+    for m in methods:
+        final = {lr: np.mean([curves[(m, lr, s)][-1][2] for s in seeds]) for lr in lrs[m]}
+        final = {lr: (v if np.isfinite(v) else np.inf) for lr, v in final.items()}
+        best[m] = min(final, key=final.get)
+    acc = {m: np.array([curves[(m, best[m], s)][-1][3] for s in seeds]) for m in methods}
+    target = float(acc["backprop"].mean()) - 0.01
+    res = {"target_acc": target}
+    tb = [reach(curves[("backprop", best["backprop"], s)], target) for s in seeds]
+    for m in methods:
+        runs = [curves[(m, best[m], s)] for s in seeds]
+        reached = [reach(c, target) for c in runs]
+        t = float(np.median([r[0] for r in reached]))
+        steps = [r[1] for r in reached]
+        # Per-step cost: the chunk times of this method over backprop's, same seed and round.
+        ratios = [
+            a[4] / b[4]
+            for c, s in zip(runs, seeds)
+            for a, b in zip(c[1:], curves[("backprop", best["backprop"], s)][1:])
+        ]
+        res[f"lr_{m}"] = best[m]
+        res[f"test_acc_{m}"] = float(acc[m].mean())
+        res[f"test_acc_std_{m}"] = float(acc[m].std())
+        res[f"final_loss_{m}"] = float(np.mean([c[-1][2] for c in runs]))
+        res[f"time_to_target_s_{m}"] = t
+        res[f"time_ratio_{m}"] = t / float(np.median([r[0] for r in tb]))
+        res[f"steps_to_target_{m}"] = float(
+            np.median([s if s is not None else np.inf for s in steps])
+        )
+        res[f"step_cost_ratio_{m}"] = float(np.median(ratios))
     return res
 
 
-def _plot(curves, res, out):
+def run(
+    *,
+    quick=False,
+    seeds=(0,),
+    mnist=None,
+    out=None,
+    steps=None,
+    chunk=None,
+    batch=64,
+    hidden=128,
+    num_groups=16,
+    methods=METHODS,
+    lrs=None,
+    progress=True,
+):
+    """Runs the comparison; returns a dict of results (see the module docstring).
+
+    ``out``: a folder for the plot (``forward_grad_<dataset>.png``), a ``.png`` path, or ``None``
+    to write nothing.
+    """
+    data = load_data(mnist)
+    steps = steps or (200 if quick else 1500)
+    chunk = chunk or (20 if quick else 10)
+    lrs = dict(lrs or ({m: LRS[m][1:2] for m in METHODS} if quick else LRS))
+    sizes = (data[0].shape[1], hidden, hidden)
+    methods = tuple(m for m in METHODS if m in methods or m == "backprop")
+    compiled = {
+        m: compile_method(
+            m, data, sizes=sizes, steps=steps, chunk=chunk, batch=batch, num_groups=num_groups
+        )
+        for m in methods
+    }
+    runs = [(m, lr, s) for m in methods for lr in lrs[m] for s in seeds]
+    bar = tqdm(total=steps // chunk, desc="training side by side", disable=not progress)
+    curves, _ = train_side_by_side(compiled, runs, steps=steps, chunk=chunk, progress=bar)
+    bar.close()
+    res = {
+        "dataset": "mnist" if mnist is not None else "digits",
+        "steps": steps,
+        "batch": batch,
+        "hidden": hidden,
+        "num_groups": num_groups,
+        "seeds": len(seeds),
+    }
+    res.update(summarize(curves, methods, lrs, seeds))
+    res["curves"] = {m: curves[(m, res[f"lr_{m}"], seeds[0])] for m in methods}
+    if out:
+        res["plot"] = str(plot(res, methods, plot_path(out, res["dataset"])))
+    return res
+
+
+def plot_path(out, dataset):
+    """``out/forward_grad_<dataset>.png`` for a folder ``out``; ``out`` itself if a ``.png``."""
+    out = pathlib.Path(out)
+    return out if out.suffix == ".png" else out / f"forward_grad_{dataset}.png"
+
+
+def plot(res, methods, path):
+    """Training loss and test accuracy against training time; returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m, label in (("backprop", "backprop (SGD)"), ("fgd", "forward gradient (FGD)")):
-        t, _, loss = zip(*curves[m])
-        lr = res[f"lr_{m}"]
-        ax.plot(t, loss, label=f"{label}, lr={lr:g}, test acc {res[f'test_acc_{m}']:.3f}")
-    ax.axhline(res["target_loss"], color="gray", ls=":", lw=1, label="target loss")
-    ax.set_yscale("log")
-    ax.set_xlabel("training wall-clock time (s)")
-    ax.set_ylabel("training loss (full set)")
-    ax.set_title(f"{res['dataset']}: Tf/Tb = {res['tf_over_tb']:.2f}")
-    ax.legend(fontsize=8)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for m in methods:
+        t, _, loss, acc, _ = zip(*res["curves"][m])
+        label = f"{LABELS[m]} (lr {res[f'lr_{m}']:g})"
+        ax1.plot(t, loss, label=label)
+        ax2.plot(t, acc, label=f"{LABELS[m]}: {res[f'test_acc_{m}']:.3f}")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("training loss (full set)")
+    ax2.axhline(res["target_acc"], color="gray", ls=":", lw=1, label="target: backprop - 1 pt")
+    ax2.set_ylim(max(0.0, res["target_acc"] - 0.3), 1.0)
+    ax2.set_ylabel("test accuracy")
+    for ax in (ax1, ax2):
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlim(left=0.0)
+        ax.set_xlabel("training wall-clock time (s)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{res['dataset']}, MLP, batch {res['batch']}, seed 0 of {res['seeds']}")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return out
+    return path
+
+
+def report(res, methods=METHODS):
+    """A Markdown table of the results."""
+    lines = [
+        f"{res['dataset']}: MLP {res['hidden']}-{res['hidden']}, batch {res['batch']}, "
+        f"{res['steps']} steps, {res['seeds']} seed(s), local losses in {res['num_groups']} "
+        f"groups; target = backprop's test accuracy - 1 pt = {res['target_acc']:.4f}\n",
+        "| method | lr | test accuracy | steps to target | time to target (s) | time ratio "
+        "| step cost ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in methods:
+        if f"lr_{m}" not in res:
+            continue
+        lines.append(
+            f"| {LABELS[m]} | {res[f'lr_{m}']:g} | {res[f'test_acc_{m}']:.4f} "
+            f"± {res[f'test_acc_std_{m}']:.4f} | {res[f'steps_to_target_{m}']:.0f} "
+            f"| {res[f'time_to_target_s_{m}']:.3f} | {res[f'time_ratio_{m}']:.2f} "
+            f"| {res[f'step_cost_ratio_{m}']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few hundred steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a few hundred steps, one lr each")
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds")
     parser.add_argument("--mnist", default=None, help="path to an MNIST .npz")
-    parser.add_argument("--out", default=None, help="PNG path (default under docs/images/)")
+    parser.add_argument("--out", default=None, help="folder for the plot (default: no files)")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
-    res = run(quick=args.quick, seed=args.seed, mnist=args.mnist, out=args.out, steps=args.steps)
-    print(f"dataset {res['dataset']}: lr backprop {res['lr_backprop']:g}, lr FGD {res['lr_fgd']:g}")
-    print(f"target training loss {res['target_loss']:.4f}: Tb = {res['time_backprop_s']:.3f} s, "
-          f"Tf = {res['time_fgd_s']:.3f} s, Tf/Tb = {res['tf_over_tb']:.2f} "
-          f"(step time FGD/backprop {res['step_time_ratio_fgd_over_backprop']:.2f})")
-    print(f"final training loss: backprop {res['final_loss_backprop']:.4f}, "
-          f"FGD {res['final_loss_fgd']:.4f}")
-    print(f"test accuracy: backprop {res['test_acc_backprop']:.4f}, FGD {res['test_acc_fgd']:.4f}")
+    res = run(
+        quick=args.quick,
+        seeds=tuple(range(args.seeds)),
+        mnist=args.mnist,
+        out=args.out,
+        steps=args.steps,
+        batch=args.batch,
+    )
+    print(report(res))
     if "plot" in res:
-        print(f"plot: {res['plot']}")
+        print(f"\nplot: {res['plot']}")
 
 
 if __name__ == "__main__":

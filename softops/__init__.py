@@ -1,7 +1,10 @@
 """softops: differentiable sorting, ranking and top-k, and forward gradients, in pure JAX."""
 
+from softops.forward_grad import activity_value_and_grad as activity_value_and_grad
 from softops.forward_grad import fgd as fgd
 from softops.forward_grad import forward_value_and_grad as forward_value_and_grad
+from softops.forward_grad import local_value_and_grad as local_value_and_grad
+from softops.forward_grad import no_tap as no_tap
 from softops.forward_grad import perturbed_dim_factor as perturbed_dim_factor
 from softops.forward_grad import sample_tangents as sample_tangents
 from softops.forward_grad import scale_by_perturbed_dim as scale_by_perturbed_dim
@@ -31,8 +34,11 @@ from softops.topk_ot import soft_topk_solve as soft_topk_solve
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "activity_value_and_grad",
     "fgd",
     "forward_value_and_grad",
+    "local_value_and_grad",
+    "no_tap",
     "perturbed_dim_factor",
     "sample_tangents",
     "scale_by_perturbed_dim",

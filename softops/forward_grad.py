@@ -26,72 +26,23 @@ arXiv:2202.08587, 2022.
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
-from softops import _fg_random
-from softops._checks import check_choice, check_positive, compute_dtype
-
-Distribution = Literal["rademacher", "normal", "orthogonal"]
-DISTRIBUTIONS = ("rademacher", "normal", "orthogonal")
-_KURTOSIS = {"rademacher": 1, "normal": 3}
-
-
-def _is_float(leaf) -> bool:
-    dtype = jnp.result_type(leaf)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise TypeError(
-            f"forward gradients support real parameters only, got a leaf of dtype {dtype}"
-        )
-    return jnp.issubdtype(dtype, jnp.floating)
-
-
-def _check_num_tangents(num_tangents) -> int:
-    if not isinstance(num_tangents, (int, np.integer)) or isinstance(num_tangents, bool):
-        raise TypeError(f"`num_tangents` must be an int, got num_tangents={num_tangents!r}")
-    if num_tangents < 1:
-        raise ValueError(f"`num_tangents` must be >= 1, got num_tangents={num_tangents}")
-    return int(num_tangents)
-
-
-def _float0_zeros(leaf, prefix=()) -> np.ndarray:
-    return np.zeros(prefix + np.shape(leaf), dtype=jax.dtypes.float0)
-
-
-def _sample_float_leaves(
-    key, leaves: Sequence, ids: Sequence[int], num_leaves: int, num_tangents: int, distribution: str
-) -> list[jax.Array]:
-    """Tangents ``[K, *leaf.shape]`` for the float ``leaves`` (``ids``: positions in the tree)."""
-    seeds = jax.random.bits(key, (num_leaves + 1, 2), jnp.uint32)
-    k = num_tangents
-    if distribution != "orthogonal":
-        gen = _fg_random.rademacher if distribution == "rademacher" else _fg_random.normal
-        return [gen(seeds[i], (k,) + np.shape(x), jnp.result_type(x)) for i, x in zip(ids, leaves)]
-    sizes = [math.prod(np.shape(x)) for x in leaves]
-    d = sum(sizes)
-    if k > d:
-        raise ValueError(
-            f"`num_tangents` must be <= d = {d} (the number of float parameters) for "
-            f"distribution='orthogonal', got num_tangents={k}"
-        )
-    dtype = compute_dtype(max((jnp.result_type(x) for x in leaves), key=lambda t: t.itemsize))
-    gauss = _fg_random.normal(seeds[num_leaves], (d, k), dtype)
-    q, r = jnp.linalg.qr(gauss)  # Haar column space; signs of diag(r) fixed below.
-    sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
-    v = (q * sign * math.sqrt(d)).T  # [K, d]
-    out, start = [], 0
-    for x, n in zip(leaves, sizes):
-        out.append(v[:, start : start + n].reshape((k,) + np.shape(x)).astype(jnp.result_type(x)))
-        start += n
-    return out
+from softops import _checks
+from softops._fg_tangents import (
+    DISTRIBUTIONS,
+    Distribution,
+    check_num_tangents,
+    float0_zeros,
+    is_float,
+    sample_float_leaves,
+)
 
 
 def sample_tangents(
@@ -132,14 +83,14 @@ def sample_tangents(
         >>> v["w"].dtype, v["n"].dtype
         (dtype('float32'), dtype([('float0', 'V')]))
     """
-    check_choice(distribution, DISTRIBUTIONS, "distribution")
-    k = 1 if num_tangents is None else _check_num_tangents(num_tangents)
+    _checks.choice(distribution, DISTRIBUTIONS, "distribution")
+    k = 1 if num_tangents is None else check_num_tangents(num_tangents)
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    ids = [i for i, x in enumerate(leaves) if _is_float(x)]
+    ids = [i for i, x in enumerate(leaves) if is_float(x)]
     prefix = () if num_tangents is None else (k,)
-    out = [_float0_zeros(x, prefix) for x in leaves]
+    out: list[Any] = [float0_zeros(x, prefix) for x in leaves]
     if ids:
-        sampled = _sample_float_leaves(
+        sampled = sample_float_leaves(
             key, [leaves[i] for i in ids], ids, len(leaves), k, distribution
         )
         for i, t in zip(ids, sampled):
@@ -206,8 +157,8 @@ def forward_value_and_grad(
     Reference:
         Baydin et al., Gradients without Backpropagation, arXiv:2202.08587, 2022.
     """
-    check_choice(distribution, DISTRIBUTIONS, "distribution")
-    k = _check_num_tangents(num_tangents)
+    _checks.choice(distribution, DISTRIBUTIONS, "distribution")
+    k = check_num_tangents(num_tangents)
     if not isinstance(argnums, (int, np.integer)) or isinstance(argnums, bool):
         raise TypeError(f"`argnums` must be an int, got argnums={argnums!r}")
 
@@ -215,7 +166,7 @@ def forward_value_and_grad(
         if not -len(args) <= argnums < len(args):
             raise ValueError(f"`argnums`={argnums} is out of range for {len(args)} arguments")
         leaves, treedef = jax.tree_util.tree_flatten(args[argnums])
-        ids = [i for i, x in enumerate(leaves) if _is_float(x)]
+        ids = [i for i, x in enumerate(leaves) if is_float(x)]
         primals = [jnp.asarray(leaves[i]) for i in ids]
 
         def f_float(*float_leaves):
@@ -233,7 +184,7 @@ def forward_value_and_grad(
                 )
             return value, aux
 
-        tangents = _sample_float_leaves(key, primals, ids, len(leaves), k, distribution)
+        tangents = sample_float_leaves(key, primals, ids, len(leaves), k, distribution)
 
         def directional(*tans):
             return jax.jvp(f_float, tuple(primals), tuple(tans), has_aux=True)
@@ -245,7 +196,7 @@ def forward_value_and_grad(
             value, dvals, aux = jax.vmap(directional, out_axes=(None, 0, None))(*tangents)
         if axis_name is not None:
             value, dvals = lax.pmean((value, dvals), axis_name)
-        est = [_float0_zeros(x) for x in leaves]
+        est = [float0_zeros(x) for x in leaves]
         for i, t in zip(ids, tangents):
             c = dvals.astype(t.dtype)
             est[i] = (c[0] * t[0]) if k == 1 else jnp.tensordot(c, t, axes=1) * (1.0 / k)
@@ -255,107 +206,32 @@ def forward_value_and_grad(
     return value_and_estimate
 
 
-def _num_float_entries(tree) -> int:
-    return sum(
-        math.prod(np.shape(x))
-        for x in jax.tree_util.tree_leaves(tree)
-        if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+# Re-exported from private modules: one public face for forward gradients.
+from softops._fg_activity import activity_value_and_grad  # noqa: E402
+from softops._fg_local import local_value_and_grad  # noqa: E402
+from softops._fg_optax import fgd, perturbed_dim_factor, scale_by_perturbed_dim  # noqa: E402
+from softops._fg_tap import no_tap  # noqa: E402
+
+__all__ = [
+    "activity_value_and_grad",
+    "fgd",
+    "forward_value_and_grad",
+    "local_value_and_grad",
+    "no_tap",
+    "perturbed_dim_factor",
+    "sample_tangents",
+    "scale_by_perturbed_dim",
+]
+
+# doctest.testmod(softops.forward_grad) also runs the examples of the re-exported functions.
+__test__ = {
+    name: globals()[name]
+    for name in (
+        "activity_value_and_grad",
+        "fgd",
+        "local_value_and_grad",
+        "no_tap",
+        "perturbed_dim_factor",
+        "scale_by_perturbed_dim",
     )
-
-
-def perturbed_dim_factor(
-    d: int, *, num_tangents: int = 1, distribution: Distribution = "rademacher"
-) -> float:
-    r"""The step-size factor :math:`\|\nabla f\|^2 / \mathbb{E}\|\hat g\|^2` for ``d`` parameters.
-
-    ``K / (K + d + κ - 2)`` for i.i.d. tangents, ``K / d`` for orthogonal ones. On a quadratic with
-    isotropic curvature ``L`` the step :math:`\eta\hat g` that minimizes the expected loss is
-    ``factor / L``: the gradient-descent step shrunk by the estimate's excess second moment.
-
-    Args:
-        d: the number of perturbed (float) coordinates.
-        num_tangents: ``K``, as passed to :func:`forward_value_and_grad`.
-        distribution: as passed to :func:`forward_value_and_grad`.
-
-    Returns:
-        The factor in (0, 1].
-
-    Raises:
-        ValueError: for an unknown ``distribution`` or ``num_tangents < 1``.
-
-    Examples:
-        >>> from softops.forward_grad import perturbed_dim_factor
-        >>> perturbed_dim_factor(100, num_tangents=4)
-        0.038834951456310676
-    """
-    check_choice(distribution, DISTRIBUTIONS, "distribution")
-    k = _check_num_tangents(num_tangents)
-    if distribution == "orthogonal":
-        return k / max(d, k)
-    return k / (k + d + _KURTOSIS[distribution] - 2)
-
-
-def scale_by_perturbed_dim(
-    *, num_tangents: int = 1, distribution: Distribution = "rademacher"
-) -> optax.GradientTransformation:
-    """An optax transformation that scales forward-gradient updates by :func:`perturbed_dim_factor`.
-
-    ``d`` is the number of float entries of the updates (static). Chain it before a learning rate
-    to make a step size tuned for backprop a safe (conservative) step for forward gradients.
-
-    Args:
-        num_tangents: ``K`` used by the estimator.
-        distribution: the estimator's tangent distribution.
-
-    Returns:
-        A stateless ``optax.GradientTransformation``.
-
-    Examples:
-        >>> import optax
-        >>> from softops.forward_grad import scale_by_perturbed_dim
-        >>> opt = optax.chain(scale_by_perturbed_dim(num_tangents=8), optax.sgd(0.1))
-    """
-    perturbed_dim_factor(1, num_tangents=num_tangents, distribution=distribution)  # validates
-
-    def update_fn(updates, state, params=None):
-        del params
-        factor = perturbed_dim_factor(
-            _num_float_entries(updates), num_tangents=num_tangents, distribution=distribution
-        )
-        return jax.tree_util.tree_map(
-            lambda u: u * factor if jnp.issubdtype(jnp.result_type(u), jnp.floating) else u, updates
-        ), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
-
-
-def fgd(learning_rate: float, *, decay: float = 0.0) -> optax.GradientTransformation:
-    r"""Forward gradient descent with Baydin et al.'s decay :math:`\eta_i = \eta_0 e^{-i k}`.
-
-    Plain SGD on the estimates (``optax.sgd``) with an exponential learning-rate schedule.
-
-    Args:
-        learning_rate: :math:`\eta_0 > 0`.
-        decay: :math:`k \ge 0` per step (0 keeps the rate constant).
-
-    Returns:
-        An ``optax.GradientTransformation``.
-
-    Raises:
-        ValueError: if ``learning_rate`` is a Python number <= 0 (arrays are not checked, so that
-            it can be traced) or ``decay`` is not a number >= 0.
-
-    Examples:
-        >>> from softops.forward_grad import fgd
-        >>> opt = fgd(0.01, decay=1e-4)
-    """
-    check_positive(learning_rate, "learning_rate")
-    if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not decay >= 0:
-        raise ValueError(f"`decay` must be a real number >= 0, got decay={decay!r}")
-    if decay == 0:
-        return optax.sgd(learning_rate)
-
-    def schedule(count):
-        return learning_rate * jnp.exp(count.astype(jnp.float32) * (-decay))
-
-    return optax.sgd(schedule)
+}

@@ -30,6 +30,7 @@ HUGE = 1e6  # "epsilon -> infinity"
 def _rng(seed=0):
     return np.random.default_rng(seed)
 
+
 # Jitted versions for the value tests: one compiled program per call signature is several times
 # faster than op-by-op dispatch on this suite's small inputs. Bad-input tests use the plain ones.
 _SPEARMAN_J = jax.jit(
@@ -67,9 +68,7 @@ def test_spearman_hard_limit_matches_scipy():
     t = rng.integers(0, 4, size=(4, 7)).astype(np.float64)  # ties in the targets
     expected = [spearmanr(a, b).statistic for a, b in zip(p, t)]
     got_soft = _SPEARMAN_J(p / 1e-3, t, regularization_strength=TINY)
-    got_hard_t = _SPEARMAN_J(
-        p, t, regularization_strength=TINY, target_regularization_strength=0
-    )
+    got_hard_t = _SPEARMAN_J(p, t, regularization_strength=TINY, target_regularization_strength=0)
     np.testing.assert_allclose(got_soft, expected, rtol=1e-9)
     np.testing.assert_allclose(got_hard_t, expected, rtol=1e-9)
 
@@ -211,9 +210,7 @@ def test_quantile_and_median_hard_limit():
     np.testing.assert_allclose(
         _MEDIAN_J(x[:, :6], regularization_strength=TINY_SORT), np.median(x[:, :6], -1), rtol=1e-9
     )
-    np.testing.assert_allclose(
-        _MEDIAN_J(x, regularization_strength=HUGE), x.mean(-1), atol=1e-5
-    )
+    np.testing.assert_allclose(_MEDIAN_J(x, regularization_strength=HUGE), x.mean(-1), atol=1e-5)
 
 
 @pytest.mark.parametrize("regularization", ["l2", "kl"])

@@ -115,12 +115,8 @@ def test_epsilon_derivative_holds_cost_max_constant(largest):
 def test_mask_derivative_battery_with_where_and_float_k():
     where = jnp.asarray(X8 > -1.0)
     battery(lambda x: soft_topk_mask(x, 2, where=where, temperature=0.5), X8)
-    battery(
-        lambda k: soft_topk_mask(jnp.asarray(X8), k[0], temperature=0.5), [2.5], order=1
-    )
-    battery(
-        lambda t: soft_topk_mask(jnp.asarray(X8), 2, temperature=t[0]), [0.7], order=1
-    )
+    battery(lambda k: soft_topk_mask(jnp.asarray(X8), k[0], temperature=0.5), [2.5], order=1)
+    battery(lambda t: soft_topk_mask(jnp.asarray(X8), 2, temperature=t[0]), [0.7], order=1)
     dk = jax.jacfwd(lambda k: soft_topk_mask(jnp.asarray(X8), k, temperature=0.5))(2.5)
     np.testing.assert_allclose(dk.sum(), 1.0, rtol=1e-12)
 
