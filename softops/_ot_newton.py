@@ -118,7 +118,7 @@ def _hessian(a, pi):
     q = pi * jnp.sqrt(a)[:, None, :]
     off = -lax.dot_general(q, q, (((2,), (2,)), ((0,), (0,))))[:, :m1, :m1]
     diag = jnp.sum(a[:, None, :] * pi * (1 - pi), axis=2)[:, :m1]  # pi (1 - pi): no cancellation
-    return jnp.where(jnp.eye(m1, dtype=bool), diag[:, :, None], off)
+    return jnp.where(jnp.eye(m1, dtype=bool)[None], diag[:, :, None], off)
 
 
 def _columns(a, pi):
@@ -148,7 +148,7 @@ def _solve_h(h, b, rhs):
     m1 = h.shape[-1]
     size = jnp.trace(h, axis1=1, axis2=2) / m1 + jnp.max(b, axis=1)
     ridge = 16 * jnp.finfo(h.dtype).eps * size
-    h = h + ridge[:, None, None] * jnp.eye(m1, dtype=h.dtype)
+    h = h + ridge[:, None, None] * jnp.eye(m1, dtype=h.dtype)[None]
     return jnp.linalg.solve(h, rhs[..., None])[..., 0]
 
 
@@ -325,9 +325,10 @@ def _screened(x, dy, a, b, eps, max_iter: int, tol: float, head: int):
         pi = base.at[rows, cols, idx[:, None, :]].set(pi_h, unique_indices=True)
         return pi, t_h, it_h, err_h
 
-    def full():
+    def full():  # from the head's solution, or the full rows' sorted assignment if it had none
+        start = jnp.where((rest > 0)[:, None], lax.stop_gradient(t_h), _start(x, a, b, n)[0])
         active = jnp.ones((nb,), bool)
-        pi, t, it, err = newton_pi(x, dy, a, b, eps, lax.stop_gradient(t_h), active, max_iter, tol)
+        pi, t, it, err = newton_pi(x, dy, a, b, eps, start, active, max_iter, tol)
         return pi, t, it + it_h, err
 
     return lax.cond(jnp.all(fine), screened, full)
