@@ -175,7 +175,7 @@ def test_float32_small_epsilon_converges_with_finite_gradients():
 # ----------------------------------------------------------------------------- screening
 
 
-@pytest.mark.parametrize("epsilon", [1e-4, 1e-2])
+@pytest.mark.parametrize("epsilon", [1e-4, pytest.param(1e-2, marks=pytest.mark.slow)])
 def test_screened_solve_matches_full_solve(epsilon):
     # n = 160 >= 4 * head_size(160, 2): the head of 36 items is solved first; at epsilon = 1e-4
     # the rest is certified negligible, at 1e-2 it is not and Newton goes on with the full rows.
@@ -219,16 +219,25 @@ def test_head_skipped_when_marginals_are_not_topk_like():
 # ----------------------------------------------------------------------------- derivatives
 
 
-def test_derivative_battery_x():
-    # eps fixed in cost units (soft_topk holds M constant when differentiating: so do we); the
-    # plan and both potentials.
-    def f(x):
-        pot_f, g, plan, _, _ = solve(
-            x.reshape(2, 6), 3, 0.2, tol=1e-14, scale=jnp.asarray([3.0, 5.0])
-        )
-        return jnp.concatenate([plan.ravel(), pot_f.ravel(), g.ravel()])
+def test_derivative_battery_all_inputs():
+    # Every input in one vector: x, eps (fixed in cost units, as soft_topk holds M constant),
+    # anchors y, and shifts of a and b that keep sum(a) == sum(b); outputs plan, f and g.
+    a0 = jnp.full((2, 5), 0.2)
+    b0 = jnp.asarray([[0.3, 0.2, 0.5], [0.1, 0.4, 0.5]])
 
-    derivative_battery(jax.jit(f), RNG.standard_normal(12), order=1)
+    def run(p):
+        x, eps, y = p[:10].reshape(2, 5), p[10:12], p[12:15]
+        da, db = p[15:25].reshape(2, 5), p[25:]
+        a = a0 + da - da.mean(1, keepdims=True)
+        b = b0 + jnp.stack([db, -db / 2, -db / 2], axis=1)
+        f, g, plan, _, _ = newton_rows(x, y, a, b, eps, 100, 1e-14)
+        return jnp.concatenate([plan.ravel(), f.ravel(), g.ravel()])
+
+    p0 = np.concatenate([
+        RNG.standard_normal(10), [0.2, 0.7], [1.5, 0.2, -1.0], 0.01 * RNG.standard_normal(10),
+        [0.01, -0.02],
+    ])  # fmt: skip
+    derivative_battery(jax.jit(run), p0, order=1)
 
 
 @pytest.mark.slow
@@ -237,22 +246,6 @@ def test_derivative_battery_x_second_order():
         return solve(x.reshape(1, 6), 2, 0.3, tol=1e-14, scale=jnp.asarray([4.0]))[2].ravel()
 
     derivative_battery(jax.jit(f), RNG.standard_normal(6), order=2, atol=1e-4, rtol=1e-4)
-
-
-def test_derivative_battery_eps_b_y_a():
-    x = jnp.asarray(RNG.standard_normal((2, 5)))
-    a0 = jnp.full((2, 5), 0.2)
-    b0 = jnp.asarray([[0.3, 0.2, 0.5], [0.1, 0.4, 0.5]])
-    y0 = jnp.asarray([1.5, 0.2, -1.0])
-
-    def run(p):  # p = (eps [2], y [3], a shift [10], b shift [2]); sum(a) == sum(b) kept
-        eps, y, da, db = p[:2], p[2:5], p[5:15].reshape(2, 5), p[15:]
-        a = a0 + da - da.mean(1, keepdims=True)
-        b = b0 + jnp.stack([db, -db / 2, -db / 2], axis=1)
-        return newton_rows(x, y, a, b, eps, 100, 1e-14)[2].ravel()
-
-    p0 = np.concatenate([[0.2, 0.7], y0, 0.01 * RNG.standard_normal(10), [0.01, -0.02]])
-    derivative_battery(jax.jit(run), p0, order=1)
 
 
 def test_potentials_are_consistent_with_the_plan():
