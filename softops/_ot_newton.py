@@ -22,11 +22,12 @@ there at the target ε (measured: fewer steps than ε-continuation, at every ε)
 row (ε above the x-span times the anchor gap), from the ε → ∞ solution :math:`\pi_i = b`.
 
 **Screening** (:func:`newton_rows`, top-k marginals): the solve runs first on the ``head`` largest
-items, the rest held on the last anchor. An item below the smallest head item, ``edge``, has
-:math:`\pi_{ij} \le e^{L_{\mathrm{edge},j}}` (L grows with x, :math:`L_{i,m-1} = 0`); when that
-bound times the rest's mass is at most ``tol / 8`` in every row, the rest is kept exactly one-hot
-on the last anchor and everything, derivative included, costs O(head · m). Otherwise Newton goes
-on with the full rows (their sums in chunks of items: XLA on CPU pays for big temporaries).
+items, the rest held on the last anchor. When every threshold lies above the rest, an item i of
+the rest has :math:`\sum_{j < m-1} \pi_{ij} \le (m-1) e^{L_{i,m-2}}` (its logits decrease
+towards the first anchor, :math:`L_{i,m-1} = 0`); when that bound, summed over the rest, is at most
+``tol / 8`` in every row, the rest is kept exactly one-hot on the last anchor and everything,
+derivative included, costs O(head · m) plus one exp per item. Otherwise Newton goes on with the
+full rows (their sums in chunks of items: XLA on CPU pays for big temporaries).
 
 Reference semantics for one row; the JAX loop runs a batch with per-row state (finished rows
 frozen; a row stops on a vanishing step or non-finite data) and ends when every row is done::
@@ -54,7 +55,7 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-__all__ = ["chunk_size", "head_size", "newton_pi", "newton_rows"]
+__all__ = ["chunk_size", "head_size", "newton_pi", "newton_plan", "newton_rows"]
 
 
 class _Eval(NamedTuple):
@@ -79,7 +80,7 @@ class _State(NamedTuple):
 
 def head_size(n: int, m: int) -> int | None:
     """Screening size for n items and m anchors, or None when screening would not pay."""
-    head = 2 * m + 32
+    head = 2 * m + 16
     return head if 4 * head <= n else None
 
 
@@ -312,8 +313,30 @@ def _newton_pi_jvp(max_iter, tol, primals, tangents):
 newton_pi.defjvp(_newton_pi_jvp, symbolic_zeros=True)
 
 
-def _screened(x, dy, a, b, eps, max_iter: int, tol: float, head: int):
-    """Solve on the ``head`` largest items; keep it when the rest is certified negligible."""
+def _tail_bound(x, a, idx, t, dy, eps):
+    """Bound on the mass that the items outside the head put on the first m - 1 anchors.
+
+    If every threshold is above the largest such item, each of them has decreasing logits
+    towards the first anchor, so sum_{j < m-1} pi_ij <= (m - 1) exp(L_i,m-2) (L_i,m-1 = 0): one
+    exp per item. Otherwise the bound is infinite (no screening).
+    """
+    nb, n = x.shape
+    rows = jnp.arange(nb)[:, None]
+    tail = (a > 0) & ~jnp.zeros((nb, n), bool).at[rows, idx].set(True, unique_indices=True)
+    edge = jnp.max(jnp.where(tail, x, -jnp.inf), axis=1)
+    below = edge <= jnp.min(t, axis=1)
+    gap = 2 * dy[:, -1:] * (jnp.where(tail, x, 0) - t[:, -1:]) / eps[:, None]
+    terms = jnp.where(tail & below[:, None], a * jnp.exp(jnp.minimum(gap, 0)), 0)
+    bound = (dy.shape[1]) * jnp.sum(terms, axis=1)
+    return jnp.where(below | ~jnp.any(tail, axis=1), bound, jnp.inf)
+
+
+def _screened(x, dy, a, b, eps, max_iter: int, tol: float, head: int, keep: int):
+    """Solve on the ``head`` largest items; keep it when the rest is certified negligible.
+
+    Returns pi of the first ``keep`` anchors only (top-k needs the first k, and a slice of the
+    [B, m, n] plan would cost a full pass forward and another backward).
+    """
     nb, n = x.shape
     t0, idx, diffuse = _start(x, a, b, dy, eps, head)
     x_h = jnp.take_along_axis(x, idx, axis=1)
@@ -324,58 +347,73 @@ def _screened(x, dy, a, b, eps, max_iter: int, tol: float, head: int):
     b_h = b.at[:, -1].set(rest)
     solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
     pi_h, t_h, it_h, err_h = newton_pi(x_h, dy, a_h, b_h, eps, t0, solve_head, max_iter, tol)
-    tail_mass = jnp.sum(a, axis=1) - jnp.sum(a_h, axis=1)
-    tail_mass = jnp.where(jnp.sum(a > 0, axis=1) > head, tail_mass, 0)
-    edge = lax.stop_gradient(x_h[:, -1])
-    t_fix = lax.stop_gradient(t_h)
-    logits = _logits(edge[:, None], t_fix, dy, eps, jnp.mean(t_fix, axis=1))
-    bound = jnp.where(tail_mass > 0, tail_mass * jnp.sum(jnp.exp(logits[:, :-1, 0]), 1), 0)
+    bound = _tail_bound(lax.stop_gradient(x), a, idx, lax.stop_gradient(t_h), dy, eps)
     fine = ((bound <= tol / 8) & (err_h <= tol) & solve_head) | ~jnp.isfinite(err_h)
 
     def screened():  # the rest is exactly one-hot on the last anchor
-        m = pi_h.shape[1]
-        base = jnp.zeros((nb, m, n), x.dtype).at[:, -1, :].set(1)
-        rows, cols = jnp.arange(nb)[:, None, None], jnp.arange(m)[None, :, None]
-        pi = base.at[rows, cols, idx[:, None, :]].set(pi_h, unique_indices=True)
+        base = jnp.zeros((nb, keep, n), x.dtype)
+        if keep == pi_h.shape[1]:
+            base = base.at[:, -1, :].set(1)
+        rows, cols = jnp.arange(nb)[:, None, None], jnp.arange(keep)[None, :, None]
+        pi = base.at[rows, cols, idx[:, None, :]].set(pi_h[:, :keep], unique_indices=True)
         return pi, t_h, it_h, err_h
 
     def full():  # from the head's solution, or the full rows' start if it had none
-        start = jnp.where(
-            (rest > 0)[:, None], lax.stop_gradient(t_h), _start(x, a, b, dy, eps, n)[0]
+        t_fix = lax.stop_gradient(t_h)
+        start = lax.cond(  # a top_k of all n items (a full sort) only if some row needs it
+            jnp.all(rest > 0),
+            lambda: t_fix,
+            lambda: jnp.where((rest > 0)[:, None], t_fix, _start(x, a, b, dy, eps, n)[0]),
         )
         active = jnp.ones((nb,), bool)
         pi, t, it, err = newton_pi(x, dy, a, b, eps, start, active, max_iter, tol)
-        return pi, t, it + it_h, err
+        return pi[:, :keep], t, it + it_h, err
 
     return lax.cond(jnp.all(fine), screened, full)
+
+
+def newton_plan(
+    x, y, a, b, eps, max_iter: int, tol: float, head: int | None | str = "auto", keep=None
+):
+    """The conditional plan pi [B, keep, n] (P = a pi), thresholds t [B, m-1], iterations, error.
+
+    ``x``, ``a`` [B, n]; ``y`` [m] or [B, m], strictly decreasing; ``b`` [B, m] with
+    ``sum(b) == sum(a)``; ``eps`` [B] in cost units; ``tol`` on ``error = ||P^T 1 - b||_1``.
+    ``head``: screening size (``"auto"``: :func:`head_size`; ``None``: off); ``keep``: the
+    number of leading anchors whose plan is returned (default all m). Derivatives flow to
+    ``x``, ``y``, ``a``, ``b`` and ``eps``.
+    """
+    nb, n = x.shape
+    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), (nb, b.shape[1]))
+    m = y.shape[1]
+    keep = m if keep is None else keep
+    if m == 1:  # one anchor takes everything
+        err = jnp.abs(jnp.sum(a, axis=1) - b[:, 0])
+        return jnp.ones((nb, 1, n), x.dtype), y[:, :0], jnp.zeros((nb,), jnp.int32), err
+    dy = y[:, :-1] - y[:, 1:]
+    size = head_size(n, m) if isinstance(head, str) else head
+    if size is None or size >= n:
+        t0, _, _ = _start(x, a, b, dy, eps, n)
+        pi, t, it, error = newton_pi(x, dy, a, b, eps, t0, jnp.ones((nb,), bool), max_iter, tol)
+        return pi[:, :keep], t, it, error
+    return _screened(x, dy, a, b, eps, max_iter, tol, size, keep)
 
 
 def newton_rows(x, y, a, b, eps, max_iter: int, tol: float, head: int | None | str = "auto"):
     """Drop-in for ``topk_ot._sinkhorn_rows`` on 1-D costs: (f, g, plan [B, n, m], it, error).
 
-    ``x``, ``a`` [B, n]; ``y`` [m] or [B, m], strictly decreasing; ``b`` [B, m] with
-    ``sum(b) == sum(a)``; ``eps`` [B] in cost units; ``tol`` on ``error = ||P^T 1 - b||_1``.
-    ``g`` is gauged to ``g[:, -1] == 0``. ``head``: screening size (``"auto"``:
-    :func:`head_size`; ``None``: off). Derivatives flow to ``x``, ``y``, ``a``, ``b``, ``eps``.
+    The arguments of :func:`newton_plan`; ``g`` is gauged to ``g[:, -1] == 0``.
     """
     nb, n = x.shape
     y = jnp.broadcast_to(jnp.asarray(y, x.dtype), (nb, b.shape[1]))
-    m = y.shape[1]
-    size = head_size(n, m) if isinstance(head, str) else head
-    if m == 1:  # one anchor takes everything
-        f = jnp.where(a > 0, eps[:, None] * jnp.log(jnp.where(a > 0, a, 1)), -jnp.inf)
-        err = jnp.abs(jnp.sum(a, axis=1) - b[:, 0])
-        it = jnp.zeros((nb,), jnp.int32)
-        return f + (x - y[:, :1]) ** 2, jnp.zeros_like(y), a[:, :, None], it, err
-    dy = y[:, :-1] - y[:, 1:]
-    if size is None or size >= n:
-        t0, _, _ = _start(x, a, b, dy, eps, n)
-        pi, t, it, error = newton_pi(x, dy, a, b, eps, t0, jnp.ones((nb,), bool), max_iter, tol)
-    else:
-        pi, t, it, error = _screened(x, dy, a, b, eps, max_iter, tol, size)
+    pi, t, it, error = newton_plan(x, y, a, b, eps, max_iter, tol, head)
     plan = jnp.swapaxes(a[:, None, :] * pi, 1, 2)
+    pos = a > 0
+    log_a = jnp.where(pos, jnp.log(jnp.where(pos, a, 1)), -jnp.inf)
+    if y.shape[1] == 1:
+        return eps[:, None] * log_a + (x - y[:, :1]) ** 2, jnp.zeros_like(y), plan, it, error
+    dy = y[:, :-1] - y[:, 1:]
     g = _suffix(dy * (y[:, :-1] + y[:, 1:] - 2 * t))
     _, lse = _softmax(_logits(x, t, dy, eps, lax.stop_gradient(jnp.mean(t, axis=1))))
-    pos = a > 0
-    f = jnp.where(pos, eps[:, None] * (jnp.log(jnp.where(pos, a, 1)) - lse), -jnp.inf)
+    f = jnp.where(pos, eps[:, None] * (log_a - lse), -jnp.inf)
     return f + (x - y[:, -1:]) ** 2, g, plan, it, error
