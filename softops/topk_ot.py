@@ -60,6 +60,7 @@ from softops._checks import (
     check_positive,
     compute_dtype,
 )
+from softops._ot_newton import newton_plan
 from softops._topk_mask import topk_mask_rows
 from softops._topk_sinkhorn import SinkhornOutput, sinkhorn_implicit, sinkhorn_unrolled
 
@@ -79,6 +80,8 @@ Differentiation = Literal["implicit", "unrolled"]
 DIFFERENTIATIONS = ("implicit", "unrolled")
 MaskSolver = Literal["newton", "sinkhorn"]
 MASK_SOLVERS = ("newton", "sinkhorn")
+SortedSolver = Literal["newton", "sinkhorn"]
+SORTED_SOLVERS = ("newton", "sinkhorn")
 DEFAULT_EPSILON = 0.1
 
 
@@ -549,8 +552,9 @@ def soft_topk_solve(
     tol: float | None = None,
     max_iter: int = 1000,
     differentiation: Differentiation = "implicit",
+    solver: SortedSolver | None = None,
 ) -> SoftTopKOutput:
-    r"""Sorted soft top-k with Sinkhorn diagnostics; see :func:`soft_topk` for the operator.
+    r"""Sorted soft top-k with solver diagnostics; see :func:`soft_topk` for the operator.
 
     Args:
         x: scores, ``[..., n, ...]`` with the items along ``axis``.
@@ -562,8 +566,11 @@ def soft_topk_solve(
         where: boolean mask of the shape of ``x``; ``False`` entries get zero assignment.
         tol: tolerance on the column-marginal error in mask units (default
             ``max(sqrt(eps_dtype), 16 n eps_dtype)``: the float32 rounding floor grows with n).
-        max_iter: maximum Sinkhorn iterations.
-        differentiation: ``"implicit"`` (default) or ``"unrolled"``.
+        max_iter: maximum solver iterations (Newton: evaluations, head and full rows).
+        differentiation: ``"implicit"`` (default) or ``"unrolled"`` (Sinkhorn only).
+        solver: ``"newton"`` (semi-dual Newton on the k thresholds, converges at every ε) or
+            ``"sinkhorn"`` (needs O(1/ε) iterations); default ``"newton"``, or ``"sinkhorn"``
+            with ``differentiation="unrolled"``.
 
     Returns:
         A :class:`SoftTopKOutput` ``(values, assignment, iterations, residual, converged)``.
@@ -579,6 +586,13 @@ def soft_topk_solve(
         ([0.9, 0.7], True)
     """
     check_choice(differentiation, DIFFERENTIATIONS, "differentiation")
+    if solver is None:
+        solver = "sinkhorn" if differentiation == "unrolled" else "newton"
+    check_choice(solver, SORTED_SOLVERS, "solver")
+    if solver == "newton" and differentiation == "unrolled":
+        raise ValueError(
+            "`differentiation='unrolled'` needs `solver='sinkhorn'`, got solver='newton'"
+        )
     if not isinstance(largest, (bool, np.bool_)):
         raise TypeError(f"`largest` must be a bool, got largest={largest!r}")
     max_iter = _check_int(max_iter, "max_iter", 1)
@@ -604,11 +618,19 @@ def soft_topk_solve(
         if m > k:
             rest = jnp.maximum((n_valid[:, 0] - k) / n_valid[:, 0], jnp.finfo(dtype).eps)
             b = b.at[:, k].set(rest)
-        cost = (rows[:, :, None] - anchors[None, None, :]) ** 2
-        _, _, plan, it, err = _sinkhorn_rows(
-            cost, valid / n_valid, b, 2 * temp[:, 0], max_iter, tol / n, differentiation
-        )
-        assign = jnp.swapaxes(n_valid[:, :, None] * plan[:, :, :k], 1, 2)
+        if solver == "newton":  # anchors decreasing: negate x and y for the smallest
+            sign = 1 if largest else -1
+            pi, _, it, err = newton_plan(
+                sign * rows, sign * anchors, valid / n_valid, b, 2 * temp[:, 0], max_iter,
+                tol / n, keep=k,
+            )  # fmt: skip
+            assign = valid[:, None, :] * pi  # n_valid P^T over the first k anchors: [B, k, n]
+        else:
+            cost = (rows[:, :, None] - anchors[None, None, :]) ** 2
+            _, _, plan, it, err = _sinkhorn_rows(
+                cost, valid / n_valid, b, 2 * temp[:, 0], max_iter, tol / n, differentiation
+            )
+            assign = jnp.swapaxes(n_valid[:, :, None] * plan[:, :, :k], 1, 2)
         values = jnp.einsum("bkn,bn->bk", assign, rows)
         res = n_valid[:, 0] * err
     conv = res <= tol
@@ -632,14 +654,18 @@ def soft_topk(
     tol: float | None = None,
     max_iter: int = 1000,
     differentiation: Differentiation = "implicit",
+    solver: SortedSolver | None = None,
 ) -> SoftTopK:
     r"""Sorted soft top-k (Xie et al., 2020, beam-search operator): values and assignment.
 
     The n scores (mass 1/n) are transported to the k+1 anchors :math:`k, k-1, \dots, 1, 0`
     (``largest=True``; :math:`0, 1, \dots, k` otherwise): the first k anchors get mass 1/n, the
     last :math:`(n-k)/n` (no rest anchor when k = n). With cost :math:`(x_i - y_j)^2/M`
-    (M held constant) and entropic regularization ε, the plan Γ is computed by :func:`sinkhorn`
-    and :math:`A = n\,\Gamma_{:, :k}^\top` is the k×n soft assignment: row j is the soft indicator
+    (M held constant) and entropic regularization ε, the plan Γ is computed by semi-dual Newton
+    on the k anchor thresholds (:mod:`softops._ot_newton`: it starts from the sorted assignment
+    and, at small ε, solves on the largest items first, certifying that the rest sits on the last
+    anchor; converges at any ε) or by :func:`sinkhorn`, and
+    :math:`A = n\,\Gamma_{:, :k}^\top` is the k×n soft assignment: row j is the soft indicator
     of the item of rank j+1, and ``values = A @ x`` are the soft top-k values in order. As ε → 0
     they become ``lax.top_k(x, k)`` (ties share the slots). Implicit derivative through the
     gauge-fixed k×k system, O(nk + k³) whatever the iteration count.
@@ -656,9 +682,11 @@ def soft_topk(
             and ``converged`` is False).
         tol: tolerance on the column-marginal error in mask units (default
             ``max(sqrt(eps_dtype), 16 n eps_dtype)``).
-        max_iter: maximum Sinkhorn iterations (Sinkhorn needs O(1/ε) of them).
+        max_iter: maximum solver iterations (Sinkhorn needs O(1/ε) of them, Newton a few tens).
         differentiation: ``"implicit"`` (default) or ``"unrolled"`` (through ``max_iter``
-            iterations).
+            Sinkhorn iterations; needs ``solver="sinkhorn"``).
+        solver: ``"newton"`` or ``"sinkhorn"``; default ``"newton"`` (``"sinkhorn"`` with
+            ``differentiation="unrolled"``).
 
     Returns:
         :class:`SoftTopK` ``(values, assignment)``: ``values`` the shape of ``x`` with
@@ -676,6 +704,6 @@ def soft_topk(
     """
     out = soft_topk_solve(
         x, k, axis=axis, largest=largest, epsilon=epsilon, temperature=temperature,
-        where=where, tol=tol, max_iter=max_iter, differentiation=differentiation,
+        where=where, tol=tol, max_iter=max_iter, differentiation=differentiation, solver=solver,
     )
     return SoftTopK(out.values, out.assignment)
