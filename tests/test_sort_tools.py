@@ -211,7 +211,7 @@ def _op(v, op, where=None, axis=-1):
     )
 
 
-@pytest.mark.parametrize("op", ["quantize", "qn"])
+@pytest.mark.parametrize("op", ["quantize", pytest.param("qn", marks=pytest.mark.slow)])
 def test_axis_batch_where_and_float32(op):
     x = RNG.standard_normal((3, 9))
     where = RNG.uniform(size=(3, 9)) > 0.3
