@@ -42,7 +42,7 @@ def medians(fns: dict, args, repeats: int) -> dict:
     """Median seconds of each jitted callable on ``args``, timed interleaved after a warm-up."""
     for f in fns.values():
         jax.block_until_ready(f(*args))
-    times = {k: [] for k in fns}
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
             t0 = time.perf_counter()
@@ -172,7 +172,9 @@ def ott_case(batch: int, n: int, k: int, eps: float, repeats: int, sorted_op: bo
         "ott": jax.jit(lambda x: theirs(x, threshold)),
         "ott fb": jax.jit(jax.grad(lambda x: jnp.sum(theirs(x, threshold) * w))),
     }
-    finite = {"softops": bool(jnp.all(jnp.isfinite(ours_fns["softops fb"](x))))}
+    finite: dict[str, bool | str] = {
+        "softops": bool(jnp.all(jnp.isfinite(ours_fns["softops fb"](x))))
+    }
     try:  # ott-jax's implicit gradient can raise at run time (lineax: non-finite solve)
         finite["ott"] = bool(jnp.all(jnp.isfinite(theirs_fns["ott fb"](x))))
     except Exception as err:  # noqa: BLE001
