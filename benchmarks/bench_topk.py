@@ -1,16 +1,20 @@
-"""Benchmark: soft_topk_mask / soft_topk vs lax.top_k and ott-jax's topk_mask (float32).
+"""Soft top-k: convergence at every ε, time vs ``lax.top_k``, and ott-jax at equal accuracy.
 
-For a batch of 64 rows of n standard-normal scores and several k, prints a Markdown table of
-median times (jit, warmed up, ``block_until_ready``) as ratios to ``lax.top_k`` of the same array
-measured in the same run, and the Σ-error ``max |Σ mask - k|`` of each soft mask.
+    python benchmarks/bench_topk.py            # the issue's tables (minutes on a 2-core CPU)
+    python benchmarks/bench_topk.py --quick    # small shapes, few repeats (seconds)
 
-- fwd: the op alone; fwd+bwd: ``jax.grad`` of ``<op(x), u>`` (for ``lax.top_k``: of its values).
-- ``soft_topk`` (sorted, k+1 anchors, Sinkhorn) is run only for k <= ``--max-sorted-k`` (its
-  Sinkhorn works on n×(k+1) matrices, so k = n/8 would be n²/8 per row).
-- ott-jax (optional extra ``bench``) is run with its defaults when importable.
+Three tables, all float32 unless said otherwise, batches of standard-normal scores:
 
-    python benchmarks/bench_topk.py            # full table (a few minutes on a 2-core CPU)
-    python benchmarks/bench_topk.py --quick    # n in {256, 4096}, fewer repeats
+1. Convergence of ``soft_topk_solve`` per solver and ε: max iterations, % rows converged, max
+   residual (``n ||Γᵀ1 - ν||₁``, mask units), max ``|values - lax.top_k|``; float32 and float64.
+2. Time: medians (jit, warmed up, ``block_until_ready``, interleaved in one loop) of the forward
+   and of forward+backward (``jax.grad`` of ``<op(x), u>``), as ratios to ``lax.top_k`` of the
+   same array in the same run; gradient finiteness; compiled temporary memory
+   (``jax.jit(f).lower(x).compile().memory_analysis()``).
+3. ott-jax (optional, ``pip install ott-jax``) at equal marginal error: its Sinkhorn ``threshold``
+   is set to softops' tolerance, and both marginal errors are measured on the plans (ott's from
+   ``transport_for_sort`` with the same arguments as its ``sort(topk=k)`` / ``topk_mask``).
+   Reports the speed-up of softops over ott-jax and whether float32 gradients are finite.
 """
 
 from __future__ import annotations
@@ -23,128 +27,221 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from softops.topk_ot import soft_topk, soft_topk_mask
+from softops.topk_ot import soft_topk, soft_topk_mask, soft_topk_mask_solve, soft_topk_solve
 
 try:
-    from ott.tools.soft_sort import topk_mask as ott_topk_mask
+    from ott.tools import soft_sort as ott_soft_sort
 except ImportError:  # optional
-    ott_topk_mask = None
+    ott_soft_sort = None
+
+EPSILONS = (10.0, 1.0, 0.1, 1e-2, 1e-3, 1e-4, 1e-5)
+MAX_OTT_ITER = 10_000
 
 
-def timeit(fn, *args, repeats: int) -> float:
-    """Median wall time in ms of a jitted call (after one warm-up call)."""
-    jax.block_until_ready(fn(*args))
-    times = []
+def medians(fns: dict, args, repeats: int) -> dict:
+    """Median seconds of each jitted callable on ``args``, timed interleaved after a warm-up."""
+    for f in fns.values():
+        jax.block_until_ready(f(*args))
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def fwd_bwd(op, u):
-    """jit(grad(<op(x), u>)) where op returns an array of the shape of u."""
-    return jax.jit(jax.grad(lambda x: jnp.sum(op(x) * u)))
+def temp_mb(f, *args) -> float:
+    return f.lower(*args).compile().memory_analysis().temp_size_in_bytes / 2**20
 
 
-def sum_error(mask, k) -> float:
-    return float(np.max(np.abs(np.asarray(mask, np.float64).sum(-1) - k)))
+def data(batch: int, n: int, k: int, dtype, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((batch, n)), dtype)
+    return x, jnp.asarray(rng.standard_normal((batch, k)), dtype)
 
 
-def bench_case(n: int, k: int, *, batch: int, epsilon: float, repeats: int, max_sorted_k: int):
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((batch, n)), jnp.float32)
-    u = jnp.asarray(rng.standard_normal((batch, n)), jnp.float32)
-    row = {"n": n, "k": k}
-
-    def hard(x):
-        return lax.top_k(x, k)[0]
-
-    row["topk_fwd"] = timeit(jax.jit(hard), x, repeats=repeats)
-    row["topk_fb"] = timeit(fwd_bwd(hard, u[:, :k]), x, repeats=repeats)
-
-    def mask(x):
-        return soft_topk_mask(x, k, epsilon=epsilon)
-
-    row["mask_fwd"] = timeit(jax.jit(mask), x, repeats=repeats)
-    row["mask_fb"] = timeit(fwd_bwd(mask, u), x, repeats=repeats)
-    row["mask_err"] = sum_error(jax.jit(mask)(x), k)
-    row["mask_grad_finite"] = bool(jnp.all(jnp.isfinite(fwd_bwd(mask, u)(x))))
-
-    if ott_topk_mask is not None and k < n:
-
-        def ott(x):
-            return ott_topk_mask(x, axis=-1, k=k)
-
-        row["ott_fwd"] = timeit(jax.jit(ott), x, repeats=max(1, repeats // 3))
-        row["ott_fb"] = timeit(fwd_bwd(ott, u), x, repeats=max(1, repeats // 3))
-        row["ott_err"] = sum_error(jax.jit(ott)(x), k)
-        row["ott_grad_finite"] = bool(jnp.all(jnp.isfinite(fwd_bwd(ott, u)(x))))
-
-    if k <= max_sorted_k:
-
-        def sorted_vals(x):
-            return soft_topk(x, k, epsilon=epsilon)[0]
-
-        row["sorted_fwd"] = timeit(jax.jit(sorted_vals), x, repeats=max(1, repeats // 3))
-        row["sorted_fb"] = timeit(fwd_bwd(sorted_vals, u[:, :k]), x, repeats=max(1, repeats // 3))
-    return row
+# ----------------------------------------------------------------------------- 1. convergence
 
 
-def fmt(v, digits=2):
-    return "–" if v is None else f"{v:.{digits}f}"
+def convergence(batch: int, n: int, k: int, dtype, solvers, epsilons):
+    x, _ = data(batch, n, k, dtype)
+    hard = np.asarray(lax.top_k(x, k)[0], np.float64)
+    rows = []
+    for solver in solvers:
+        run = jax.jit(lambda x, e, s=solver: soft_topk_solve(x, k, epsilon=e, solver=s))
+        for eps in epsilons:
+            if dtype == jnp.float32 and eps < 1e-4:
+                continue
+            out = run(x, jnp.asarray(eps, dtype))
+            err = np.abs(np.asarray(out.values, np.float64) - hard).max()
+            rows.append(
+                f"| {solver} | {jnp.dtype(dtype).name} | {eps:g} | {int(out.iterations.max())} | "
+                f"{100 * float(jnp.mean(out.converged)):.0f} % | {float(out.residual.max()):.1e} | "
+                f"{err:.2g} |"
+            )
+    return rows
 
 
-def table(rows) -> str:
-    head = (
-        "| n | k | top_k fwd / fwd+bwd (ms) | mask fwd ×top_k | mask fwd+bwd ×top_k | "
-        "mask Σ-err | ott fwd+bwd ×top_k | ott Σ-err | mask speed-up vs ott (fwd+bwd) | "
-        "soft_topk fwd / fwd+bwd ×top_k |"
+# ----------------------------------------------------------------------------- 2. time
+
+
+def timing(batch: int, n: int, k: int, eps: float, repeats: int, sinkhorn: bool):
+    x, u = data(batch, n, k, jnp.float32)
+    um = jnp.asarray(np.random.default_rng(1).standard_normal((batch, n)), jnp.float32)
+
+    def grad_of(op, w):
+        return jax.jit(jax.grad(lambda x: jnp.sum(op(x) * w)))
+
+    ops = {
+        "top_k": (lambda x: lax.top_k(x, k)[0], u),
+        "newton": (lambda x: soft_topk(x, k, epsilon=eps)[0], u),
+        "mask": (lambda x: soft_topk_mask(x, k, epsilon=eps), um),
+    }
+    if sinkhorn:
+        ops["sinkhorn"] = (lambda x: soft_topk(x, k, epsilon=eps, solver="sinkhorn")[0], u)
+    fns = {}
+    for name, (op, w) in ops.items():
+        fns[name] = jax.jit(op)
+        fns[name + " fb"] = grad_of(op, w)
+    t = medians(fns, (x,), repeats)
+    finite = {name: bool(jnp.all(jnp.isfinite(fns[name + " fb"](x)))) for name in ops}
+    mem = {name: temp_mb(fns[name + " fb"], x) for name in ops}
+    line = f"| {n} | {k} | {eps:g} | {1e3 * t['top_k']:.2f} / {1e3 * t['top_k fb']:.2f} |"
+    for name in ops:
+        if name == "top_k":
+            continue
+        flag = "" if finite[name] else " NaN grad"
+        line += (
+            f" {t[name] / t['top_k']:.1f} / {t[name + ' fb'] / t['top_k fb']:.1f}"
+            f" ({mem[name]:.1f} MB){flag} |"
+        )
+    return line + (" – |" if not sinkhorn else "")
+
+
+# ----------------------------------------------------------------------------- 3. ott-jax
+
+
+def ott_case(batch: int, n: int, k: int, eps: float, repeats: int, sorted_op: bool):
+    """softops vs ott-jax at equal marginal error (mask units), float32."""
+    x, u = data(batch, n, k, jnp.float32)
+    um = jnp.asarray(np.random.default_rng(1).standard_normal((batch, n)), jnp.float32)
+    tol = float(max(np.sqrt(np.finfo(np.float32).eps), 16 * n * np.finfo(np.float32).eps))
+    if sorted_op:
+        ours = soft_topk_solve(x, k, epsilon=eps, tol=tol)
+        our_err = float(ours.residual.max())
+        b = np.concatenate([[(n - k) / n], np.full(k, 1 / n)])  # ott: the rest first, ascending
+
+        def mine(x):
+            return soft_topk(x, k, epsilon=eps, tol=tol)[0]
+
+        def theirs(x, th):
+            return ott_soft_sort.sort(x, axis=-1, topk=k, threshold=th, max_iterations=MAX_OTT_ITER)
+
+        w = u
+    else:
+        our_err = float(soft_topk_mask_solve(x, k, epsilon=eps).residual.max())
+        b = np.array([1 - k / n, k / n])
+
+        def mine(x):
+            return soft_topk_mask(x, k, epsilon=eps)
+
+        def theirs(x, th):
+            return ott_soft_sort.topk_mask(
+                x, axis=-1, k=k, threshold=th, max_iterations=MAX_OTT_ITER
+            )
+
+        w = um
+    # ott's stopping rule is its marginal error in the units of b: aim at softops' achieved error.
+    threshold = max(our_err, 1e-7) / n
+
+    def ott_error(row):
+        a = jnp.full((n,), 1 / n, jnp.float32)
+        out = ott_soft_sort.transport_for_sort(
+            row, a, jnp.asarray(b, jnp.float32), threshold=threshold, max_iterations=MAX_OTT_ITER
+        )
+        plan = np.asarray(out.matrix, np.float64)
+        return n * np.abs(plan.sum(0) - b).sum()
+
+    their_err = max(ott_error(x[i]) for i in range(min(batch, 8)))
+    ours_fns = {
+        "softops": jax.jit(mine),
+        "softops fb": jax.jit(jax.grad(lambda x: jnp.sum(mine(x) * w))),
+    }
+    theirs_fns = {
+        "ott": jax.jit(lambda x: theirs(x, threshold)),
+        "ott fb": jax.jit(jax.grad(lambda x: jnp.sum(theirs(x, threshold) * w))),
+    }
+    finite: dict[str, bool | str] = {
+        "softops": bool(jnp.all(jnp.isfinite(ours_fns["softops fb"](x))))
+    }
+    try:  # ott-jax's implicit gradient can raise at run time (lineax: non-finite solve)
+        finite["ott"] = bool(jnp.all(jnp.isfinite(theirs_fns["ott fb"](x))))
+    except Exception as err:  # noqa: BLE001
+        finite["ott"] = f"raises {type(err).__name__}"
+        del theirs_fns["ott fb"]
+    t = medians({**ours_fns, **theirs_fns}, (x,), repeats)
+    name = "sorted top-k" if sorted_op else "mask"
+    ott_fb = f"{1e3 * t['ott fb']:.1f}" if "ott fb" in t else "–"
+    speed_fb = f"{t['ott fb'] / t['softops fb']:.1f}" if "ott fb" in t else "–"
+    return (
+        f"| {name} | {n} | {k} | {our_err:.1e} / {their_err:.1e} | "
+        f"{1e3 * t['softops']:.1f} / {1e3 * t['softops fb']:.1f} | "
+        f"{1e3 * t['ott']:.1f} / {ott_fb} | {t['ott'] / t['softops']:.1f} / {speed_fb} | "
+        f"{finite['softops']} / {finite['ott']} |"
     )
-    lines = [head, "|" + "---|" * 10]
-    for r in rows:
-        ott_ratio = r["ott_fb"] / r["topk_fb"] if "ott_fb" in r else None
-        speedup = r["ott_fb"] / r["mask_fb"] if "ott_fb" in r else None
-        ott_err = f"{r['ott_err']:.2g}" if "ott_err" in r else "–"
-        if "ott_grad_finite" in r and not r["ott_grad_finite"]:
-            ott_err += " (NaN grad)"
-        sorted_col = (
-            f"{r['sorted_fwd'] / r['topk_fwd']:.1f} / {r['sorted_fb'] / r['topk_fb']:.1f}"
-            if "sorted_fwd" in r
-            else "not run (k > cap)"
-        )
-        mask_err = f"{r['mask_err']:.2g}" + ("" if r["mask_grad_finite"] else " (NaN grad)")
-        lines.append(
-            f"| {r['n']} | {r['k']} | {r['topk_fwd']:.2f} / {r['topk_fb']:.2f} | "
-            f"{r['mask_fwd'] / r['topk_fwd']:.2f} | {r['mask_fb'] / r['topk_fb']:.2f} | "
-            f"{mask_err} | {fmt(ott_ratio, 1)} | {ott_err} | {fmt(speedup, 1)} | {sorted_col} |"
-        )
-    return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description="soft top-k benchmark")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--epsilon", type=float, default=0.1)
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--max-sorted-k", type=int, default=16)
     args = parser.parse_args()
-    sizes = (256, 4096) if args.quick else (256, 4096, 32768)
-    repeats = args.repeats or (3 if args.quick else 7)
-    rows = []
-    for n in sizes:
-        for k in sorted({1, 16, n // 8}):
-            rows.append(
-                bench_case(
-                    n, k, batch=args.batch, epsilon=args.epsilon, repeats=repeats,
-                    max_sorted_k=args.max_sorted_k,
-                )
-            )
-            print(f"done n={n} k={k}", flush=True)
-    print(f"\nbatch {args.batch}, float32, epsilon={args.epsilon}, {jax.devices()[0].platform}, "
-          f"ott-jax {'present' if ott_topk_mask else 'absent'}; medians of {repeats} runs\n")
-    print(table(rows))
+    batch = 8 if args.quick else args.batch
+    repeats = args.repeats or (3 if args.quick else 9)
+    ott = "present" if ott_soft_sort else "absent"
+    print(f"{jax.devices()[0].platform}, jax {jax.__version__}, batch {batch}, ott-jax {ott}, "
+          f"medians of {repeats} runs\n")  # fmt: skip
+
+    print("## 1. Convergence of soft_topk_solve (standard-normal rows)\n")
+    print("| solver | dtype | ε | max iterations | converged | max residual | "
+          "max abs(values - top_k) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    cases = [(batch, 256, 4)] if args.quick else [(batch, 1000, 8), (batch, 4096, 16)]
+    for b, n, k in cases:
+        print(f"| **n = {n}, k = {k}** | | | | | | |")
+        eps = (0.1, 1e-4) if args.quick else EPSILONS
+        for dtype in [jnp.float32] if args.quick else [jnp.float32, jnp.float64]:
+            with jax.enable_x64(dtype == jnp.float64):
+                solvers = ("newton",) if args.quick or n > 1000 else ("newton", "sinkhorn")
+                print("\n".join(convergence(b, n, k, dtype, solvers, eps)))
+
+    print("\n## 2. Time as × lax.top_k of the same array: fwd / fwd+bwd (compiled temp memory)\n")
+    print("| n | k | ε | top_k fwd / fwd+bwd (ms) | soft_topk newton | soft_topk_mask | "
+          "soft_topk sinkhorn |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    cases = [(256, 4, 1e-4)] if args.quick else [
+        (1000, 8, 0.1), (1000, 8, 1e-2), (1000, 8, 1e-4),
+        (4096, 16, 0.1), (4096, 16, 1e-3), (4096, 16, 1e-4),
+    ]  # fmt: skip
+    for n, k, eps in cases:
+        print(timing(batch, n, k, eps, repeats, sinkhorn=(n <= 1000 and eps >= 1e-2)), flush=True)
+
+    if ott_soft_sort is None:
+        print("\n(ott-jax absent: table 3 skipped)")
+        return
+    print(
+        "\n## 3. softops vs ott-jax at equal marginal error (float32; ε: softops 0.1, ott 1e-2)\n"
+    )
+    print("| op | n | k | marginal error softops / ott | softops ms fwd / fwd+bwd | "
+          "ott ms fwd / fwd+bwd | speed-up fwd / fwd+bwd | finite grads softops / ott |"
+    )  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    cases = [(256, 4)] if args.quick else [(1000, 8), (4096, 16)]
+    for n, k in cases:
+        for sorted_op in (False,) if args.quick else (True, False):
+            print(ott_case(batch, n, k, 0.1, max(1, repeats // 3), sorted_op), flush=True)
 
 
 if __name__ == "__main__":
