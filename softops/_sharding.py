@@ -88,7 +88,8 @@ def batch_local(item_ndims: Sequence[int], out_item_ndims: Sequence[int], name: 
             kwargs = dict(static)
 
             def local(*arrays):
-                return fn(*arrays, **kwargs)
+                # Inside shard_map, loops need every input to vary over the same manual axes.
+                return fn(*like_vma(arrays, *arrays), **kwargs)
 
             partitioned = custom_partitioning(local)
             letters = iter(f"i{k}" for k in range(64))
@@ -202,13 +203,13 @@ def _varying(x) -> frozenset:
     return frozenset(getattr(manual, "varying", ()) or ())
 
 
-def like_vma(tree, ref: jax.Array):
-    """Casts the arrays of ``tree`` to vary over the manual mesh axes ``ref`` varies over.
+def like_vma(tree, *refs):
+    """Casts the arrays of ``tree`` to vary over the manual mesh axes any of ``refs`` varies over.
 
     Inside ``jax.shard_map`` a loop carry made from constants (``jnp.zeros``, iota) is invariant
     while the loop body makes it vary with the data; ``while_loop`` requires equal types.
     """
-    axes = _varying(ref)
+    axes = frozenset().union(*(_varying(r) for r in jax.tree.leaves(refs)))
     if not axes:
         return tree
 

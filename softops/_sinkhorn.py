@@ -26,12 +26,10 @@ symmetric positive-definite system, solved densely: O(nm + m³), no loop in the 
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
@@ -128,17 +126,29 @@ def _loop(cost, a, b, eps, *, max_iter: int, tol: float):
     return f.reshape(*batch, -1), g.reshape(*batch, -1), it.reshape(batch), err.reshape(batch)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(4, 5))
 def sinkhorn_implicit(cost, a, b, eps, max_iter: int, tol: float):
-    """Potentials (f, g), iterations and error of problems [..., n, m]; implicit derivative."""
-    return _loop(cost, a, b, eps, max_iter=max_iter, tol=tol)
+    """Potentials (f, g), iterations and error of problems [..., n, m]; implicit derivative.
+
+    The loop runs on values without gradient; :func:`_potentials_at` gives the derivatives.
+    """
+    sg = lax.stop_gradient
+    f, g, it, err = _loop(sg(cost), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol)
+    f, g = _potentials_at(cost, a, b, eps, f, g)
+    return f, g, it, err
 
 
-@sinkhorn_implicit.defjvp
-def _sinkhorn_implicit_jvp(max_iter, tol, primals, tangents):
-    cost, a, b, eps = primals
-    dcost, da, db, deps = tangents
-    f, g, it, err = sinkhorn_implicit(cost, a, b, eps, max_iter, tol)
+@jax.custom_jvp
+def _potentials_at(cost, a, b, eps, f, g):
+    """The potentials found by the loop, with the tangent of the optimality conditions."""
+    del cost, a, b, eps
+    return f, g
+
+
+@_potentials_at.defjvp
+def _potentials_at_jvp(primals, tangents):
+    cost, a, b, eps, f, g = primals
+    dcost, da, db, deps = tangents[:4]
+    f, g = _potentials_at(cost, a, b, eps, f, g)  # so that higher orders see the fixed point
     m = cost.shape[-1]
     e = eps[..., None, None]
     h = (f[..., :, None] + g[..., None, :] - cost) / e
@@ -161,9 +171,7 @@ def _sinkhorn_implicit_jvp(max_iter, tol, primals, tangents):
         q = jnp.concatenate([sol, jnp.zeros_like(g[..., :1])], axis=-1)
     p = (da + u - jnp.einsum("...nm,...m->...n", plan, q)) * inv_r
     df = jnp.where(row_ok, eps[..., None] * p, 0)
-    dg = eps[..., None] * q
-    zero_it = np.zeros(it.shape, jax.dtypes.float0)
-    return (f, g, it, err), (df, dg, zero_it, jnp.zeros_like(err))
+    return (f, g), (df, eps[..., None] * q)
 
 
 def sinkhorn_unrolled(cost, a, b, eps, max_iter: int, tol: float):
@@ -178,7 +186,7 @@ def sinkhorn_unrolled(cost, a, b, eps, max_iter: int, tol: float):
         g = eps[..., None] * (log_b - _col_lse(f, cost, eps))
         return (_f_update(g, cost, log_a, eps), g), None
 
-    (f, g), _ = lax.scan(step, like_vma((f0, g0), cost), None, length=max_iter)
+    (f, g), _ = lax.scan(step, like_vma((f0, g0), cost, a, b, eps), None, length=max_iter)
     err = _col_error(_col_lse(f, cost, eps), g, b, eps)
     f, g = _gauge(f, g)
     return f, g, jnp.full(err.shape, max_iter, jnp.int32), err

@@ -26,11 +26,8 @@ or at ``max_iter``. Derivative: :math:`dA = \sigma' \odot (ds + d\tau)` with
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from softops._sharding import batch_local, like_vma
@@ -113,36 +110,42 @@ def _interior(k, n_valid):
     return (k > 0) & (k < n_valid)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def topk_mask_rows(s, k, valid, max_iter: int, tol: float):
     """A = sigmoid(s + tau) with sum(A) = k per row; ``s``, ``valid`` [..., n], ``k`` [...].
 
     ``valid`` is 1 for entries that take part and 0 for masked ones (no tangent). Returns
-    (A, tau, iterations, residual |sum(A) - k|, ok).
+    (A, tau, iterations, residual |sum(A) - k|, ok). The root find runs on values without
+    gradient; derivatives come from :func:`_mask_at` (implicit, closed form).
     """
     n_valid = valid.sum(axis=-1)
     inner = _interior(k, n_valid)
     k_safe = jnp.where(inner, k, 0.5 * n_valid)
-    tau, it, res, ok = _root_find(s, k_safe, valid, max_iter=max_iter, tol=tol)
-    a, _, _ = _eval(s, tau, valid, k_safe)
-    a = jnp.where(inner[..., None], a, jnp.where((k > 0)[..., None], valid, 0))
+    sg = lax.stop_gradient
+    tau, it, res, ok = _root_find(sg(s), sg(k_safe), valid, max_iter=max_iter, tol=tol)
+    a, tau = _mask_at(s, k, valid, tau)
     res = jnp.where(inner, res, jnp.abs(a.sum(axis=-1) - k))
     ok = jnp.where(inner, ok, jnp.isfinite(k))
     return a, tau, it, res, ok
 
 
-@topk_mask_rows.defjvp
-def _topk_mask_rows_jvp(max_iter, tol, primals, tangents):
-    s, k, valid = primals
+@jax.custom_jvp
+def _mask_at(s, k, valid, tau):
+    """The mask at the root ``tau`` (found without gradient) and tau, with the implicit tangent."""
+    inner = _interior(k, valid.sum(axis=-1))
+    a, _, _ = _eval(s, tau, valid, k)
+    a = jnp.where(inner[..., None], a, jnp.where((k > 0)[..., None], valid, 0))
+    return a, tau
+
+
+@_mask_at.defjvp
+def _mask_at_jvp(primals, tangents):
+    s, k, valid, tau = primals
     ds, dk = tangents[0], tangents[1]
-    a, tau, it, res, ok = topk_mask_rows(s, k, valid, max_iter, tol)
+    a, tau = _mask_at(s, k, valid, tau)
     z = s + tau[..., None]
     inner = _interior(k, valid.sum(axis=-1))
     dsig = jnp.where(inner[..., None], a * jax.nn.sigmoid(-z), 0)
     total = dsig.sum(axis=-1)
     pos = total > 0
     dtau = jnp.where(pos, (dk - (dsig * ds).sum(axis=-1)) / jnp.where(pos, total, 1), 0)
-    da = dsig * (ds + dtau[..., None])
-    d_it = np.zeros(it.shape, jax.dtypes.float0)
-    d_ok = np.zeros(ok.shape, jax.dtypes.float0)
-    return (a, tau, it, res, ok), (da, dtau, d_it, jnp.zeros_like(res), d_ok)
+    return (a, tau), (dsig * (ds + dtau[..., None]), dtau)

@@ -2,11 +2,13 @@ r"""Top-k classification losses (private; see :mod:`softops.losses`)."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from softops import _checks
+from softops import _checks, _sharding
 from softops.losses import _common
 from softops.projection import REGULARIZATIONS, Regularization, soft_rank
 from softops.topk_ot import soft_topk_mask
@@ -68,15 +70,24 @@ def soft_topk_rank_loss(
     labels = _common.labels(labels, x.shape[:-1])
     valid = _checks.where(where, x.shape)
     eps = _common.strength(regularization_strength, x)
-    z = jax.nn.sigmoid(x) if squash else x
-    r = soft_rank(
-        z,
-        descending=True,
-        regularization=regularization,
-        regularization_strength=eps,
-        where=valid,
-    )
-    return jax.nn.relu(_common.take_label(r, labels) - k).astype(x.dtype)
+    out = _rank_loss(x, labels, eps, valid, k=k, regularization=regularization, squash=squash)
+    return out.astype(x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "regularization", "squash"))
+def _rank_loss(x, labels, eps, valid, *, k, regularization, squash):
+    def body(x, labels, eps, valid):
+        z = jax.nn.sigmoid(x) if squash else x
+        r = soft_rank(
+            z,
+            descending=True,
+            regularization=regularization,
+            regularization_strength=eps,
+            where=valid,
+        )
+        return jax.nn.relu(_common.take_label(r, labels) - k)
+
+    return _sharding.on_batch_shards(body, x, labels, eps, valid, name="logits")
 
 
 def soft_topk_mask_loss(
@@ -127,6 +138,21 @@ def soft_topk_mask_loss(
     x = _common.items(logits, "logits")
     k = _checks.k_value(k, x.shape[-1], (), minimum=1)
     labels = _common.labels(labels, x.shape[:-1])
-    mask = soft_topk_mask(x, k, epsilon=epsilon, temperature=temperature, where=where)
-    tiny = jnp.finfo(mask.dtype).tiny
-    return -jnp.log(jnp.maximum(_common.take_label(mask, labels), tiny))
+    valid = _checks.where(where, x.shape)
+    if epsilon is not None and temperature is not None:  # the mask's own check, up front
+        soft_topk_mask(x, k, epsilon=epsilon, temperature=temperature)
+    kind, value = ("temperature", temperature) if temperature is not None else ("epsilon", epsilon)
+    strength = None if value is None else _common.strength(value, x, kind)
+    return _mask_loss(x, labels, strength, valid, k=k, kind=kind)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "kind"))
+def _mask_loss(x, labels, strength, valid, *, k, kind):
+    def body(x, labels, strength, valid):
+        mask = soft_topk_mask(
+            x, k, where=valid, **({kind: strength} if strength is not None else {})
+        )
+        tiny = jnp.finfo(mask.dtype).tiny
+        return -jnp.log(jnp.maximum(_common.take_label(mask, labels), tiny))
+
+    return _sharding.on_batch_shards(body, x, labels, strength, valid, name="logits")

@@ -2,6 +2,7 @@ r"""Order statistics and trimmed losses on the soft sort (private; see :mod:`sof
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import jax
@@ -10,7 +11,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from softops import _checks
+from softops import _checks, _sharding
 from softops.losses import _common
 from softops.projection import REGULARIZATIONS, Regularization, soft_sort
 
@@ -77,25 +78,29 @@ def soft_quantile(
     qa = _quantile_levels(q, dtype)
     valid = _checks.where(where, x_in.shape)
     eps = _common.strength(regularization_strength, x_in)
-    s = soft_sort(
-        x_in.astype(dtype), regularization=regularization, regularization_strength=eps, where=valid
-    )
     if x_in.shape[-1] == 0:
         return jnp.full(x_in.shape[:-1] + qa.shape, jnp.nan, x_in.dtype)
-    nv = _common.count(s, valid)  # [..., 1]
-    batch = s.shape[:-1]
+    batch = x_in.shape[:-1]
     qb = jnp.broadcast_to(qa.reshape((1,) * len(batch) + (-1,)), batch + (qa.size,))
-    h = qb * (nv - 1)
-    top = jnp.maximum(nv - 1, 0)
-    lo = jnp.clip(jnp.floor(lax.stop_gradient(h)), 0, top)
-    hi = jnp.minimum(lo + 1, top)
-    frac = h - lo
-    s_lo = jnp.take_along_axis(s, lo.astype(jnp.int32), axis=-1)
-    s_hi = jnp.take_along_axis(s, hi.astype(jnp.int32), axis=-1)
-    out = jnp.where(nv > 0, (1 - frac) * s_lo + frac * s_hi, jnp.nan)
-    if qa.ndim == 0:
-        out = out[..., 0]
-    return out.astype(x_in.dtype)
+    out = _quantile(x_in.astype(dtype), qb, eps, valid, regularization=regularization)
+    return (out if qa.ndim else out[..., 0]).astype(x_in.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("regularization",))
+def _quantile(x, q, eps, valid, *, regularization):
+    def body(x, q, eps, valid):
+        s = soft_sort(x, regularization=regularization, regularization_strength=eps, where=valid)
+        nv = _common.count(s, valid)  # [..., 1]
+        h = q * (nv - 1)
+        top = jnp.maximum(nv - 1, 0)
+        lo = jnp.clip(jnp.floor(lax.stop_gradient(h)), 0, top)
+        hi = jnp.minimum(lo + 1, top)
+        frac = h - lo
+        s_lo = jnp.take_along_axis(s, lo.astype(jnp.int32), axis=-1)
+        s_hi = jnp.take_along_axis(s, hi.astype(jnp.int32), axis=-1)
+        return jnp.where(nv > 0, (1 - frac) * s_lo + frac * s_hi, jnp.nan)
+
+    return _sharding.on_batch_shards(body, x, q, eps, valid)
 
 
 def soft_median(
@@ -189,10 +194,21 @@ def soft_lts_loss(
         raise ValueError(f"`trim` must satisfy 0 <= trim < 1, got trim={float(known)!r}")
     valid = _checks.where(where, r_in.shape)
     eps = _common.strength(regularization_strength, r_in)
-    r = r_in.astype(dtype)
-    s = soft_sort(r * r, regularization=regularization, regularization_strength=eps, where=valid)
-    nv = _common.count(r, valid)
-    keep = nv - jnp.floor(trim_a * nv + 1e-6)
-    pos = jax.lax.broadcasted_iota(dtype, s.shape, s.ndim - 1)
-    kept = jnp.where(pos < keep, s, 0)
-    return _common.safe_div(jnp.sum(kept, axis=-1), keep[..., 0]).astype(r_in.dtype)
+    trim_rows = jnp.broadcast_to(trim_a, r_in.shape[:-1])
+    out = _lts(r_in.astype(dtype), trim_rows, eps, valid, regularization=regularization)
+    return out.astype(r_in.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("regularization",))
+def _lts(r, trim, eps, valid, *, regularization):
+    def body(r, trim, eps, valid):
+        s = soft_sort(
+            r * r, regularization=regularization, regularization_strength=eps, where=valid
+        )
+        nv = _common.count(r, valid)
+        keep = nv - jnp.floor(trim[..., None] * nv + 1e-6)
+        pos = jax.lax.broadcasted_iota(s.dtype, s.shape, s.ndim - 1)
+        kept = jnp.where(pos < keep, s, 0)
+        return _common.safe_div(jnp.sum(kept, axis=-1), keep[..., 0])
+
+    return _sharding.on_batch_shards(body, r, trim, eps, valid, name="residuals")

@@ -2,28 +2,55 @@ r"""Ranking losses: soft Spearman correlation and soft NDCG (private; see :mod:`
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from softops import _checks
+from softops import _checks, _sharding
 from softops.losses import _common
 from softops.projection import REGULARIZATIONS, Regularization, soft_rank
 
 GAINS = ("exp2", "linear")
 
 
-def _target_ranks(t, strength, eps, valid, regularization):
-    """Ranks of the targets: soft with ``eps`` (None), their own strength, or hard (known 0)."""
+def _target_strength(strength, eps, t):
+    """The targets' strength: ``eps`` (None), their own, or None for hard ranks (a known 0)."""
     if strength is None:
-        return soft_rank(t, regularization=regularization, regularization_strength=eps, where=valid)
+        return eps
     known = _checks._concrete(strength)
     if known is not None and known.size and (known.shape == () and known == 0):
-        hard = soft_rank(lax.stop_gradient(t), where=valid, straight_through=True)
-        return lax.stop_gradient(hard)
-    eps_t = _common.strength(strength, t, "target_regularization_strength")
-    return soft_rank(t, regularization=regularization, regularization_strength=eps_t, where=valid)
+        return None
+    return _common.strength(strength, t, "target_regularization_strength")
+
+
+@functools.partial(jax.jit, static_argnames=("regularization",))
+def _spearman(p, t, eps, eps_t, valid, *, regularization):
+    def body(p, t, eps, eps_t, valid):
+        rp = soft_rank(p, regularization=regularization, regularization_strength=eps, where=valid)
+        if eps_t is None:
+            rt = lax.stop_gradient(
+                soft_rank(lax.stop_gradient(t), where=valid, straight_through=True)
+            )
+        else:
+            rt = soft_rank(
+                t, regularization=regularization, regularization_strength=eps_t, where=valid
+            )
+        w = jnp.ones_like(rp) if valid is None else valid.astype(rp.dtype)
+        nv = _common.count(rp, valid)
+        cp = w * (rp - _common.safe_div(jnp.sum(w * rp, axis=-1, keepdims=True), nv))
+        ct = w * (rt - _common.safe_div(jnp.sum(w * rt, axis=-1, keepdims=True), nv))
+        num = jnp.sum(cp * ct, axis=-1)
+        sp, st = jnp.sum(cp * cp, axis=-1), jnp.sum(ct * ct, axis=-1)
+        ok = (sp > 0) & (st > 0)
+        one = jnp.ones_like(sp)
+        den = jnp.sqrt(jnp.where(ok, sp, one)) * jnp.sqrt(jnp.where(ok, st, one))
+        nan = jnp.isnan(sp) | jnp.isnan(st)
+        return jnp.where(ok, num / den, jnp.where(nan, jnp.nan, 0))
+
+    return _sharding.on_batch_shards(body, p, t, eps, eps_t, valid, name="predictions")
 
 
 def spearman_correlation(
@@ -85,21 +112,8 @@ def spearman_correlation(
     _checks.same_shape(p, t, ("predictions", "targets"))
     valid = _checks.where(where, p.shape)
     eps = _common.strength(regularization_strength, p)
-    rp = soft_rank(
-        p.astype(dtype), regularization=regularization, regularization_strength=eps, where=valid
-    )
-    rt = _target_ranks(t, target_regularization_strength, eps, valid, regularization)
-    w = jnp.ones_like(rp) if valid is None else valid.astype(dtype)
-    nv = _common.count(rp, valid)
-    cp = w * (rp - _common.safe_div(jnp.sum(w * rp, axis=-1, keepdims=True), nv))
-    ct = w * (rt - _common.safe_div(jnp.sum(w * rt, axis=-1, keepdims=True), nv))
-    num = jnp.sum(cp * ct, axis=-1)
-    sp, st = jnp.sum(cp * cp, axis=-1), jnp.sum(ct * ct, axis=-1)
-    ok = (sp > 0) & (st > 0)
-    one = jnp.ones_like(sp)
-    den = jnp.sqrt(jnp.where(ok, sp, one)) * jnp.sqrt(jnp.where(ok, st, one))
-    nan = jnp.isnan(sp) | jnp.isnan(st)
-    out = jnp.where(ok, num / den, jnp.where(nan, jnp.nan, 0))
+    eps_t = _target_strength(target_regularization_strength, eps, t)
+    out = _spearman(p.astype(dtype), t, eps, eps_t, valid, regularization=regularization)
     return out.astype(p.dtype)
 
 
@@ -212,12 +226,26 @@ def soft_ndcg(
         k = _checks.k_value(k, n, (), minimum=1)
     valid = _checks.where(where, x_in.shape)
     eps = _common.strength(regularization_strength, x_in)
+    out = _ndcg(x_in.astype(dtype), rel, eps, valid, k=k, regularization=regularization, gain=gain)
+    return out.astype(x_in.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "regularization", "gain"))
+def _ndcg(x, rel, eps, valid, *, k, regularization, gain):
+    return _sharding.on_batch_shards(
+        functools.partial(_ndcg_rows, k=k, regularization=regularization, gain=gain),
+        x,
+        rel,
+        eps,
+        valid,
+        name="scores",
+    )
+
+
+def _ndcg_rows(x, rel, eps, valid, *, k, regularization, gain):
+    n, dtype = x.shape[-1], x.dtype
     r = soft_rank(
-        x_in.astype(dtype),
-        descending=True,
-        regularization=regularization,
-        regularization_strength=eps,
-        where=valid,
+        x, descending=True, regularization=regularization, regularization_strength=eps, where=valid
     )
     in_row = jnp.ones(rel.shape, bool) if valid is None else valid
     if gain == "exp2":
@@ -239,5 +267,4 @@ def soft_ndcg(
         idisc = jnp.where(pos <= k, idisc, 0)
     idcg = jnp.sum(ideal * jnp.broadcast_to(idisc, ideal.shape), axis=-1)
     out = _common.safe_div(dcg, idcg)
-    bad = jnp.isnan(dcg) | jnp.isnan(idcg)
-    return jnp.where(bad, jnp.nan, out).astype(x_in.dtype)
+    return jnp.where(jnp.isnan(dcg) | jnp.isnan(idcg), jnp.nan, out)

@@ -1,0 +1,55 @@
+"""Every op on a batch sharded over 8 simulated CPU devices: equal results, no collectives.
+
+Each mode runs ``tests._sharding_check`` in a subprocess (the device count is fixed when JAX
+starts): ``explicit`` and ``auto`` jit a batch-sharded input under a mesh with Explicit / Auto
+axes; ``shard_map`` runs the ops inside ``jax.shard_map`` with the varying-axes checks on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(mode: str) -> dict:
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run(
+        [sys.executable, "-m", "tests._sharding_check", mode],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["explicit", "auto", "shard_map"])
+def test_batch_sharded_ops_equal_and_collective_free(mode):
+    results = _run(mode)
+    assert len(results) == 18
+    for name, r in results.items():
+        assert r["value_equal"], name
+        assert r["grad_equal"], name
+        assert sum(r["collectives"].values()) == 0, (name, r["collectives"])
+        assert r["out_spec"].startswith("P('b'"), (name, r["out_spec"])
+
+
+def test_item_axis_sharding_refused_and_two_dim_mesh():
+    results = _run("errors")
+    message = results["item_axis_error"]
+    assert message is not None
+    assert "x" in message and "'b'" in message
+    assert results["mesh2d"]["value_equal"]
+    assert sum(results["mesh2d"]["collectives"].values()) == 0
+    assert results["mesh2d"]["out_spec"] == "P('x', 'y', None)"
