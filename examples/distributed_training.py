@@ -9,14 +9,13 @@ Data parallelism: one global mesh ``("batch",)`` over ``jax.devices()`` (every d
 process); the batch of lists is sharded over it, the parameters and the optimizer state are
 replicated, and one jitted step does forward, backward and update. The mesh axis is Explicit
 (``jax.make_mesh``'s default) or, with ``--axis-type auto``, Auto; softops ops run on each batch
-shard either way. Each device computes its own
-rows only; the one communication is the all-reduce of the mean loss and the gradient. Each process
-builds just its own rows of a deterministic global batch (every row comes from
-``(seed, step, row)``), so the result does not depend on how many processes or devices share the
-work. ``--method forward`` replaces backprop by a forward-gradient estimate,
-:func:`softops.forward_grad.forward_value_and_grad`, under the same ``jit``: the key is replicated,
-so every device draws the same tangents, and the all-reduce carries the loss and the directional
-derivatives only.
+shard either way. Each device computes its own rows only; the one communication is the
+all-reduce of the mean loss and the gradient. Each process builds just its own rows of a
+deterministic global batch (every row comes from ``(seed, step, row)``), so the result does not
+depend on how many processes or devices share the work. ``--method forward`` replaces backprop
+by a forward-gradient estimate, :func:`softops.forward_grad.forward_value_and_grad`, under the
+same ``jit``: the key is replicated, so every device draws the same tangents, and the all-reduce
+carries the loss and the directional derivatives only.
 
     # one process, its local devices (a CPU, a GPU, a TPU host, ...)
     python examples/distributed_training.py

@@ -171,11 +171,17 @@ def main():
     parser.add_argument("--epsilon", type=float, default=0.01)
     args = parser.parse_args()
     res = run(
-        quick=args.quick, seed=args.seed, mnist=args.mnist, steps=args.steps, k=args.k,
+        quick=args.quick,
+        seed=args.seed,
+        mnist=args.mnist,
+        steps=args.steps,
+        k=args.k,
         epsilon=args.epsilon,
     )
-    print(f"{res['dataset']}: {res['n_train']} train / {res['n_test']} test, k={res['k']}, "
-          f"{res['steps']} steps, {res['seconds']:.1f} s")
+    print(
+        f"{res['dataset']}: {res['n_train']} train / {res['n_test']} test, k={res['k']}, "
+        f"{res['steps']} steps, {res['seconds']:.1f} s"
+    )
     print(f"  kNN on pixels                     {res['knn_pixels']:.4f}")
     print(f"  kNN on soft-top-k embedding       {res['knn_soft_topk_embedding']:.4f}")
     print(f"  cross-entropy net (same body)     {res['cross_entropy']:.4f}")
