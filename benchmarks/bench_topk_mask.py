@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's softops
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from softops.topk_ot import soft_topk_mask, soft_topk_mask_solve
+from softops.topk_ot import soft_topk_mask, soft_topk_mask_solve  # noqa: E402
 
 SHAPES = ((64, 256), (64, 4096), (8, 32768))
 KS = (1, 16)
