@@ -37,6 +37,37 @@ def _logit(q):
     return jnp.log(q) - jnp.log1p(-q)
 
 
+def _horner(coefs, x):
+    out = coefs[0]
+    for c in coefs[1:]:
+        out = out * x + c
+    return out
+
+
+_NDTRI_A = (-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269,
+            -30.66479806614716, 2.506628277459239)  # fmt: skip
+_NDTRI_B = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972,
+            -13.28068155288572, 1.0)  # fmt: skip
+_NDTRI_C = (-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734,
+            4.374664141464968, 2.938163982698783)  # fmt: skip
+_NDTRI_D = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416, 1.0)
+
+
+def ndtri(p):
+    """Standard normal quantile (Acklam's rational approximation, relative error ~1e-9).
+
+    Only steers the search (never a result); scalar coefficients keep the loop free of array
+    constants (``custom_partitioning`` takes none). NaN outside (0, 1).
+    """
+    q = p - 0.5
+    r = q * q
+    central = q * _horner(_NDTRI_A, r) / _horner(_NDTRI_B, r)
+    t = jnp.sqrt(-2 * jnp.log(jnp.minimum(p, 1 - p)))
+    tail = _horner(_NDTRI_C, t) / _horner(_NDTRI_D, t)
+    tail = jnp.where(p < 0.5, tail, -tail)
+    return jnp.where(jnp.abs(q) <= 0.5 - 0.02425, central, tail)
+
+
 def _sums(s, tau, valid):
     """F + k = sum(A) and D = sum(A (1 - A)) in one fused pass (one exp per item).
 
@@ -61,6 +92,13 @@ def _maxmin(s, valid):
         lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1])),
         (s.ndim - 1,),
     )
+
+
+def _top_tail_root(rho, k):
+    """The y of ``sigma(y) + rho e^y = k``: the top item exact, the others as exponential tails."""
+    b = 1 + rho - k
+    disc = jnp.sqrt(b * b + 4 * rho * k)
+    return jnp.log(jnp.where(b > 0, 2 * k / (b + disc), (disc - b) / (2 * rho)))
 
 
 def _start(s, k, valid, n_valid):
@@ -92,12 +130,18 @@ def _start(s, k, valid, n_valid):
     tail_hi = tau_l - jnp.log(jnp.where(gap > 0, gap, 1)) + margin
     hi = t0 - s_min
     hi = jnp.where(gap > 1024 * n_valid * eps, jnp.minimum(hi, tail_hi), hi)
-    rho = jnp.maximum(total - 1, eps * eps)
-    b = 1 + rho - k
-    disc = jnp.sqrt(b * b + 4 * rho * k)
-    w = jnp.where(b > 0, 2 * k / (b + disc), (disc - b) / (2 * rho))
-    tau0 = jnp.log(w) - s_max
-    return jnp.clip(tau0, lo, hi), lo, hi
+    y = _top_tail_root(jnp.maximum(total - 1, eps * eps), k)
+    # When that model puts the top item above the root, the items near the root are not in their
+    # tails (low temperature, k > 1): start from H = ndtri(S / n) linear in tau instead, through
+    # H(-s_max) = ndtri(1/2n) and H(-s_min) = ndtri(1 - 1/2n) (exact for Gaussian scores at
+    # zero temperature); these two points also seed the regula falsi of the loop.
+    h_k = ndtri(k / n_valid)
+    h_top, h_bottom = ndtri(0.5 / n_valid), -ndtri(0.5 / n_valid)
+    frac = (h_k - h_top) / (h_bottom - h_top)
+    tau_h = -s_max + (s_max - s_min) * frac
+    tau0 = jnp.where((y < 0) | (k <= 1), y - s_max, tau_h)
+    points = (-s_max, h_top - h_k, -s_min, h_bottom - h_k)
+    return jnp.clip(tau0, lo, hi), lo, hi, points, s_max
 
 
 def _newton(tau, f_val, d_val):
@@ -128,9 +172,9 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     small = k <= 0.5 * n_valid
     s = jnp.where(small[..., None], s, -s)
     k = jnp.where(small, k, n_valid - k)
-    log_k = jnp.log(k)
+    h_k = ndtri(k / n_valid)
     tiny = jnp.finfo(dtype).tiny
-    tau, lo, hi = _start(s, k, valid, n_valid)
+    tau, lo, hi, (t_a, h_a, t_b, h_b), s_max = _start(s, k, valid, n_valid)
     ulp = jnp.asarray(8 * jnp.finfo(dtype).eps, dtype)
 
     def flat(lo, hi, tau):
@@ -143,26 +187,31 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     f_val = s_val - k
 
     def cond(state):
-        it, _, _, _, _, _, _, _, _, done = state
-        return jnp.any(~done & (it < max_iter))
+        return jnp.any(~state[-1] & (state[0] < max_iter))
 
     def body(state):
-        it, tau, lo, hi, g_lo, g_hi, side, f_val, d_val, done = state
-        s_val = f_val + k
-        g = jnp.log(jnp.maximum(s_val, tiny)) - log_k
+        it, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val, done = state
+        h = ndtri(jnp.clip((f_val + k) / n_valid, 0, 1)) - h_k
         below, above = f_val < 0, f_val > 0
         lo_n = jnp.where(below, tau, lo)
         hi_n = jnp.where(above, tau, hi)
-        # Illinois: an end kept twice in a row has its G halved.
-        g_lo_n = jnp.where(below, g, jnp.where(side > 0, 0.5 * g_lo, g_lo))
-        g_hi_n = jnp.where(above, g, jnp.where(side < 0, 0.5 * g_hi, g_hi))
+        # Regula falsi on H through the last points below and above the root; Illinois: a
+        # point kept twice in a row has its H halved.
+        use = jnp.isfinite(h)
+        t_a_n = jnp.where(below & use, tau, t_a)
+        h_a_n = jnp.where(below & use, h, jnp.where(side > 0, 0.5 * h_a, h_a))
+        t_b_n = jnp.where(above & use, tau, t_b)
+        h_b_n = jnp.where(above & use, h, jnp.where(side < 0, 0.5 * h_b, h_b))
         side_n = jnp.where(below, -1, jnp.where(above, 1, 0)).astype(side.dtype)
-        known = jnp.isfinite(g_lo_n) & jnp.isfinite(g_hi_n) & (g_hi_n > g_lo_n)
-        falsi = lo_n - g_lo_n * (hi_n - lo_n) / jnp.where(known, g_hi_n - g_lo_n, 1)
-        log_newton = tau - g * s_val / jnp.where(d_val > 0, d_val, 1)
+        slope = h_b_n - h_a_n
+        falsi = t_a_n - h_a_n * (t_b_n - t_a_n) / jnp.where(slope > 0, slope, 1)
         near = jnp.abs(f_val) < d_val
-        step = jnp.where(near, _newton(tau, f_val, d_val), jnp.where(known, falsi, log_newton))
-        ok = (d_val > 0) & (step > lo_n) & (step < hi_n)
+        # k <= 1: the top item exact and the rest (measured) as exponential tails.
+        y = s_max + tau
+        rest = f_val + k - jax.nn.sigmoid(y)
+        top = _top_tail_root(jnp.maximum(rest, tiny) * jnp.exp(-y), k) - s_max
+        step = jnp.where(near, _newton(tau, f_val, d_val), jnp.where(k <= 1, top, falsi))
+        ok = (near | (k <= 1) | (slope > 0)) & (step > lo_n) & (step < hi_n)
         tau_n = jnp.where(ok, step, 0.5 * (lo_n + hi_n))
         s_n, d_n = _sums(s, tau_n, valid)
         keep = done | (it >= max_iter)
@@ -170,25 +219,18 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
         def pick(old, new):
             return jnp.where(keep, old, new)
 
-        return (
-            it + (~keep).astype(jnp.int32),
-            pick(tau, tau_n),
-            pick(lo, lo_n),
-            pick(hi, hi_n),
-            pick(g_lo, g_lo_n),
-            pick(g_hi, g_hi_n),
-            pick(side, side_n),
-            pick(f_val, s_n - k),
-            pick(d_val, d_n),
-            done_of(pick(f_val, s_n - k), pick(lo, lo_n), pick(hi, hi_n), pick(tau, tau_n)),
-        )
+        new = (tau_n, lo_n, hi_n, t_a_n, h_a_n, t_b_n, h_b_n, side_n, s_n - k, d_n)
+        old = (tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val)
+        out = tuple(pick(o, n) for o, n in zip(old, new))
+        done = done_of(out[8], out[1], out[2], out[0])
+        return (it + (~keep).astype(jnp.int32), *out, done)
 
     done0 = done_of(f_val, lo, hi, tau)
     it0 = jnp.zeros(tau.shape, jnp.int32)
-    inf = jnp.full(tau.shape, jnp.inf, dtype)
-    state = (it0, tau, lo, hi, -inf, inf, it0, f_val, d_val, done0)
+    state = (it0, tau, lo, hi, t_a, h_a, t_b, h_b, it0, f_val, d_val, done0)
     state = like_vma(state, s)
-    it, tau, lo, hi, _, _, _, f_val, _, _ = lax.while_loop(cond, body, state)
+    out = lax.while_loop(cond, body, state)
+    it, tau, lo, hi, f_val = out[0], out[1], out[2], out[3], out[9]
     ok = (jnp.abs(f_val) <= tol) | flat(lo, hi, tau)
     return jnp.where(small, tau, -tau), it, jnp.abs(f_val), ok
 
