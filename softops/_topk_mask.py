@@ -37,10 +37,122 @@ def _logit(q):
     return jnp.log(q) - jnp.log1p(-q)
 
 
-def _eval(s, tau, valid, k):
-    """A, F = sum(A) - k and D = sum(A (1 - A))."""
-    a = jax.nn.sigmoid(s + tau[..., None]) * valid
-    return a, a.sum(axis=-1) - k, (a * (1 - a)).sum(axis=-1)
+def _horner(coefs, x):
+    out = coefs[0]
+    for c in coefs[1:]:
+        out = out * x + c
+    return out
+
+
+_NDTRI_A = (-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269,
+            -30.66479806614716, 2.506628277459239)  # fmt: skip
+_NDTRI_B = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972,
+            -13.28068155288572, 1.0)  # fmt: skip
+_NDTRI_C = (-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734,
+            4.374664141464968, 2.938163982698783)  # fmt: skip
+_NDTRI_D = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416, 1.0)
+
+
+def ndtri(p):
+    """Standard normal quantile (Acklam's rational approximation, relative error ~1e-9).
+
+    Only steers the search (never a result); scalar coefficients keep the loop free of array
+    constants (``custom_partitioning`` takes none). NaN outside (0, 1).
+    """
+    q = p - 0.5
+    r = q * q
+    central = q * _horner(_NDTRI_A, r) / _horner(_NDTRI_B, r)
+    t = jnp.sqrt(-2 * jnp.log(jnp.minimum(p, 1 - p)))
+    tail = _horner(_NDTRI_C, t) / _horner(_NDTRI_D, t)
+    tail = jnp.where(p < 0.5, tail, -tail)
+    return jnp.where(jnp.abs(q) <= 0.5 - 0.02425, central, tail)
+
+
+def _sums(s, tau, valid):
+    """F + k = sum(A) and D = sum(A (1 - A)) in one fused pass (one exp per item).
+
+    ``A (1 - A)`` is ``e / (1 + e)^2`` with ``e = exp(-|z|)``: no cancellation when A is near 1.
+    """
+    z = s + tau[..., None]
+    e = jnp.exp(-jnp.abs(z))
+    r = 1 / (1 + e)
+    er = e * r
+    both = jnp.stack([jnp.where(z >= 0, r, er) * valid, er * r * valid], axis=-2).sum(axis=-1)
+    return both[..., 0], both[..., 1]
+
+
+def _maxmin(s, valid):
+    """Row max and min over the valid items in one pass."""
+    big = jnp.finfo(s.dtype).max
+    lo = jnp.where(valid > 0, s, -big)
+    hi = jnp.where(valid > 0, s, big)
+    return lax.reduce(
+        (lo, hi),
+        (jnp.asarray(-big, s.dtype), jnp.asarray(big, s.dtype)),
+        lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1])),
+        (s.ndim - 1,),
+    )
+
+
+def _top_tail_root(rho, k):
+    """The y of ``sigma(y) + rho e^y = k``: the top item exact, the others as exponential tails."""
+    b = 1 + rho - k
+    disc = jnp.sqrt(b * b + 4 * rho * k)
+    return jnp.log(jnp.where(b > 0, 2 * k / (b + disc), (disc - b) / (2 * rho)))
+
+
+def _start(s, k, valid, n_valid):
+    """(tau0, lo, hi) for rows with ``k <= n_valid / 2``, with lo <= root <= hi.
+
+    One max/min pass and one exp pass. ``tau_l = log k - LSE(s)`` is a lower bound (sigma <= exp).
+    Upper bound: with ``z_max = s_max + tau_l < 0``, every ``sigma(s_i + tau)`` is at least
+    ``exp(s_i + tau) / (1 + exp(z_max + tau - tau_l))``, which sums to k at
+    ``tau_l - log1p(-exp(z_max))``; always ``logit(k / n) - min(s)``. Start: with
+    ``rho = sum_{i != top} exp(s_i - s_max)``, the root of ``sigma(y) + rho e^y = k``
+    (``y = s_max + tau``, a quadratic in ``e^y``): the top item exact and the others as
+    exponential tails, exact for small k at high temperature and for k = 1 at any temperature
+    (then about the midpoint of the top two scores).
+    """
+    dtype = s.dtype
+    eps = jnp.finfo(dtype).eps
+    s_max, s_min = _maxmin(s, valid)
+    t0 = _logit(k / n_valid)
+    shifted = jnp.where(valid > 0, s - s_max[..., None], -jnp.inf)
+    total = jnp.exp(shifted).sum(axis=-1)  # >= 1: the top item counts 1
+    log_k = jnp.log(k)
+    z_max = log_k - jnp.log(total)
+    tau_l = z_max - s_max
+    # Rounding: total carries a relative error of about n eps, so the bounds get a margin and the
+    # tail bound is used only when 1 - exp(z_max) is well above that error.
+    margin = 16 * eps * (jnp.abs(s_max) + jnp.abs(log_k) + 1) + 4 * n_valid * eps
+    lo = jnp.maximum(t0 - s_max, tau_l - margin)
+    gap = -jnp.expm1(z_max)
+    tail_hi = tau_l - jnp.log(jnp.where(gap > 0, gap, 1)) + margin
+    hi = t0 - s_min
+    hi = jnp.where(gap > 1024 * n_valid * eps, jnp.minimum(hi, tail_hi), hi)
+    y = _top_tail_root(jnp.maximum(total - 1, eps * eps), k)
+    # When that model puts the top item above the root, the items near the root are not in their
+    # tails (low temperature, k > 1): start from H = ndtri(S / n) linear in tau instead, through
+    # H(-s_max) = ndtri(1/2n) and H(-s_min) = ndtri(1 - 1/2n) (exact for Gaussian scores at
+    # zero temperature); these two points also seed the regula falsi of the loop.
+    h_k = ndtri(k / n_valid)
+    h_top, h_bottom = ndtri(0.5 / n_valid), -ndtri(0.5 / n_valid)
+    frac = (h_k - h_top) / (h_bottom - h_top)
+    tau_h = -s_max + (s_max - s_min) * frac
+    tau0 = jnp.where((y < 0) | (k <= 1), y - s_max, tau_h)
+    points = (-s_max, h_top - h_k, -s_min, h_bottom - h_k)
+    return jnp.clip(tau0, lo, hi), lo, hi, points, s_max
+
+
+def _newton(tau, f_val, d_val):
+    """A Newton-type step near the root, from F and D = F' (exact for exponential tails).
+
+    With the items below the root in their upper tails (sum R e^t) and those above it in their
+    lower tails (sum T e^-t), ``R + T = D`` and ``R - T = F``, and ``R e^t = T e^-t`` at
+    ``t = -atanh(F / D)`` (Newton to first order). Only for ``|F| < D``.
+    """
+    ratio = f_val / jnp.where(d_val > 0, d_val, 1)
+    return tau - jnp.arctanh(jnp.where(jnp.abs(ratio) < 1, ratio, 0))
 
 
 @batch_local(item_ndims=(1, 0, 1), out_item_ndims=(0, 0, 0, 0), name="x")
@@ -48,25 +160,21 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     """(tau, iterations, |F|, ok) per row for rows ``s`` [..., n] with 0 < k < n_valid.
 
     ``ok``: the residual is within ``tol`` or the bracket has shrunk to a few ulps (the best the
-    dtype can do); False only when ``max_iter`` stopped the search (or the row is NaN).
+    dtype can do); False only when ``max_iter`` stopped the search (or the row is NaN). Rows with
+    ``k > n_valid / 2`` are solved as ``sum sigma(-s - tau) = n_valid - k`` (the same equation),
+    so the sum S lives in its upper tail. Steps: near the root (``|F| < D``) :func:`_newton`;
+    further away ``G = log(S / k)`` (close to linear in tau when the items near the root are in
+    their exponential tails), by regula falsi with the Illinois rule once both ends of the bracket
+    have been evaluated and by Newton on G before; bisection when a step leaves the bracket.
     """
     dtype = s.dtype
     n_valid = valid.sum(axis=-1)
-    big = jnp.finfo(dtype).max
-    s_max = jnp.max(jnp.where(valid > 0, s, -big), axis=-1)
-    s_min = jnp.min(jnp.where(valid > 0, s, big), axis=-1)
-    s_mean = (s * valid).sum(axis=-1) / n_valid
-    t0 = _logit(k / n_valid)
-    lo, hi = t0 - s_max, t0 - s_min
-    # When k (or n - k) is tiny the mask lives in the exponential tail of the sigmoid:
-    # sigma(z) <= e^z makes tau = log k - LSE(s) a lower bound on the root, close to it then
-    # (symmetrically LSE(-s) - log(n - k) an upper bound). Elsewhere start from the mean.
     small = k <= 0.5 * n_valid
-    masked = jnp.where(valid > 0, jnp.where(small[..., None], s, -s), -jnp.inf)
-    lse = jax.nn.logsumexp(masked, axis=-1)
-    tail = jnp.where(small, jnp.log(k) - lse, lse - jnp.log(n_valid - k))
-    use_tail = (jnp.minimum(k, n_valid - k) <= 8) & jnp.isfinite(tail)
-    tau = jnp.clip(jnp.where(use_tail, tail, t0 - s_mean), lo, hi)
+    s = jnp.where(small[..., None], s, -s)
+    k = jnp.where(small, k, n_valid - k)
+    h_k = ndtri(k / n_valid)
+    tiny = jnp.finfo(dtype).tiny
+    tau, lo, hi, (t_a, h_a, t_b, h_b), s_max = _start(s, k, valid, n_valid)
     ulp = jnp.asarray(8 * jnp.finfo(dtype).eps, dtype)
 
     def flat(lo, hi, tau):
@@ -75,35 +183,56 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     def done_of(f_val, lo, hi, tau):
         return (jnp.abs(f_val) <= tol) | flat(lo, hi, tau) | ~jnp.isfinite(f_val)
 
-    _, f_val, d_val = _eval(s, tau, valid, k)
+    s_val, d_val = _sums(s, tau, valid)
+    f_val = s_val - k
 
     def cond(state):
-        it, _, _, _, _, _, done = state
-        return jnp.any(~done & (it < max_iter))
+        return jnp.any(~state[-1] & (state[0] < max_iter))
 
     def body(state):
-        it, tau, lo, hi, f_val, d_val, done = state
-        lo_n = jnp.where(f_val < 0, tau, lo)
-        hi_n = jnp.where(f_val > 0, tau, hi)
-        newton = tau - f_val / jnp.where(d_val > 0, d_val, 1)
-        ok = (d_val > 0) & (newton > lo_n) & (newton < hi_n)
-        tau_n = jnp.where(ok, newton, 0.5 * (lo_n + hi_n))
-        _, f_n, d_n = _eval(s, tau_n, valid, k)
+        it, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val, done = state
+        h = ndtri(jnp.clip((f_val + k) / n_valid, 0, 1)) - h_k
+        below, above = f_val < 0, f_val > 0
+        lo_n = jnp.where(below, tau, lo)
+        hi_n = jnp.where(above, tau, hi)
+        # Regula falsi on H through the last points below and above the root; Illinois: a
+        # point kept twice in a row has its H halved.
+        use = jnp.isfinite(h)
+        t_a_n = jnp.where(below & use, tau, t_a)
+        h_a_n = jnp.where(below & use, h, jnp.where(side > 0, 0.5 * h_a, h_a))
+        t_b_n = jnp.where(above & use, tau, t_b)
+        h_b_n = jnp.where(above & use, h, jnp.where(side < 0, 0.5 * h_b, h_b))
+        side_n = jnp.where(below, -1, jnp.where(above, 1, 0)).astype(side.dtype)
+        slope = h_b_n - h_a_n
+        falsi = t_a_n - h_a_n * (t_b_n - t_a_n) / jnp.where(slope > 0, slope, 1)
+        near = jnp.abs(f_val) < d_val
+        # k <= 1: the top item exact and the rest (measured) as exponential tails.
+        y = s_max + tau
+        rest = f_val + k - jax.nn.sigmoid(y)
+        top = _top_tail_root(jnp.maximum(rest, tiny) * jnp.exp(-y), k) - s_max
+        step = jnp.where(near, _newton(tau, f_val, d_val), jnp.where(k <= 1, top, falsi))
+        ok = (near | (k <= 1) | (slope > 0)) & (step > lo_n) & (step < hi_n)
+        tau_n = jnp.where(ok, step, 0.5 * (lo_n + hi_n))
+        s_n, d_n = _sums(s, tau_n, valid)
         keep = done | (it >= max_iter)
-        tau = jnp.where(keep, tau, tau_n)
-        lo = jnp.where(keep, lo, lo_n)
-        hi = jnp.where(keep, hi, hi_n)
-        f_val = jnp.where(keep, f_val, f_n)
-        d_val = jnp.where(keep, d_val, d_n)
-        done = done_of(f_val, lo, hi, tau)
-        return it + (~keep).astype(jnp.int32), tau, lo, hi, f_val, d_val, done
+
+        def pick(old, new):
+            return jnp.where(keep, old, new)
+
+        new = (tau_n, lo_n, hi_n, t_a_n, h_a_n, t_b_n, h_b_n, side_n, s_n - k, d_n)
+        old = (tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val)
+        out = tuple(pick(o, n) for o, n in zip(old, new))
+        done = done_of(out[8], out[1], out[2], out[0])
+        return (it + (~keep).astype(jnp.int32), *out, done)
 
     done0 = done_of(f_val, lo, hi, tau)
     it0 = jnp.zeros(tau.shape, jnp.int32)
-    state = like_vma((it0, tau, lo, hi, f_val, d_val, done0), s)
-    it, tau, lo, hi, f_val, _, _ = lax.while_loop(cond, body, state)
+    state = (it0, tau, lo, hi, t_a, h_a, t_b, h_b, it0, f_val, d_val, done0)
+    state = like_vma(state, s)
+    out = lax.while_loop(cond, body, state)
+    it, tau, lo, hi, f_val = out[0], out[1], out[2], out[3], out[9]
     ok = (jnp.abs(f_val) <= tol) | flat(lo, hi, tau)
-    return tau, it, jnp.abs(f_val), ok
+    return jnp.where(small, tau, -tau), it, jnp.abs(f_val), ok
 
 
 def _interior(k, n_valid):
@@ -132,7 +261,7 @@ def topk_mask_rows(s, k, valid, max_iter: int, tol: float):
 def _mask_at(s, k, valid, tau):
     """The mask at the root ``tau`` (found without gradient) and tau, with the implicit tangent."""
     inner = _interior(k, valid.sum(axis=-1))
-    a, _, _ = _eval(s, tau, valid, k)
+    a = jax.nn.sigmoid(s + tau[..., None]) * valid
     a = jnp.where(inner[..., None], a, jnp.where((k > 0)[..., None], valid, 0))
     return a, tau
 
@@ -142,9 +271,9 @@ def _mask_at_jvp(primals, tangents):
     s, k, valid, tau = primals
     ds, dk = tangents[0], tangents[1]
     a, tau = _mask_at(s, k, valid, tau)
-    z = s + tau[..., None]
-    inner = _interior(k, valid.sum(axis=-1))
-    dsig = jnp.where(inner[..., None], a * jax.nn.sigmoid(-z), 0)
+    # sigma' = A (1 - A) from the mask itself (no second exp pass); it is 0 on masked items and
+    # on rows with k = 0 or k = n_valid, where A is 0 or 1.
+    dsig = a * (1 - a)
     total = dsig.sum(axis=-1)
     pos = total > 0
     dtau = jnp.where(pos, (dk - (dsig * ds).sum(axis=-1)) / jnp.where(pos, total, 1), 0)
