@@ -205,6 +205,8 @@ def meta(args, torch_mods):
         "repeats": args.repeats,
         "quick": args.quick,
         "max_elements": args.max_elements,
+        "sweep_n": args.sweep_n,
+        "sweep_batch": args.sweep_batch,
         "regularization_strength": 1.0,
         "torch": None,
         "torchsort": None,
@@ -223,11 +225,24 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a few small shapes, few repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed samples per callable")
     parser.add_argument("--max-elements", type=int, default=MAX_ELEMENTS, help="sweep cap")
+    parser.add_argument("--sweep-n", type=int, nargs="+", default=SWEEP_N, help="sweep sizes")
+    parser.add_argument(
+        "--sweep-batch", type=int, nargs="+", default=SWEEP_BATCH, help="sweep batch sizes"
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (torchsort's kernel is sequential; on a loaded machine more "
+        "threads make torch's own ops spin and wait)",
+    )
     parser.add_argument("--no-torchsort", action="store_true", help="skip torchsort")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results here")
     args = parser.parse_args()
     args.repeats = args.repeats or (3 if args.quick else 9)
     torch_mods = (None, None) if args.no_torchsort else _torchsort()
+    if torch_mods[0] is not None:
+        torch_mods[0].set_num_threads(args.torch_threads)
     if args.quick:
         plan = [("headline", s, "float32") for s in QUICK_HEADLINE]
         plan += [
@@ -239,7 +254,7 @@ def main():
         plan = [("headline", s, "float32") for s in HEADLINE]
         plan += [
             ("sweep", s, "float32")
-            for s in sweep_shapes(SWEEP_N, SWEEP_BATCH, args.max_elements)
+            for s in sweep_shapes(args.sweep_n, args.sweep_batch, args.max_elements)
             if s not in HEADLINE
         ]
         plan += [("float64", s, "float64") for s in HEADLINE]

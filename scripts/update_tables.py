@@ -64,7 +64,8 @@ def render_bench_sort(data: dict) -> str:
     vs_fast = lambda r: r["grad_s"] / r["fast_argsort_s"]  # noqa: E731
     vs_torch = lambda r: _ratio(r["grad_s"], r["torchsort_grad_s"])  # noqa: E731
     torch = (
-        f"torchsort {meta['torchsort']} on torch {meta['torch']} CPU"
+        f"torchsort {meta['torchsort']} on torch {meta['torch']} CPU "
+        f"({meta.get('torch_threads')} thread)"
         if meta.get("torchsort")
         else "torchsort not installed"
     )
@@ -117,7 +118,9 @@ def render_bench_sort(data: dict) -> str:
     if by_group.get("sweep"):
         out += combo_table(
             sweep,
-            "Size sweep, float32, forward+backward / `jnp.argsort` (headline shapes included):",
+            "Size sweep (at most "
+            f"{meta['max_elements']} items per array), float32, forward+backward / "
+            "`jnp.argsort` (headline shapes included):",
             vs_argsort,
         )
         if any(vs_torch(r) is not None for r in sweep):
