@@ -65,7 +65,7 @@ def render_bench_sort(data: dict) -> str:
     vs_torch = lambda r: _ratio(r["grad_s"], r["torchsort_grad_s"])  # noqa: E731
     torch = (
         f"torchsort {meta['torchsort']} on torch {meta['torch']} CPU "
-        f"({meta.get('torch_threads')} thread)"
+        f"(torch threads: {meta.get('torch_threads')})"
         if meta.get("torchsort")
         else "torchsort not installed"
     )
