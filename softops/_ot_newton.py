@@ -24,13 +24,16 @@ row (ε above the x-span times the anchor gap), from the ε → ∞ solution :ma
 **Screening** (:func:`newton_rows`, top-k marginals): the solve runs first on the ``head`` largest
 items, the rest held on the last anchor. When every threshold lies above the rest, an item i of
 the rest has :math:`\sum_{j < m-1} \pi_{ij} \le (m-1) e^{L_{i,m-2}}` (its logits decrease
-towards the first anchor, :math:`L_{i,m-1} = 0`); when that bound, summed over the rest, is at most
-``tol / 8`` in every row, the rest is kept exactly one-hot on the last anchor and everything,
-derivative included, costs O(head · m) plus one exp per item. Otherwise Newton goes on with the
-full rows (their sums in chunks of items: XLA on CPU pays for big temporaries).
+towards the first anchor, :math:`L_{i,m-1} = 0`); in a row where that bound, summed over the
+rest, is at most ``tol / 8``, the rest is kept exactly one-hot on the last anchor (``frozen``) and
+the Newton steps cost O(head · m²). The other rows go on with Newton on the full rows (their sums
+in chunks of items: XLA on CPU pays for big temporaries); finished rows are frozen, so a batch
+where every row was certified runs no full-row step at all.
 
 Reference semantics for one row; the JAX loop runs a batch with per-row state (finished rows
-frozen; a row stops on a vanishing step or non-finite data) and ends when every row is done::
+frozen with ``jnp.where``; a row stops on a vanishing step or non-finite data), per batch shard
+(:func:`softops._sharding.batch_local`, on values without gradient), and ends when every row of
+the shard is done::
 
     t = sorted_assignment_thresholds(x, a, b)
     while sum(abs(P(t).sum(0) - b)) > tol and it < max_iter:
@@ -41,21 +44,23 @@ frozen; a row stops on a vanishing step or non-finite data) and ends when every 
 Derivative (forward mode, implicit, no loop): differentiating :math:`(b - P^\top 1)_< = 0` gives
 :math:`H_< w = (db - \sum_i da_i \pi_i - \sum_i a_i\, d^o\pi_i)_<`, where :math:`d^o\pi` is the
 tangent of π at fixed t (from x, Δy, ε) and :math:`w_j` the (item-independent) logit tangent of
-the thresholds; then :math:`d\pi = d^o\pi + \pi \odot (w - \langle \pi, w\rangle)`: O(nm + m³).
+the thresholds; then :math:`d\pi = d^o\pi + \pi \odot (w - \langle \pi, w\rangle)`: O(nm² + m³),
+attached at the solved thresholds by :func:`_plan_at` (a ``custom_jvp``). Frozen items are
+one-hot on the last anchor and contribute exact zeros to H and to every tangent term.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-__all__ = ["chunk_size", "head_size", "newton_pi", "newton_plan", "newton_rows"]
+from softops._sharding import batch_local, like_vma, scatter_last
+
+__all__ = ["chunk_size", "head_size", "newton_plan", "newton_rows"]
 
 
 class _Eval(NamedTuple):
@@ -90,47 +95,53 @@ def chunk_size(nb: int, m: int, n: int) -> int | None:
     return chunk if chunk < n else None
 
 
+# Helpers on rows with any leading batch axes: items last, anchors second to last.
+
+
+def _eye(m: int, ndim: int, dtype) -> jax.Array:
+    """The identity [m, m] with ``ndim - 2`` leading unit axes (explicit rank promotion)."""
+    return jnp.eye(m, dtype=dtype).reshape((1,) * (ndim - 2) + (m, m))
+
+
 def _suffix(v):
-    """Suffix sums of [B, m-1] with a trailing zero: out_j = sum_{j' >= j} v_j', [B, m]."""
-    s = jnp.cumsum(v[:, ::-1], axis=1)[:, ::-1]
-    return jnp.concatenate([s, jnp.zeros_like(v[:, :1])], axis=1)
+    """Suffix sums of [..., m-1] with a trailing zero: out_j = sum_{j' >= j} v_j', [..., m]."""
+    s = jnp.flip(jnp.cumsum(jnp.flip(v, -1), axis=-1), -1)
+    return jnp.concatenate([s, jnp.zeros_like(v[..., :1])], axis=-1)
 
 
 def _logits(x, t, dy, eps, c):
-    """L [B, m, n]: logits relative to the last anchor, with x and t centred at c [B]."""
-    v = _suffix(dy * (t - c[:, None]))
-    u = x - c[:, None]
-    return (2 / eps)[:, None, None] * (_suffix(dy)[:, :, None] * u[:, None, :] - v[:, :, None])
+    """L [..., m, n]: logits relative to the last anchor, with x and t centred at c [...]."""
+    v = _suffix(dy * (t - c[..., None]))
+    u = x - c[..., None]
+    big_y = _suffix(dy)
+    return (2 / eps)[..., None, None] * (big_y[..., :, None] * u[..., None, :] - v[..., :, None])
 
 
 def _softmax(logits):
-    lmax = jnp.max(logits, axis=1, keepdims=True)
+    """Softmax over the anchors and its log-normalizer [..., n]."""
+    lmax = jnp.max(logits, axis=-2, keepdims=True)
     p = jnp.exp(logits - lmax)
-    s = jnp.sum(p, axis=1, keepdims=True)
-    return p / s, lmax[:, 0] + jnp.log(s[:, 0])
-
-
-def _plan_at(x, t, dy, eps):
-    return _softmax(_logits(x, t, dy, eps, jnp.mean(t, axis=1)))[0]
+    s = jnp.sum(p, axis=-2, keepdims=True)
+    return p / s, lmax[..., 0, :] + jnp.log(s[..., 0, :])
 
 
 def _hessian(a, pi):
     """H on the first m - 1 anchors (full-width arrays sliced at the end: XLA fuses them)."""
-    m1 = pi.shape[1] - 1
-    q = pi * jnp.sqrt(a)[:, None, :]
-    off = -lax.dot_general(q, q, (((2,), (2,)), ((0,), (0,))))[:, :m1, :m1]
-    diag = jnp.sum(a[:, None, :] * pi * (1 - pi), axis=2)[:, :m1]  # pi (1 - pi): no cancellation
-    return jnp.where(jnp.eye(m1, dtype=bool)[None], diag[:, :, None], off)
+    m1 = pi.shape[-2] - 1
+    q = pi * jnp.sqrt(a)[..., None, :]
+    off = -jnp.einsum("...jn,...kn->...jk", q, q)[..., :m1, :m1]
+    diag = jnp.sum(a[..., None, :] * pi * (1 - pi), axis=-1)[..., :m1]  # no cancellation
+    return jnp.where(_eye(m1, off.ndim, bool), diag[..., :, None], off)
 
 
 def _columns(a, pi):
     """Column sums of the plan a pi on the first m - 1 anchors."""
-    return lax.dot_general(pi, a[:, :, None], (((2,), (1,)), ((0,), (0,))))[:, :-1, 0]
+    return jnp.einsum("...jn,...n->...j", pi, a)[..., :-1]
 
 
 def _dot_m(pi, v):
-    """sum_j pi[:, j, i] v[:, j], [B, n]."""
-    return jnp.sum(pi * v[:, :, None], axis=1)
+    """sum_j pi[..., j, i] v[..., j], [..., n]."""
+    return jnp.sum(pi * v[..., :, None], axis=-2)
 
 
 def _errors(col, a, b):
@@ -139,19 +150,28 @@ def _errors(col, a, b):
     The last column is ``sum(a) - sum(other columns)`` (the rows of P sum to a): for top-k
     marginals it is a large sum whose rounding would swamp a tolerance in mask units.
     """
-    m1 = col.shape[1]
-    grad = b[:, :m1] - col
-    last = b[:, m1] - jnp.sum(a, axis=1) + jnp.sum(col, axis=1)
-    return grad, jnp.sum(jnp.abs(grad), axis=1) + jnp.abs(last)
+    m1 = col.shape[-1]
+    grad = b[..., :m1] - col
+    last = b[..., m1] - jnp.sum(a, axis=-1) + jnp.sum(col, axis=-1)
+    return grad, jnp.sum(jnp.abs(grad), axis=-1) + jnp.abs(last)
 
 
 def _solve_h(h, b, rhs):
     """Solves H z = rhs with a tiny ridge that keeps H invertible when a plan is one-hot."""
     m1 = h.shape[-1]
-    size = jnp.trace(h, axis1=1, axis2=2) / m1 + jnp.max(b, axis=1)
+    size = jnp.trace(h, axis1=-2, axis2=-1) / m1 + jnp.max(b, axis=-1)
     ridge = 16 * jnp.finfo(h.dtype).eps * size
-    h = h + ridge[:, None, None] * jnp.eye(m1, dtype=h.dtype)[None]
+    h = h + ridge[..., None, None] * _eye(m1, h.ndim, h.dtype)
     return jnp.linalg.solve(h, rhs[..., None])[..., 0]
+
+
+def _threshold_step(z, dy, eps):
+    """Thresholds' move for a Newton step z in g (gauge z_{m-1} = 0)."""
+    zz = jnp.concatenate([z, jnp.zeros_like(z[..., :1])], axis=-1)
+    return -eps[..., None] * (zz[..., :-1] - zz[..., 1:]) / (2 * dy)
+
+
+# The loop, on rows [B, n] without gradient.
 
 
 def _sums(x, a, t, dy, eps, c):
@@ -174,7 +194,7 @@ def _evaluate(x, a, b, t, dy, eps, c, chunk: int | None) -> _Eval:
 
         m1, zero = t.shape[1], jnp.zeros((nb,), x.dtype)
         init = (jnp.zeros((nb, m1), x.dtype), jnp.zeros((nb, m1, m1), x.dtype), zero, zero)
-        (col, hess, ent, ent_abs), _ = lax.scan(step, init, (xs, as_))
+        (col, hess, ent, ent_abs), _ = lax.scan(step, like_vma(init, x), (xs, as_))
     grad, error = _errors(col, a, b)
     lin = 2 * dy * (t - c[:, None]) * jnp.cumsum(b[:, :-1], axis=1)
     value = -jnp.sum(lin, axis=1) - eps * ent
@@ -209,8 +229,7 @@ def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk
         flat = (ev.value >= s.value - slack * jnp.maximum(ev.scale, s.scale)) & (ev.error < s.error)
         ok = (armijo | flat) & jnp.isfinite(ev.error)
         z = _solve_h(ev.hess, b, ev.grad)
-        zz = jnp.concatenate([z, jnp.zeros_like(z[:, :1])], axis=1)
-        step = -eps[:, None] * (zz[:, :-1] - zz[:, 1:]) / (2 * dy)
+        step = _threshold_step(z, dy, eps)
         first = jnp.minimum(1, cap / jnp.maximum(jnp.max(jnp.abs(step), 1), jnp.finfo(dtype).tiny))
         alpha = jnp.where(ok, first, s.alpha / 2)
         error = jnp.where(ok, ev.error, s.error)
@@ -228,19 +247,18 @@ def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk
             lambda old, nw: jnp.where(keep.reshape((-1,) + (1,) * (nw.ndim - 1)), old, nw), s, new
         )
 
-    out = lax.while_loop(lambda s: jnp.any(~s.done), body, init)
+    out = lax.while_loop(lambda s: jnp.any(~s.done), body, like_vma(init, x))
     return out.t, out.it, out.error
 
 
 def _start(x, a, b, dy, eps, size: int):
-    r"""Starting thresholds, the indices of the ``size`` largest x, and the diffuse rows.
+    r"""Starting thresholds, the indices of the ``size`` largest x, the diffuse rows, t at ∞.
 
     The sorted assignment (the ε → 0 solution) from the ``size`` largest items; for a diffuse
     row (ε at least the x-span times the largest anchor gap) the ε → ∞ solution instead, where
     :math:`\pi_i \to b`: :math:`t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
     y_j)`. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
     """
-    x, eps = lax.stop_gradient(x), lax.stop_gradient(eps)
     valid = a > 0
     top, idx = lax.top_k(jnp.where(valid, x, -jnp.inf), size)
     low = jnp.min(jnp.where(valid, x, jnp.inf), axis=1)
@@ -256,73 +274,17 @@ def _start(x, a, b, dy, eps, size: int):
     log_b = jnp.log(b)
     t_inf = mean[:, None] - eps[:, None] * (log_b[:, :-1] - log_b[:, 1:]) / (2 * dy)
     diffuse = eps >= (high - low) * jnp.max(dy, axis=1)
-    return jnp.where(diffuse[:, None], t_inf, (above + below) / 2), idx, diffuse
+    return jnp.where(diffuse[:, None], t_inf, (above + below) / 2), idx, diffuse, t_inf
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(7, 8))
-def newton_pi(x, dy, a, b, eps, t0, active, max_iter: int, tol: float):
-    """Conditional plan pi [B, m, n] (P = a pi), thresholds t [B, m-1], iterations, error.
-
-    ``x``, ``a`` [B, n]; ``dy`` [B, m-1] (anchor gaps, positive); ``b`` [B, m]; ``eps`` [B].
-    Newton starts from ``t0`` [B, m-1] on the ``active`` [B] rows; no derivative flows through
-    either (the solution does not depend on them).
-    """
-    nb, n = x.shape
-    it = jnp.zeros((nb,), jnp.int32)
-    chunk = chunk_size(nb, dy.shape[1] + 1, n)
-    t, it, _ = _newton_loop(x, a, b, dy, eps, t0, it, ~active, max_iter, tol, chunk)
-    pi = _plan_at(x, t, dy, eps)
-    return pi, t, it, _errors(_columns(a, pi), a, b)[1]
-
-
-def _newton_pi_jvp(max_iter, tol, primals, tangents):
-    x, dy, a, b, eps, t0, active = primals
-    dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
-    pi, t, it, error = newton_pi(*primals, max_iter, tol)
-    m1 = dy.shape[1]
-    c = jnp.mean(t, axis=1)
-    scale = (2 / eps)[:, None]
-    # d°pi = pi * (dl - <pi, dl>) with dl the logit tangent at fixed t; zero tangents are
-    # skipped, and products are ordered so that pi is the only [B, m, n] residual.
-    dpi = jnp.zeros_like(pi)
-    if dx is not None:  # dl_ij = (2/eps) Y_j dx_i
-        big_y = _suffix(dy)
-        pdx = pi * (scale * dx)[:, None, :]
-        dpi = pdx * big_y[:, :, None] - pdx * _dot_m(pi, big_y)[:, None, :]
-    if ddy is not None:
-        dv = _suffix(ddy * (t - c[:, None]))
-        u = x - c[:, None]
-        dl = scale[:, :, None] * (_suffix(ddy)[:, :, None] * u[:, None, :] - dv[:, :, None])
-        dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=1, keepdims=True))
-    if deps is not None:
-        dl = -(deps / eps)[:, None, None] * jnp.where(pi > 0, _logits(x, t, dy, eps, c), 0)
-        dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=1, keepdims=True))
-    rhs = -_columns(a, dpi)
-    if db is not None:
-        rhs = rhs + db[:, :m1]
-    if da is not None:
-        rhs = rhs - _columns(da, pi)
-    w = _solve_h(_hessian(a, pi), b, rhs)
-    ww = jnp.concatenate([w, jnp.zeros_like(w[:, :1])], axis=1)
-    dt = -eps[:, None] * (ww[:, :-1] - ww[:, 1:]) / (2 * dy)
-    dpi = dpi + pi * ww[:, :, None] - pi * _dot_m(pi, ww)[:, None, :]
-    d_it = np.zeros(it.shape, jax.dtypes.float0)
-    return (pi, t, it, error), (dpi, dt, d_it, jnp.zeros_like(error))
-
-
-newton_pi.defjvp(_newton_pi_jvp, symbolic_zeros=True)
-
-
-def _tail_bound(x, a, idx, t, dy, eps):
+def _tail_bound(x, a, in_head, t, dy, eps):
     """Bound on the mass that the items outside the head put on the first m - 1 anchors.
 
     If every threshold is above the largest such item, each of them has decreasing logits
     towards the first anchor, so sum_{j < m-1} pi_ij <= (m - 1) exp(L_i,m-2) (L_i,m-1 = 0): one
     exp per item. Otherwise the bound is infinite (no screening).
     """
-    nb, n = x.shape
-    rows = jnp.arange(nb)[:, None]
-    tail = (a > 0) & ~jnp.zeros((nb, n), bool).at[rows, idx].set(True, unique_indices=True)
+    tail = (a > 0) & ~in_head
     edge = jnp.max(jnp.where(tail, x, -jnp.inf), axis=1)
     below = edge <= jnp.min(t, axis=1)
     gap = 2 * dy[:, -1:] * (jnp.where(tail, x, 0) - t[:, -1:]) / eps[:, None]
@@ -331,89 +293,142 @@ def _tail_bound(x, a, idx, t, dy, eps):
     return jnp.where(below | ~jnp.any(tail, axis=1), bound, jnp.inf)
 
 
-def _screened(x, dy, a, b, eps, max_iter: int, tol: float, head: int, keep: int):
-    """Solve on the ``head`` largest items; keep it when the rest is certified negligible.
+@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 0, 0), name="x")
+def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
+    """Thresholds t [..., m-1], frozen items [..., n], iterations and error, per row.
 
-    Returns pi of the first ``keep`` anchors only (top-k needs the first k, and a slice of the
-    [B, m, n] plan would cost a full pass forward and another backward).
+    Runs on values without gradient, shard by shard. ``head``: screening size (None: off).
     """
-    nb, n = x.shape
-    t0, idx, diffuse = _start(x, a, b, dy, eps, head)
-    x_h = jnp.take_along_axis(x, idx, axis=1)
-    a_h = jnp.take_along_axis(a, idx, axis=1)
-    # The rest of the row sits on the last anchor (a row whose first m - 1 anchors need more mass
-    # than its head holds skips the head solve and goes to the full rows).
-    rest = jnp.sum(a_h, axis=1) - jnp.sum(b[:, :-1], axis=1)
-    b_h = b.at[:, -1].set(rest)
-    solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
-    pi_h, t_h, it_h, err_h = newton_pi(x_h, dy, a_h, b_h, eps, t0, solve_head, max_iter, tol)
-    bound = _tail_bound(lax.stop_gradient(x), a, idx, lax.stop_gradient(t_h), dy, eps)
-    fine = ((bound <= tol / 8) & (err_h <= tol) & solve_head) | ~jnp.isfinite(err_h)
+    batch, n, m1 = x.shape[:-1], x.shape[-1], dy.shape[-1]
+    x, a = x.reshape(-1, n), a.reshape(-1, n)
+    dy, b, eps = dy.reshape(-1, m1), b.reshape(-1, m1 + 1), eps.reshape(-1)
+    nb = x.shape[0]
+    it0 = jnp.zeros((nb,), jnp.int32)
+    chunk = chunk_size(nb, m1 + 1, n)
+    if head is None:
+        t0 = _start(x, a, b, dy, eps, n)[0]
+        t, it, err = _newton_loop(x, a, b, dy, eps, t0, it0, it0 < 0, max_iter, tol, chunk)
+        frozen = jnp.zeros(x.shape, bool)
+    else:
+        t0, idx, diffuse, t_inf = _start(x, a, b, dy, eps, head)
+        x_h, a_h = jnp.take_along_axis(x, idx, axis=1), jnp.take_along_axis(a, idx, axis=1)
+        # The rest of the row sits on the last anchor (a row whose first m - 1 anchors need more
+        # mass than its head holds skips the head solve and starts the full rows at t_inf).
+        rest = jnp.sum(a_h, axis=1) - jnp.sum(b[:, :-1], axis=1)
+        b_h = jnp.concatenate([b[:, :-1], rest[:, None]], axis=1)
+        solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
+        t_h, it_h, err_h = _newton_loop(x_h, a_h, b_h, dy, eps, t0, it0, ~solve_head, max_iter, tol)
+        in_head = scatter_last(x.shape, jnp.int32, idx, jnp.ones(idx.shape, jnp.int32)) > 0
+        bound = _tail_bound(x, a, in_head, t_h, dy, eps)
+        fine = (bound <= tol / 8) & (err_h <= tol) & solve_head
+        start = jnp.where((rest > 0)[:, None], t_h, t_inf)
+        t, it, err = _newton_loop(x, a, b, dy, eps, start, it_h, fine, max_iter, tol, chunk)
+        err = jnp.where(fine, err_h, err)
+        frozen = fine[:, None] & ~in_head
+    return t.reshape(*batch, m1), frozen.reshape(*batch, n), it.reshape(batch), err.reshape(batch)
 
-    def screened():  # the rest is exactly one-hot on the last anchor
-        base = jnp.zeros((nb, keep, n), x.dtype)
-        if keep == pi_h.shape[1]:
-            base = base.at[:, -1, :].set(1)
-        rows, cols = jnp.arange(nb)[:, None, None], jnp.arange(keep)[None, :, None]
-        pi = base.at[rows, cols, idx[:, None, :]].set(pi_h[:, :keep], unique_indices=True)
-        return pi, t_h, it_h, err_h
 
-    def full():  # from the head's solution, or the full rows' start if it had none
-        t_fix = lax.stop_gradient(t_h)
-        start = lax.cond(  # a top_k of all n items (a full sort) only if some row needs it
-            jnp.all(rest > 0),
-            lambda: t_fix,
-            lambda: jnp.where((rest > 0)[:, None], t_fix, _start(x, a, b, dy, eps, n)[0]),
-        )
-        active = jnp.ones((nb,), bool)
-        pi, t, it, err = newton_pi(x, dy, a, b, eps, start, active, max_iter, tol)
-        return pi[:, :keep], t, it + it_h, err
+# The solution with its implicit tangent.
 
-    return lax.cond(jnp.all(fine), screened, full)
+
+def _one_hot_last(m: int, ndim: int, dtype) -> jax.Array:
+    return (jnp.arange(m) == m - 1).astype(dtype).reshape((1,) * (ndim - 2) + (m, 1))
+
+
+@jax.custom_jvp
+def _plan_at(x, dy, a, b, eps, t, frozen):
+    """The plan pi [..., m, n] at the thresholds t (found without gradient), and t.
+
+    ``frozen`` items are exactly one-hot on the last anchor (screened rows).
+    """
+    del a, b
+    pi = _softmax(_logits(x, t, dy, eps, jnp.mean(t, axis=-1)))[0]
+    last = _one_hot_last(pi.shape[-2], pi.ndim, pi.dtype)
+    return jnp.where(frozen[..., None, :], last, pi), t
+
+
+def _plan_at_jvp(primals, tangents):
+    x, dy, a, b, eps, t, frozen = primals
+    dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
+    pi, t = _plan_at(x, dy, a, b, eps, t, frozen)  # so that higher orders see the solution
+    m1 = dy.shape[-1]
+    c = jnp.mean(t, axis=-1)
+    scale = (2 / eps)[..., None]
+    # d°pi = pi * (dl - <pi, dl>) with dl the logit tangent at fixed t; zero tangents are
+    # skipped, and products are ordered so that pi is the only [..., m, n] residual.
+    dpi = jnp.zeros_like(pi)
+    if dx is not None:  # dl_ij = (2/eps) Y_j dx_i
+        big_y = _suffix(dy)
+        pdx = pi * (scale * dx)[..., None, :]
+        dpi = pdx * big_y[..., :, None] - pdx * _dot_m(pi, big_y)[..., None, :]
+    if ddy is not None:
+        dv = _suffix(ddy * (t - c[..., None]))
+        u = x - c[..., None]
+        dl = scale[..., None] * (_suffix(ddy)[..., :, None] * u[..., None, :] - dv[..., :, None])
+        dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
+    if deps is not None:
+        logits = jnp.where(pi > 0, _logits(x, t, dy, eps, c), 0)
+        dl = -(deps / eps)[..., None, None] * logits
+        dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
+    rhs = -_columns(a, dpi)
+    if db is not None:
+        rhs = rhs + db[..., :m1]
+    if da is not None:
+        rhs = rhs - _columns(da, pi)
+    w = _solve_h(_hessian(a, pi), b, rhs)
+    dt = _threshold_step(w, dy, eps)
+    ww = jnp.concatenate([w, jnp.zeros_like(w[..., :1])], axis=-1)
+    dpi = dpi + pi * ww[..., :, None] - pi * _dot_m(pi, ww)[..., None, :]
+    return (pi, t), (dpi, dt)
+
+
+_plan_at.defjvp(_plan_at_jvp, symbolic_zeros=True)
 
 
 def newton_plan(
     x, y, a, b, eps, max_iter: int, tol: float, head: int | None | str = "auto", keep=None
 ):
-    """The conditional plan pi [B, keep, n] (P = a pi), thresholds t [B, m-1], iterations, error.
+    """The conditional plan pi [..., keep, n] (P = a pi), thresholds [..., m-1], iterations, error.
 
-    ``x``, ``a`` [B, n]; ``y`` [m] or [B, m], strictly decreasing; ``b`` [B, m] with
-    ``sum(b) == sum(a)``; ``eps`` [B] in cost units; ``tol`` on ``error = ||P^T 1 - b||_1``.
+    ``x``, ``a`` [..., n]; ``y`` [m] or [..., m], strictly decreasing; ``b`` [..., m] with
+    ``sum(b) == sum(a)``; ``eps`` [...] in cost units; ``tol`` on ``error = ||P^T 1 - b||_1``.
     ``head``: screening size (``"auto"``: :func:`head_size`; ``None``: off); ``keep``: the
     number of leading anchors whose plan is returned (default all m). Derivatives flow to
     ``x``, ``y``, ``a``, ``b`` and ``eps``.
     """
-    nb, n = x.shape
-    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), (nb, b.shape[1]))
-    m = y.shape[1]
+    batch, n, m = x.shape[:-1], x.shape[-1], b.shape[-1]
+    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), batch + (m,))
     keep = m if keep is None else keep
     if m == 1:  # one anchor takes everything
-        err = jnp.abs(jnp.sum(a, axis=1) - b[:, 0])
-        return jnp.ones((nb, 1, n), x.dtype), y[:, :0], jnp.zeros((nb,), jnp.int32), err
-    dy = y[:, :-1] - y[:, 1:]
+        err = jnp.abs(jnp.sum(a, axis=-1) - b[..., 0])
+        return jnp.ones(batch + (1, n), x.dtype), y[..., :0], jnp.zeros(batch, jnp.int32), err
+    dy = y[..., :-1] - y[..., 1:]
     size = head_size(n, m) if isinstance(head, str) else head
-    if size is None or size >= n:
-        t0, _, _ = _start(x, a, b, dy, eps, n)
-        pi, t, it, error = newton_pi(x, dy, a, b, eps, t0, jnp.ones((nb,), bool), max_iter, tol)
-        return pi[:, :keep], t, it, error
-    return _screened(x, dy, a, b, eps, max_iter, tol, size, keep)
+    size = None if size is not None and size >= n else size
+    sg = lax.stop_gradient
+    t, frozen, it, err = _solve(
+        sg(x), sg(dy), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol, head=size
+    )
+    pi, t = _plan_at(x, dy, a, b, eps, t, frozen)
+    return pi[..., :keep, :], t, it, err
 
 
 def newton_rows(x, y, a, b, eps, max_iter: int, tol: float, head: int | None | str = "auto"):
-    """Drop-in for ``topk_ot._sinkhorn_rows`` on 1-D costs: (f, g, plan [B, n, m], it, error).
+    """Entropic OT of rows onto sorted anchors: (f, g, plan [..., n, m], iterations, error).
 
-    The arguments of :func:`newton_plan`; ``g`` is gauged to ``g[:, -1] == 0``.
+    The arguments of :func:`newton_plan`; ``g`` is gauged to ``g[..., -1] == 0``.
     """
-    nb, n = x.shape
-    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), (nb, b.shape[1]))
+    batch, m = x.shape[:-1], b.shape[-1]
+    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), batch + (m,))
     pi, t, it, error = newton_plan(x, y, a, b, eps, max_iter, tol, head)
-    plan = jnp.swapaxes(a[:, None, :] * pi, 1, 2)
+    plan = jnp.swapaxes(a[..., None, :] * pi, -1, -2)
     pos = a > 0
     log_a = jnp.where(pos, jnp.log(jnp.where(pos, a, 1)), -jnp.inf)
-    if y.shape[1] == 1:
-        return eps[:, None] * log_a + (x - y[:, :1]) ** 2, jnp.zeros_like(y), plan, it, error
-    dy = y[:, :-1] - y[:, 1:]
-    g = _suffix(dy * (y[:, :-1] + y[:, 1:] - 2 * t))
-    _, lse = _softmax(_logits(x, t, dy, eps, lax.stop_gradient(jnp.mean(t, axis=1))))
-    f = jnp.where(pos, eps[:, None] * (log_a - lse), -jnp.inf)
-    return f + (x - y[:, -1:]) ** 2, g, plan, it, error
+    if m == 1:
+        return eps[..., None] * log_a + (x - y[..., :1]) ** 2, jnp.zeros_like(y), plan, it, error
+    dy = y[..., :-1] - y[..., 1:]
+    g = _suffix(dy * (y[..., :-1] + y[..., 1:] - 2 * t))
+    c = lax.stop_gradient(jnp.mean(t, axis=-1))
+    _, lse = _softmax(_logits(x, t, dy, eps, c))
+    f = jnp.where(pos, eps[..., None] * (log_a - lse), -jnp.inf)
+    return f + (x - y[..., -1:]) ** 2, g, plan, it, error
