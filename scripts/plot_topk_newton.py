@@ -20,8 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from softops._quantize import soft_quantile_normalization, soft_quantize  # noqa: E402
-from softops._sort_tools import soft_permutation  # noqa: E402
+from softops import soft_permutation, soft_quantile_normalization, soft_quantize  # noqa: E402
 from softops.topk_ot import soft_topk_solve  # noqa: E402
 
 X = jnp.array([2.9, 0.1, 1.2, 1.8, -0.4, 1.5, 2.6, 0.7], dtype=jnp.float32)

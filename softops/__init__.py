@@ -20,16 +20,20 @@ from softops.losses import soft_topk_rank_loss as soft_topk_rank_loss
 from softops.losses import spearman_correlation as spearman_correlation
 from softops.losses import spearman_loss as spearman_loss
 from softops.projection import projection_permutahedron as projection_permutahedron
+from softops.projection import soft_quantile_normalization as soft_quantile_normalization
+from softops.projection import soft_quantize as soft_quantize
 from softops.projection import soft_rank as soft_rank
 from softops.projection import soft_sort as soft_sort
 from softops.topk_ot import SinkhornOutput as SinkhornOutput
 from softops.topk_ot import SoftTopKOutput as SoftTopKOutput
 from softops.topk_ot import TopKMaskOutput as TopKMaskOutput
 from softops.topk_ot import sinkhorn as sinkhorn
+from softops.topk_ot import soft_permutation as soft_permutation
 from softops.topk_ot import soft_topk as soft_topk
 from softops.topk_ot import soft_topk_mask as soft_topk_mask
 from softops.topk_ot import soft_topk_mask_solve as soft_topk_mask_solve
 from softops.topk_ot import soft_topk_solve as soft_topk_solve
+from softops.topk_ot import sort_with as sort_with
 
 __version__ = "0.1.0.dev0"
 
@@ -46,6 +50,8 @@ __all__ = [
     "isotonic_l2",
     "isotonic_regression",
     "projection_permutahedron",
+    "soft_quantile_normalization",
+    "soft_quantize",
     "soft_rank",
     "soft_sort",
     "soft_lts_loss",
@@ -60,8 +66,10 @@ __all__ = [
     "SoftTopKOutput",
     "TopKMaskOutput",
     "sinkhorn",
+    "soft_permutation",
     "soft_topk",
     "soft_topk_mask",
     "soft_topk_mask_solve",
     "soft_topk_solve",
+    "sort_with",
 ]

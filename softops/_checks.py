@@ -232,21 +232,3 @@ def defined(fn: Callable, name: str) -> Callable:
     if not callable(fn):
         raise TypeError(f"`{name}` must be callable, got {name}={_describe(fn)}")
     return fn
-
-
-# Transitional names for modules not yet ported to this layer (removed when they are).
-check_choice = choice
-check_floating = floating
-canonicalize_axis = axis
-
-
-def check_positive(value, name: str):
-    if isinstance(value, bool):
-        raise TypeError(
-            f"`{name}` must be a positive number or a float array, got {name}={value!r}"
-        )
-    if isinstance(value, numbers.Real):
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"`{name}` must be positive and finite, got {name}={value!r}")
-        return value
-    return jnp.asarray(value)

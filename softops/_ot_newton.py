@@ -24,13 +24,16 @@ row (ε above the x-span times the anchor gap), from the ε → ∞ solution :ma
 **Screening** (:func:`newton_rows`, top-k marginals): the solve runs first on the ``head`` largest
 items, the rest held on the last anchor. When every threshold lies above the rest, an item i of
 the rest has :math:`\sum_{j < m-1} \pi_{ij} \le (m-1) e^{L_{i,m-2}}` (its logits decrease
-towards the first anchor, :math:`L_{i,m-1} = 0`); when that bound, summed over the rest, is at most
-``tol / 8`` in every row, the rest is kept exactly one-hot on the last anchor and everything,
-derivative included, costs O(head · m) plus one exp per item. Otherwise Newton goes on with the
-full rows (their sums in chunks of items: XLA on CPU pays for big temporaries).
+towards the first anchor, :math:`L_{i,m-1} = 0`); in a row where that bound, summed over the
+rest, is at most ``tol / 8``, the rest is kept exactly one-hot on the last anchor (``frozen``) and
+the Newton steps cost O(head · m²). The other rows go on with Newton on the full rows (their sums
+in chunks of items: XLA on CPU pays for big temporaries); finished rows are frozen, so a batch
+where every row was certified runs no full-row step at all.
 
 Reference semantics for one row; the JAX loop runs a batch with per-row state (finished rows
-frozen; a row stops on a vanishing step or non-finite data) and ends when every row is done::
+frozen with ``jnp.where``; a row stops on a vanishing step or non-finite data), per batch shard
+(:func:`softops._sharding.batch_local`, on values without gradient), and ends when every row of
+the shard is done::
 
     t = sorted_assignment_thresholds(x, a, b)
     while sum(abs(P(t).sum(0) - b)) > tol and it < max_iter:
@@ -41,379 +44,136 @@ frozen; a row stops on a vanishing step or non-finite data) and ends when every 
 Derivative (forward mode, implicit, no loop): differentiating :math:`(b - P^\top 1)_< = 0` gives
 :math:`H_< w = (db - \sum_i da_i \pi_i - \sum_i a_i\, d^o\pi_i)_<`, where :math:`d^o\pi` is the
 tangent of π at fixed t (from x, Δy, ε) and :math:`w_j` the (item-independent) logit tangent of
-the thresholds; then :math:`d\pi = d^o\pi + \pi \odot (w - \langle \pi, w\rangle)`: O(nm + m³).
+the thresholds; then :math:`d\pi = d^o\pi + \pi \odot (w - \langle \pi, w\rangle)`: O(nm² + m³),
+attached at the solved thresholds by :func:`_plan_at` (a ``custom_jvp``). Frozen items are
+one-hot on the last anchor and contribute exact zeros to H and to every tangent term.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-__all__ = ["chunk_size", "head_size", "newton_pi", "newton_plan", "newton_rows"]
+from softops._ot_newton_loop import (
+    _columns,
+    _dot_m,
+    _hessian,
+    _logits,
+    _softmax,
+    _solve,
+    _solve_h,
+    _suffix,
+    _threshold_step,
+    chunk_size,
+    head_size,
+)
+
+__all__ = ["chunk_size", "head_size", "newton_plan", "newton_rows"]
 
 
-class _Eval(NamedTuple):
-    value: jax.Array  # the semi-dual up to a constant, [B]
-    scale: jax.Array  # size of its terms (for the rounding slack), [B]
-    error: jax.Array  # ||P^T 1 - b||_1, [B]
-    grad: jax.Array  # (b - P^T 1) on the first m - 1 anchors, [B, m-1]
-    hess: jax.Array  # H on the first m - 1 anchors, [B, m-1, m-1]
+# The solution with its implicit tangent.
 
 
-class _State(NamedTuple):
-    t: jax.Array
-    value: jax.Array
-    scale: jax.Array
-    error: jax.Array
-    step: jax.Array
-    slope: jax.Array
-    alpha: jax.Array
-    done: jax.Array
-    it: jax.Array
+def _one_hot_last(m: int, ndim: int, dtype) -> jax.Array:
+    return (jnp.arange(m) == m - 1).astype(dtype).reshape((1,) * (ndim - 2) + (m, 1))
 
 
-def head_size(n: int, m: int) -> int | None:
-    """Screening size for n items and m anchors, or None when screening would not pay."""
-    head = 2 * m + 16
-    return head if 4 * head <= n else None
+@jax.custom_jvp
+def _plan_at(x, dy, a, b, eps, t, frozen):
+    """The plan pi [..., m, n] at the thresholds t (found without gradient), and t.
 
-
-def chunk_size(nb: int, m: int, n: int) -> int | None:
-    """Items per chunk in full-row evaluations (about 2**18 plan entries), or None for one."""
-    chunk = max(128, 1 << max(0, (2**18 // max(nb * m, 1)).bit_length() - 1))
-    return chunk if chunk < n else None
-
-
-def _suffix(v):
-    """Suffix sums of [B, m-1] with a trailing zero: out_j = sum_{j' >= j} v_j', [B, m]."""
-    s = jnp.cumsum(v[:, ::-1], axis=1)[:, ::-1]
-    return jnp.concatenate([s, jnp.zeros_like(v[:, :1])], axis=1)
-
-
-def _logits(x, t, dy, eps, c):
-    """L [B, m, n]: logits relative to the last anchor, with x and t centred at c [B]."""
-    v = _suffix(dy * (t - c[:, None]))
-    u = x - c[:, None]
-    return (2 / eps)[:, None, None] * (_suffix(dy)[:, :, None] * u[:, None, :] - v[:, :, None])
-
-
-def _softmax(logits):
-    lmax = jnp.max(logits, axis=1, keepdims=True)
-    p = jnp.exp(logits - lmax)
-    s = jnp.sum(p, axis=1, keepdims=True)
-    return p / s, lmax[:, 0] + jnp.log(s[:, 0])
-
-
-def _plan_at(x, t, dy, eps):
-    return _softmax(_logits(x, t, dy, eps, jnp.mean(t, axis=1)))[0]
-
-
-def _hessian(a, pi):
-    """H on the first m - 1 anchors (full-width arrays sliced at the end: XLA fuses them)."""
-    m1 = pi.shape[1] - 1
-    q = pi * jnp.sqrt(a)[:, None, :]
-    off = -lax.dot_general(q, q, (((2,), (2,)), ((0,), (0,))))[:, :m1, :m1]
-    diag = jnp.sum(a[:, None, :] * pi * (1 - pi), axis=2)[:, :m1]  # pi (1 - pi): no cancellation
-    return jnp.where(jnp.eye(m1, dtype=bool)[None], diag[:, :, None], off)
-
-
-def _columns(a, pi):
-    """Column sums of the plan a pi on the first m - 1 anchors."""
-    return lax.dot_general(pi, a[:, :, None], (((2,), (1,)), ((0,), (0,))))[:, :-1, 0]
-
-
-def _dot_m(pi, v):
-    """sum_j pi[:, j, i] v[:, j], [B, n]."""
-    return jnp.sum(pi * v[:, :, None], axis=1)
-
-
-def _errors(col, a, b):
-    """(b - P^T 1) on the first m - 1 anchors and ||P^T 1 - b||_1.
-
-    The last column is ``sum(a) - sum(other columns)`` (the rows of P sum to a): for top-k
-    marginals it is a large sum whose rounding would swamp a tolerance in mask units.
+    ``frozen`` items are exactly one-hot on the last anchor (screened rows).
     """
-    m1 = col.shape[1]
-    grad = b[:, :m1] - col
-    last = b[:, m1] - jnp.sum(a, axis=1) + jnp.sum(col, axis=1)
-    return grad, jnp.sum(jnp.abs(grad), axis=1) + jnp.abs(last)
+    del a, b
+    pi = _softmax(_logits(x, t, dy, eps, jnp.mean(t, axis=-1)))[0]
+    last = _one_hot_last(pi.shape[-2], pi.ndim, pi.dtype)
+    return jnp.where(frozen[..., None, :], last, pi), t
 
 
-def _solve_h(h, b, rhs):
-    """Solves H z = rhs with a tiny ridge that keeps H invertible when a plan is one-hot."""
-    m1 = h.shape[-1]
-    size = jnp.trace(h, axis1=1, axis2=2) / m1 + jnp.max(b, axis=1)
-    ridge = 16 * jnp.finfo(h.dtype).eps * size
-    h = h + ridge[:, None, None] * jnp.eye(m1, dtype=h.dtype)[None]
-    return jnp.linalg.solve(h, rhs[..., None])[..., 0]
-
-
-def _sums(x, a, t, dy, eps, c):
-    pi, lse = _softmax(_logits(x, t, dy, eps, c))
-    return _columns(a, pi), _hessian(a, pi), jnp.sum(a * lse, 1), jnp.sum(a * jnp.abs(lse), 1)
-
-
-def _evaluate(x, a, b, t, dy, eps, c, chunk: int | None) -> _Eval:
-    if chunk is None:
-        col, hess, ent, ent_abs = _sums(x, a, t, dy, eps, c)
-    else:
-        nb, n = x.shape
-        xs, as_ = (
-            jnp.moveaxis(jnp.pad(v, ((0, 0), (0, -n % chunk))).reshape(nb, -1, chunk), 1, 0)
-            for v in (x, a)
-        )
-
-        def step(acc, xa):
-            return jax.tree.map(jnp.add, acc, _sums(*xa, t, dy, eps, c)), None
-
-        m1, zero = t.shape[1], jnp.zeros((nb,), x.dtype)
-        init = (jnp.zeros((nb, m1), x.dtype), jnp.zeros((nb, m1, m1), x.dtype), zero, zero)
-        (col, hess, ent, ent_abs), _ = lax.scan(step, init, (xs, as_))
-    grad, error = _errors(col, a, b)
-    lin = 2 * dy * (t - c[:, None]) * jnp.cumsum(b[:, :-1], axis=1)
-    value = -jnp.sum(lin, axis=1) - eps * ent
-    scale = jnp.sum(jnp.abs(lin), axis=1) + eps * ent_abs
-    return _Eval(value, scale, error, grad, hess)
-
-
-def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk=None):
-    """Damped Newton from ``t`` on rows [B, n]: returns (t, iterations, error).
-
-    ``done`` rows are left alone (no evaluation at all when every row is done); at most
-    ``max_iter`` evaluations per row.
-    """
-    dtype = x.dtype
-    limit = it + max_iter
-    c = jnp.mean(t, axis=1)
-    valid = a > 0
-    span = jnp.max(jnp.where(valid, x, -jnp.inf), 1) - jnp.min(jnp.where(valid, x, jnp.inf), 1)
-    cap = jnp.where(jnp.isfinite(span), span, 0) + eps / jnp.min(dy, axis=1)  # first step size
-    zero = jnp.zeros(it.shape, dtype)
-    # A fresh state: the first evaluation (at t, alpha = 0, value -inf) is always accepted.
-    init = _State(t, zero - jnp.inf, zero, zero + jnp.inf, jnp.zeros_like(t), zero, zero,
-                  done | (max_iter <= 0), it)  # fmt: skip
-    slack = 32 * jnp.finfo(dtype).eps
-
-    def body(s: _State) -> _State:
-        trial = s.t + s.alpha[:, None] * s.step
-        ev = _evaluate(x, a, b, trial, dy, eps, c, chunk)
-        armijo = ev.value >= s.value + 1e-4 * s.alpha * s.slope
-        # Near the solution F is flat to rounding: also accept a step that lowers the error
-        # while F stays within its rounding.
-        flat = (ev.value >= s.value - slack * jnp.maximum(ev.scale, s.scale)) & (ev.error < s.error)
-        ok = (armijo | flat) & jnp.isfinite(ev.error)
-        z = _solve_h(ev.hess, b, ev.grad)
-        zz = jnp.concatenate([z, jnp.zeros_like(z[:, :1])], axis=1)
-        step = -eps[:, None] * (zz[:, :-1] - zz[:, 1:]) / (2 * dy)
-        first = jnp.minimum(1, cap / jnp.maximum(jnp.max(jnp.abs(step), 1), jnp.finfo(dtype).tiny))
-        alpha = jnp.where(ok, first, s.alpha / 2)
-        error = jnp.where(ok, ev.error, s.error)
-        it = s.it + 1
-        bad_data = ~jnp.isfinite(ev.error) & (s.alpha == 0)
-        done = (error <= tol) | (alpha < 2.0**-30) | (it >= limit) | bad_data
-        o1 = ok[:, None]
-        new = _State(
-            jnp.where(o1, trial, s.t), jnp.where(ok, ev.value, s.value),
-            jnp.where(ok, ev.scale, s.scale), error, jnp.where(o1, step, s.step),
-            jnp.where(ok, eps * jnp.sum(ev.grad * z, axis=1), s.slope), alpha, done, it,
-        )  # fmt: skip
-        keep = s.done
-        return jax.tree.map(
-            lambda old, nw: jnp.where(keep.reshape((-1,) + (1,) * (nw.ndim - 1)), old, nw), s, new
-        )
-
-    out = lax.while_loop(lambda s: jnp.any(~s.done), body, init)
-    return out.t, out.it, out.error
-
-
-def _start(x, a, b, dy, eps, size: int):
-    r"""Starting thresholds, the indices of the ``size`` largest x, and the diffuse rows.
-
-    The sorted assignment (the ε → 0 solution) from the ``size`` largest items; for a diffuse
-    row (ε at least the x-span times the largest anchor gap) the ε → ∞ solution instead, where
-    :math:`\pi_i \to b`: :math:`t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
-    y_j)`. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
-    """
-    x, eps = lax.stop_gradient(x), lax.stop_gradient(eps)
-    valid = a > 0
-    top, idx = lax.top_k(jnp.where(valid, x, -jnp.inf), size)
-    low = jnp.min(jnp.where(valid, x, jnp.inf), axis=1)
-    high = jnp.max(jnp.where(valid, x, -jnp.inf), axis=1)
-    top = jnp.where(jnp.isfinite(top), top, jnp.where(jnp.isfinite(low), low, 0)[:, None])
-    mass = jnp.take_along_axis(a, idx, axis=1)
-    centre = jnp.cumsum(mass, axis=1) - mass / 2  # mass above each item's midpoint
-    cut = jnp.cumsum(b[:, :-1], axis=1)
-    r = jnp.clip(jnp.sum(centre[:, None, :] < cut[:, :, None], axis=2), 1, size - 1)
-    above = jnp.take_along_axis(top, r - 1, axis=1)
-    below = jnp.take_along_axis(top, r, axis=1)
-    mean = jnp.sum(a * jnp.where(valid, x, 0), axis=1) / jnp.sum(a, axis=1)
-    log_b = jnp.log(b)
-    t_inf = mean[:, None] - eps[:, None] * (log_b[:, :-1] - log_b[:, 1:]) / (2 * dy)
-    diffuse = eps >= (high - low) * jnp.max(dy, axis=1)
-    return jnp.where(diffuse[:, None], t_inf, (above + below) / 2), idx, diffuse
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(7, 8))
-def newton_pi(x, dy, a, b, eps, t0, active, max_iter: int, tol: float):
-    """Conditional plan pi [B, m, n] (P = a pi), thresholds t [B, m-1], iterations, error.
-
-    ``x``, ``a`` [B, n]; ``dy`` [B, m-1] (anchor gaps, positive); ``b`` [B, m]; ``eps`` [B].
-    Newton starts from ``t0`` [B, m-1] on the ``active`` [B] rows; no derivative flows through
-    either (the solution does not depend on them).
-    """
-    nb, n = x.shape
-    it = jnp.zeros((nb,), jnp.int32)
-    chunk = chunk_size(nb, dy.shape[1] + 1, n)
-    t, it, _ = _newton_loop(x, a, b, dy, eps, t0, it, ~active, max_iter, tol, chunk)
-    pi = _plan_at(x, t, dy, eps)
-    return pi, t, it, _errors(_columns(a, pi), a, b)[1]
-
-
-def _newton_pi_jvp(max_iter, tol, primals, tangents):
-    x, dy, a, b, eps, t0, active = primals
+def _plan_at_jvp(primals, tangents):
+    x, dy, a, b, eps, t, frozen = primals
     dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
-    pi, t, it, error = newton_pi(*primals, max_iter, tol)
-    m1 = dy.shape[1]
-    c = jnp.mean(t, axis=1)
-    scale = (2 / eps)[:, None]
+    pi, t = _plan_at(x, dy, a, b, eps, t, frozen)  # so that higher orders see the solution
+    m1 = dy.shape[-1]
+    c = jnp.mean(t, axis=-1)
+    scale = (2 / eps)[..., None]
     # d°pi = pi * (dl - <pi, dl>) with dl the logit tangent at fixed t; zero tangents are
-    # skipped, and products are ordered so that pi is the only [B, m, n] residual.
+    # skipped, and products are ordered so that pi is the only [..., m, n] residual.
     dpi = jnp.zeros_like(pi)
     if dx is not None:  # dl_ij = (2/eps) Y_j dx_i
         big_y = _suffix(dy)
-        pdx = pi * (scale * dx)[:, None, :]
-        dpi = pdx * big_y[:, :, None] - pdx * _dot_m(pi, big_y)[:, None, :]
+        pdx = pi * (scale * dx)[..., None, :]
+        dpi = pdx * big_y[..., :, None] - pdx * _dot_m(pi, big_y)[..., None, :]
     if ddy is not None:
-        dv = _suffix(ddy * (t - c[:, None]))
-        u = x - c[:, None]
-        dl = scale[:, :, None] * (_suffix(ddy)[:, :, None] * u[:, None, :] - dv[:, :, None])
-        dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=1, keepdims=True))
+        dv = _suffix(ddy * (t - c[..., None]))
+        u = x - c[..., None]
+        dl = scale[..., None] * (_suffix(ddy)[..., :, None] * u[..., None, :] - dv[..., :, None])
+        dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
     if deps is not None:
-        dl = -(deps / eps)[:, None, None] * jnp.where(pi > 0, _logits(x, t, dy, eps, c), 0)
-        dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=1, keepdims=True))
+        logits = jnp.where(pi > 0, _logits(x, t, dy, eps, c), 0)
+        dl = -(deps / eps)[..., None, None] * logits
+        dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
     rhs = -_columns(a, dpi)
     if db is not None:
-        rhs = rhs + db[:, :m1]
+        rhs = rhs + db[..., :m1]
     if da is not None:
         rhs = rhs - _columns(da, pi)
     w = _solve_h(_hessian(a, pi), b, rhs)
-    ww = jnp.concatenate([w, jnp.zeros_like(w[:, :1])], axis=1)
-    dt = -eps[:, None] * (ww[:, :-1] - ww[:, 1:]) / (2 * dy)
-    dpi = dpi + pi * ww[:, :, None] - pi * _dot_m(pi, ww)[:, None, :]
-    d_it = np.zeros(it.shape, jax.dtypes.float0)
-    return (pi, t, it, error), (dpi, dt, d_it, jnp.zeros_like(error))
+    dt = _threshold_step(w, dy, eps)
+    ww = jnp.concatenate([w, jnp.zeros_like(w[..., :1])], axis=-1)
+    dpi = dpi + pi * ww[..., :, None] - pi * _dot_m(pi, ww)[..., None, :]
+    return (pi, t), (dpi, dt)
 
 
-newton_pi.defjvp(_newton_pi_jvp, symbolic_zeros=True)
-
-
-def _tail_bound(x, a, idx, t, dy, eps):
-    """Bound on the mass that the items outside the head put on the first m - 1 anchors.
-
-    If every threshold is above the largest such item, each of them has decreasing logits
-    towards the first anchor, so sum_{j < m-1} pi_ij <= (m - 1) exp(L_i,m-2) (L_i,m-1 = 0): one
-    exp per item. Otherwise the bound is infinite (no screening).
-    """
-    nb, n = x.shape
-    rows = jnp.arange(nb)[:, None]
-    tail = (a > 0) & ~jnp.zeros((nb, n), bool).at[rows, idx].set(True, unique_indices=True)
-    edge = jnp.max(jnp.where(tail, x, -jnp.inf), axis=1)
-    below = edge <= jnp.min(t, axis=1)
-    gap = 2 * dy[:, -1:] * (jnp.where(tail, x, 0) - t[:, -1:]) / eps[:, None]
-    terms = jnp.where(tail & below[:, None], a * jnp.exp(jnp.minimum(gap, 0)), 0)
-    bound = (dy.shape[1]) * jnp.sum(terms, axis=1)
-    return jnp.where(below | ~jnp.any(tail, axis=1), bound, jnp.inf)
-
-
-def _screened(x, dy, a, b, eps, max_iter: int, tol: float, head: int, keep: int):
-    """Solve on the ``head`` largest items; keep it when the rest is certified negligible.
-
-    Returns pi of the first ``keep`` anchors only (top-k needs the first k, and a slice of the
-    [B, m, n] plan would cost a full pass forward and another backward).
-    """
-    nb, n = x.shape
-    t0, idx, diffuse = _start(x, a, b, dy, eps, head)
-    x_h = jnp.take_along_axis(x, idx, axis=1)
-    a_h = jnp.take_along_axis(a, idx, axis=1)
-    # The rest of the row sits on the last anchor (a row whose first m - 1 anchors need more mass
-    # than its head holds skips the head solve and goes to the full rows).
-    rest = jnp.sum(a_h, axis=1) - jnp.sum(b[:, :-1], axis=1)
-    b_h = b.at[:, -1].set(rest)
-    solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
-    pi_h, t_h, it_h, err_h = newton_pi(x_h, dy, a_h, b_h, eps, t0, solve_head, max_iter, tol)
-    bound = _tail_bound(lax.stop_gradient(x), a, idx, lax.stop_gradient(t_h), dy, eps)
-    fine = ((bound <= tol / 8) & (err_h <= tol) & solve_head) | ~jnp.isfinite(err_h)
-
-    def screened():  # the rest is exactly one-hot on the last anchor
-        base = jnp.zeros((nb, keep, n), x.dtype)
-        if keep == pi_h.shape[1]:
-            base = base.at[:, -1, :].set(1)
-        rows, cols = jnp.arange(nb)[:, None, None], jnp.arange(keep)[None, :, None]
-        pi = base.at[rows, cols, idx[:, None, :]].set(pi_h[:, :keep], unique_indices=True)
-        return pi, t_h, it_h, err_h
-
-    def full():  # from the head's solution, or the full rows' start if it had none
-        t_fix = lax.stop_gradient(t_h)
-        start = lax.cond(  # a top_k of all n items (a full sort) only if some row needs it
-            jnp.all(rest > 0),
-            lambda: t_fix,
-            lambda: jnp.where((rest > 0)[:, None], t_fix, _start(x, a, b, dy, eps, n)[0]),
-        )
-        active = jnp.ones((nb,), bool)
-        pi, t, it, err = newton_pi(x, dy, a, b, eps, start, active, max_iter, tol)
-        return pi[:, :keep], t, it + it_h, err
-
-    return lax.cond(jnp.all(fine), screened, full)
+_plan_at.defjvp(_plan_at_jvp, symbolic_zeros=True)
 
 
 def newton_plan(
     x, y, a, b, eps, max_iter: int, tol: float, head: int | None | str = "auto", keep=None
 ):
-    """The conditional plan pi [B, keep, n] (P = a pi), thresholds t [B, m-1], iterations, error.
+    """The conditional plan pi [..., keep, n] (P = a pi), thresholds [..., m-1], iterations, error.
 
-    ``x``, ``a`` [B, n]; ``y`` [m] or [B, m], strictly decreasing; ``b`` [B, m] with
-    ``sum(b) == sum(a)``; ``eps`` [B] in cost units; ``tol`` on ``error = ||P^T 1 - b||_1``.
+    ``x``, ``a`` [..., n]; ``y`` [m] or [..., m], strictly decreasing; ``b`` [..., m] with
+    ``sum(b) == sum(a)``; ``eps`` [...] in cost units; ``tol`` on ``error = ||P^T 1 - b||_1``.
     ``head``: screening size (``"auto"``: :func:`head_size`; ``None``: off); ``keep``: the
     number of leading anchors whose plan is returned (default all m). Derivatives flow to
     ``x``, ``y``, ``a``, ``b`` and ``eps``.
     """
-    nb, n = x.shape
-    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), (nb, b.shape[1]))
-    m = y.shape[1]
+    batch, n, m = x.shape[:-1], x.shape[-1], b.shape[-1]
+    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), batch + (m,))
     keep = m if keep is None else keep
     if m == 1:  # one anchor takes everything
-        err = jnp.abs(jnp.sum(a, axis=1) - b[:, 0])
-        return jnp.ones((nb, 1, n), x.dtype), y[:, :0], jnp.zeros((nb,), jnp.int32), err
-    dy = y[:, :-1] - y[:, 1:]
+        err = jnp.abs(jnp.sum(a, axis=-1) - b[..., 0])
+        return jnp.ones(batch + (1, n), x.dtype), y[..., :0], jnp.zeros(batch, jnp.int32), err
+    dy = y[..., :-1] - y[..., 1:]
     size = head_size(n, m) if isinstance(head, str) else head
-    if size is None or size >= n:
-        t0, _, _ = _start(x, a, b, dy, eps, n)
-        pi, t, it, error = newton_pi(x, dy, a, b, eps, t0, jnp.ones((nb,), bool), max_iter, tol)
-        return pi[:, :keep], t, it, error
-    return _screened(x, dy, a, b, eps, max_iter, tol, size, keep)
+    size = None if size is not None and size >= n else size
+    sg = lax.stop_gradient
+    t, frozen, it, err = _solve(
+        sg(x), sg(dy), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol, head=size
+    )
+    pi, t = _plan_at(x, dy, a, b, eps, t, frozen)
+    return pi[..., :keep, :], t, it, err
 
 
 def newton_rows(x, y, a, b, eps, max_iter: int, tol: float, head: int | None | str = "auto"):
-    """Drop-in for ``topk_ot._sinkhorn_rows`` on 1-D costs: (f, g, plan [B, n, m], it, error).
+    """Entropic OT of rows onto sorted anchors: (f, g, plan [..., n, m], iterations, error).
 
-    The arguments of :func:`newton_plan`; ``g`` is gauged to ``g[:, -1] == 0``.
+    The arguments of :func:`newton_plan`; ``g`` is gauged to ``g[..., -1] == 0``.
     """
-    nb, n = x.shape
-    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), (nb, b.shape[1]))
+    batch, m = x.shape[:-1], b.shape[-1]
+    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), batch + (m,))
     pi, t, it, error = newton_plan(x, y, a, b, eps, max_iter, tol, head)
-    plan = jnp.swapaxes(a[:, None, :] * pi, 1, 2)
+    plan = jnp.swapaxes(a[..., None, :] * pi, -1, -2)
     pos = a > 0
     log_a = jnp.where(pos, jnp.log(jnp.where(pos, a, 1)), -jnp.inf)
-    if y.shape[1] == 1:
-        return eps[:, None] * log_a + (x - y[:, :1]) ** 2, jnp.zeros_like(y), plan, it, error
-    dy = y[:, :-1] - y[:, 1:]
-    g = _suffix(dy * (y[:, :-1] + y[:, 1:] - 2 * t))
-    _, lse = _softmax(_logits(x, t, dy, eps, lax.stop_gradient(jnp.mean(t, axis=1))))
-    f = jnp.where(pos, eps[:, None] * (log_a - lse), -jnp.inf)
-    return f + (x - y[:, -1:]) ** 2, g, plan, it, error
+    if m == 1:
+        return eps[..., None] * log_a + (x - y[..., :1]) ** 2, jnp.zeros_like(y), plan, it, error
+    dy = y[..., :-1] - y[..., 1:]
+    g = _suffix(dy * (y[..., :-1] + y[..., 1:] - 2 * t))
+    c = lax.stop_gradient(jnp.mean(t, axis=-1))
+    _, lse = _softmax(_logits(x, t, dy, eps, c))
+    f = jnp.where(pos, eps[..., None] * (log_a - lse), -jnp.inf)
+    return f + (x - y[..., -1:]) ** 2, g, plan, it, error

@@ -19,11 +19,29 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from softops._checks import canonicalize_axis, check_floating, compute_dtype
-from softops._sort_tools import _check_count, _last, _strength, _where
-from softops.projection import projection_permutahedron
+from softops import _checks, _sharding, _soft
 
 __all__ = ["soft_quantile_normalization", "soft_quantize"]
+
+
+def _last(v, ndim: int) -> jax.Array:
+    """A 1-D array laid along the last of ``ndim`` axes (explicit broadcasting)."""
+    return v.reshape((1,) * (ndim - 1) + (-1,))
+
+
+def _strength(value, batch: tuple, dtype) -> jax.Array:
+    """ε per row, [*batch, 1]."""
+    eps = _checks.per_row(value, "regularization_strength", batch, dtype)
+    return eps.reshape(batch + (1,))
+
+
+def _permutahedron(z, w):
+    """L2 projection of z [..., n] onto the permutahedron of w [..., n], per batch shard."""
+
+    def kernel(z, w, where):
+        return _soft.project_rows(z, w, where, regularization="l2", method="auto")
+
+    return _sharding.run_items(kernel, -1, (z, w), (), name="z")
 
 
 def _target_quantiles(targets, weights, n_valid, n: int, dtype):  # n_valid: [..., 1]
@@ -96,27 +114,24 @@ def soft_quantile_normalization(
         >>> q.tolist()
         [30.0, 10.0, 40.0, 20.0]
     """
-    x = check_floating(x, "x")
-    targets = check_floating(targets, "targets")
+    x = _checks.floating(x, "x")
+    targets = _checks.floating(targets, "targets")
     if targets.ndim != 1 or targets.shape[0] == 0:
         raise ValueError(f"`targets` must be 1-D and non-empty, got shape {targets.shape}")
     if weights is None:
         weights = jnp.ones_like(targets)
     else:
-        if isinstance(weights, (np.ndarray, list, tuple)) and np.any(np.asarray(weights) < 0):
-            raise ValueError(f"`weights` must be non-negative, got weights={weights!r}")
-        weights = check_floating(weights, "weights")
-        if weights.shape != targets.shape:
-            raise ValueError(
-                f"`weights` must have the shape of `targets` {targets.shape}, got {weights.shape}"
-            )
-    ax = canonicalize_axis(axis, x.ndim)
-    valid = _where(where, x.shape)
-    dtype = compute_dtype(x.dtype)
+        weights = _checks.floating(weights, "weights")
+        _checks.same_shape(weights, targets, ("weights", "targets"))
+        known = _checks._concrete(weights)
+        if known is not None and np.any(known < 0):
+            raise ValueError(f"`weights` must be non-negative, got weights={known.tolist()!r}")
+    ax = _checks.axis(axis, x.ndim)
+    valid = _checks.where(where, x.shape)
+    dtype = _checks.compute_dtype(x.dtype)
     moved = jnp.moveaxis(x.astype(dtype), ax, -1)
     batch, n = moved.shape[:-1], moved.shape[-1]
-    eps = _strength(regularization_strength, "regularization_strength", batch, dtype)
-    eps = eps.reshape(batch + (1,))
+    eps = _strength(regularization_strength, batch, dtype)
     ok = None if valid is None else jnp.moveaxis(valid, ax, -1)
     n_valid = jnp.full(batch + (1,), n, dtype) if ok is None else jnp.sum(ok, -1, keepdims=True)
     n_valid = n_valid.astype(dtype)
@@ -133,7 +148,7 @@ def _project(x, w, n_valid, eps, valid):
     With ``valid``: of the valid entries onto the first n_valid entries of w (the others get 0).
     """
     if valid is None:
-        return projection_permutahedron(x / eps, w)
+        return _permutahedron(x / eps, w)
     # Masked entries go last with fillers below every w, far enough not to pool: a block of
     # valid entries has mean >= min(z) - max(w) > min(z) - gap - (min(w) - 1).
     inside = _last(jnp.arange(x.shape[-1], dtype=x.dtype), x.ndim) < n_valid
@@ -146,7 +161,7 @@ def _project(x, w, n_valid, eps, valid):
     low_z = lax.stop_gradient(jnp.where(jnp.isfinite(low_z), low_z, 0))
     z = jnp.where(valid, z, low_z - gap)
     w = jnp.where(inside, w, jnp.where(finite, low_w, 0) - 1)
-    return jnp.where(valid, projection_permutahedron(z, w), 0)
+    return jnp.where(valid, _permutahedron(z, w), 0)
 
 
 def _interp_index(values, index):
@@ -198,8 +213,8 @@ def soft_quantize(
     :math:`[(p-1)/n, p/n]`. The soft version projects onto the permutahedron of these values,
 
     .. math::
-        \mathrm{quantize}_arepsilon(x) = rg\min_{\mu \in \mathcal{P}(V(x))}
-                frac12 \|\mu - x/arepsilon\|^2,
+        \mathrm{quantize}_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(V(x))}
+        \tfrac12 \|\mu - x/\varepsilon\|^2,
 
     exact by isotonic regression: neighbours in different bins share a value when their gap is
     below ε times the gap of their levels (derivatives flow through both ``x/ε`` and
@@ -231,14 +246,14 @@ def soft_quantize(
         >>> [round(float(v), 3) for v in soft_quantize(x, 2, regularization_strength=1e-3)]
         [0.2, 2.5, 0.2, 2.5]
     """
-    levels = _check_count(num_levels, "num_levels", 1)
-    x = check_floating(x, "x")
-    ax = canonicalize_axis(axis, x.ndim)
-    valid = _where(where, x.shape)
-    dtype = compute_dtype(x.dtype)
+    levels = _checks.integer(num_levels, "num_levels", minimum=1)
+    x = _checks.floating(x, "x")
+    ax = _checks.axis(axis, x.ndim)
+    valid = _checks.where(where, x.shape)
+    dtype = _checks.compute_dtype(x.dtype)
     moved = jnp.moveaxis(x.astype(dtype), ax, -1)
     batch, n = moved.shape[:-1], moved.shape[-1]
-    eps = _strength(regularization_strength, "regularization_strength", batch, dtype)
+    eps = _strength(regularization_strength, batch, dtype)
     ok = None if valid is None else jnp.moveaxis(valid, ax, -1)
     if ok is None:
         n_valid = jnp.full(batch + (1,), n, dtype)
@@ -247,5 +262,5 @@ def soft_quantize(
         n_valid = jnp.sum(ok, -1, keepdims=True).astype(dtype)
         s = jnp.sort(jnp.where(ok, moved, jnp.inf), axis=-1)  # the valid entries first
     values = _binned(s, jnp.maximum(n_valid, 1), levels)
-    out = _project(moved, values, n_valid, eps.reshape(batch + (1,)), ok)
+    out = _project(moved, values, n_valid, eps, ok)
     return jnp.moveaxis(out, -1, ax).astype(x.dtype)

@@ -20,7 +20,6 @@ and Ranking, ICML 2020, arXiv:2002.08871.
 
 from __future__ import annotations
 
-import numbers
 from functools import partial
 
 import jax
@@ -28,52 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from softops._checks import canonicalize_axis, check_floating, check_positive, compute_dtype
+from softops import _checks
 from softops._ot_newton import newton_rows
 
 __all__ = ["soft_permutation", "sort_with"]
 
 
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a bool, got {name}={value!r}")
-    return bool(value)
-
-
-def _check_count(value, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int, got {name}={value!r}")
-    if value < low or (high is not None and value > high):
-        bounds = f"{low} <= {name}" + ("" if high is None else f" <= {high}")
-        raise ValueError(f"`{name}` must satisfy {bounds}, got {name}={value!r}")
-    return int(value)
-
-
-def _strength(value, name: str, batch: tuple, dtype) -> jax.Array:
-    value = jnp.asarray(check_positive(value, name)).astype(dtype)
-    try:
-        return jnp.broadcast_to(value, batch).reshape(-1)
-    except ValueError:
-        raise ValueError(
-            f"`{name}` must be a scalar or broadcast to the batch shape {batch}, "
-            f"got shape {value.shape}"
-        ) from None
-
-
-def _last(v, ndim: int) -> jax.Array:
-    """A 1-D array laid along the last of ``ndim`` axes (explicit broadcasting)."""
-    return v.reshape((1,) * (ndim - 1) + (-1,))
-
-
-def _where(where, shape) -> jax.Array | None:
-    if where is None:
-        return None
-    where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-        raise TypeError(f"`where` must be a boolean array, got dtype {where.dtype}")
-    if where.shape != tuple(shape):
-        raise ValueError(f"`where` must have the shape of `x` {tuple(shape)}, got {where.shape}")
-    return where
+def _temperature(value, batch: tuple, dtype) -> jax.Array:
+    """The per-row temperature, flattened to [B]."""
+    return _checks.per_row(value, "temperature", batch, dtype).reshape(-1)
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4, 5))  # eager calls compile the solver once per shape
@@ -85,21 +47,13 @@ def _sorted_plan(rows, temp, k: int, descending: bool, tol, max_iter: int):
     y = jnp.arange(m - 1, -1, -1).astype(dtype)  # position 0 = the largest (of -x if ascending)
     b = jnp.full((nb, m), 1 / n, dtype)
     if m > k:
-        b = b.at[:, k].set((n - k) / n)
+        b = jnp.concatenate([b[:, :k], jnp.full((nb, 1), (n - k) / n, dtype)], axis=1)
     if tol is None:
         tol = float(max(np.sqrt(jnp.finfo(dtype).eps), 16 * n * jnp.finfo(dtype).eps))
     a = jnp.full((nb, n), 1 / n, dtype)
     x = rows if descending else -rows
     _, _, plan, _, _ = newton_rows(x, y, a, b, 2 * temp, max_iter, tol / n)
     return jnp.swapaxes(n * plan[:, :, :k], 1, 2)
-
-
-def _check_tol(tol):
-    if tol is None:
-        return None
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
-        raise ValueError(f"`tol` must be a non-negative number or None, got tol={tol!r}")
-    return float(tol)
 
 
 def soft_permutation(
@@ -154,15 +108,15 @@ def soft_permutation(
         >>> p.round(3).tolist()
         [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
     """
-    _check_bool(descending, "descending")
-    max_iter = _check_count(max_iter, "max_iter", 1)
-    tol = _check_tol(tol)
-    x = check_floating(x, "x")
-    ax = canonicalize_axis(axis, x.ndim)
-    dtype = compute_dtype(x.dtype)
+    descending = _checks.boolean(descending, "descending")
+    max_iter = _checks.integer(max_iter, "max_iter", minimum=1)
+    tol = _checks.tolerance(tol)
+    x = _checks.floating(x, "x")
+    ax = _checks.axis(axis, x.ndim)
+    dtype = _checks.compute_dtype(x.dtype)
     moved = jnp.moveaxis(x.astype(dtype), ax, -1)
     batch, n = moved.shape[:-1], moved.shape[-1]
-    temp = _strength(temperature, "temperature", batch, dtype)
+    temp = _temperature(temperature, batch, dtype)
     rows = moved.reshape(-1, n)
     if n <= 1 or rows.shape[0] == 0:
         return jnp.ones(batch + (n, n), x.dtype)
@@ -218,23 +172,23 @@ def sort_with(
         >>> sort_with(x, jnp.array([0.2, -0.7, 3.0]), temperature=0.01, k=2).round(3).tolist()
         [[0.0, 1.0], [1.0, 0.0]]
     """
-    _check_bool(descending, "descending")
-    max_iter = _check_count(max_iter, "max_iter", 1)
-    tol = _check_tol(tol)
-    x = check_floating(x, "x")
-    criterion = check_floating(criterion, "criterion")
+    descending = _checks.boolean(descending, "descending")
+    max_iter = _checks.integer(max_iter, "max_iter", minimum=1)
+    tol = _checks.tolerance(tol)
+    x = _checks.floating(x, "x")
+    criterion = _checks.floating(criterion, "criterion")
     if criterion.ndim == 0 or x.shape[: criterion.ndim] != criterion.shape:
         raise ValueError(
             "`x` must have the shape of `criterion` as its leading axes, got "
             f"x.shape={x.shape} and criterion.shape={criterion.shape}"
         )
     batch, n = criterion.shape[:-1], criterion.shape[-1]
-    k = n if k is None else _check_count(k, "k", 1, n)
-    dtype = compute_dtype(criterion.dtype)
-    temp = _strength(temperature, "temperature", batch, dtype)
+    k = n if k is None else int(_checks.k_value(k, n, batch, minimum=1))
+    dtype = _checks.compute_dtype(criterion.dtype)
+    temp = _temperature(temperature, batch, dtype)
     rows = criterion.astype(dtype).reshape(-1, n)
     features = x.shape[criterion.ndim :]
-    items = x.astype(compute_dtype(x.dtype)).reshape(rows.shape + (-1,))
+    items = x.astype(_checks.compute_dtype(x.dtype)).reshape(rows.shape + (-1,))
     if n == 1 or rows.shape[0] == 0:
         return x
     assign = _sorted_plan(rows, temp, k, descending, tol, max_iter).astype(items.dtype)

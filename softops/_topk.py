@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from softops._ot_newton import newton_plan
 from softops._sinkhorn import plan_of, sinkhorn_implicit, sinkhorn_unrolled
 from softops._topk_mask import topk_mask_rows
 
@@ -91,8 +92,8 @@ def _mask_by_sinkhorn(x, vf, k, temp, largest: bool, max_iter: int, tol: float):
     return mask, thr, it, res, err <= tol
 
 
-def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, tol, mode):
-    """Sorted top-k by Sinkhorn on k+1 anchors.
+def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, tol, solver):
+    """Sorted top-k on k+1 anchors; ``solver``: "newton", "sinkhorn" or "unrolled" (Sinkhorn).
 
     Returns values [..., k], assignment [..., k, n], iterations, residual (mask units) and ok.
     """
@@ -121,12 +122,19 @@ def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, to
     b = jnp.broadcast_to((1 / n_valid)[..., None], batch + (m,))
     if m > k:
         b = jnp.concatenate([b[..., :k], rest[..., None]], axis=-1)
-    cost = (xs[..., None] - anchors.reshape((1,) * xs.ndim + (-1,))) ** 2
     eps = 2 * temp
-    solver = sinkhorn_implicit if mode == "implicit" else sinkhorn_unrolled
-    f, g, it, err = solver(cost, vf / n_valid[..., None], b, eps, max_iter, tol / n)
-    plan = plan_of(f, g, cost, eps)
-    assign = jnp.swapaxes(n_valid[..., None, None] * plan[..., :k], -1, -2)
+    a = vf / n_valid[..., None]
+    if solver == "newton":  # anchors decreasing: negate x and y for the smallest
+        sign = 1 if largest else -1
+        y = sign * anchors
+        pi, _, it, err = newton_plan(sign * xs, y, a, b, eps, max_iter, tol / n, keep=k)
+        assign = vf[..., None, :] * pi  # n_valid P^T on the first k anchors
+    else:
+        cost = (xs[..., None] - anchors.reshape((1,) * xs.ndim + (-1,))) ** 2
+        run = sinkhorn_implicit if solver == "sinkhorn" else sinkhorn_unrolled
+        f, g, it, err = run(cost, a, b, eps, max_iter, tol / n)
+        plan = plan_of(f, g, cost, eps)
+        assign = jnp.swapaxes(n_valid[..., None, None] * plan[..., :k], -1, -2)
     values = jnp.einsum("...kn,...n->...k", assign, xs)
     res = n_valid * err
     ok = (res <= tol) & _good_rows(x, valid, temp) & (k <= n_valid)

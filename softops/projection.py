@@ -51,8 +51,15 @@ from jax.typing import ArrayLike
 
 from softops import _checks, _pav, _sharding, _soft
 from softops._pav import Method
+from softops._quantize import soft_quantile_normalization, soft_quantize
 
-__all__ = ["projection_permutahedron", "soft_rank", "soft_sort"]
+__all__ = [
+    "projection_permutahedron",
+    "soft_quantile_normalization",
+    "soft_quantize",
+    "soft_rank",
+    "soft_sort",
+]
 
 Regularization = Literal["l2", "kl"]
 REGULARIZATIONS = ("l2", "kl")

@@ -53,6 +53,15 @@ OPS = {
     "soft_topk_mask_loss": lambda x, a: losses.soft_topk_mask_loss(x, a["labels"], k=2),
     "soft_quantile": lambda x, a: losses.soft_quantile(x, jnp.asarray([0.25, 0.5])),
     "soft_lts_loss": lambda x, a: losses.soft_lts_loss(x, where=a["mask"]),
+    "soft_topk_newton": lambda x, a: softops.soft_topk(x, 3, epsilon=0.05)[0],
+    "soft_topk_newton_where": lambda x, a: softops.soft_topk(
+        x, 2, temperature=0.2, largest=False, where=a["mask"]
+    )[1].sum(-2),
+    # tol well below the comparison's rtol 1e-5: float32 sums round differently on 2 rows
+    # than on 16, and at the default tol (3.5e-4) a row stops one iteration apart (6e-5 off).
+    "soft_topk_sinkhorn": lambda x, a: softops.soft_topk(
+        x, 3, epsilon=0.5, solver="sinkhorn", tol=1e-5
+    )[0],
     "sinkhorn_plan": lambda x, a: softops.sinkhorn(
         (x[..., :, None] - jnp.linspace(-1, 1, 4)) ** 2, epsilon=0.5
     ).plan.sum(-1),

@@ -15,6 +15,8 @@ MODULES = [
     "softops.isotonic",
     "softops.projection",
     "softops.topk_ot",
+    "softops._sort_tools",
+    "softops._quantize",
     "softops.forward_grad",
     "softops.losses._ranking",
     "softops.losses._classification",

@@ -37,7 +37,7 @@ def _run(mode: str) -> dict:
 @pytest.mark.parametrize("mode", ["explicit", "auto", "shard_map"])
 def test_batch_sharded_ops_equal_and_collective_free(mode):
     results = _run(mode)
-    assert len(results) == 18
+    assert len(results) == 21
     for name, r in results.items():
         assert r["value_equal"], name
         assert r["grad_equal"], name

@@ -241,7 +241,15 @@ def test_permutation_axis_batch_and_float32():
         jnp.asarray(1e4 * x, jnp.float32), temperature=jnp.asarray([1e2, 1e3, 1e4])
     )
     assert p32.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(p32)))
-    np.testing.assert_allclose(p32.sum(-1), 1, atol=1e-4)
+    # The solver stops when the L1 error of the position marginals is within its tolerance,
+    # max(sqrt(eps), 16 n eps) = 3.5e-4 in float32 (documented default): check that bound on
+    # the L1 error (sums in float64), plus the rounding of an n-term float32 sum. The item
+    # marginals are exact by construction (a softmax per item): only rounding.
+    eps32 = float(jnp.finfo(jnp.float32).eps)
+    tol = max(eps32**0.5, 16 * 9 * eps32)
+    p64 = np.asarray(p32, np.float64)
+    assert np.abs(p64.sum(-1) - 1).sum(-1).max() <= tol + 16 * 9 * eps32
+    np.testing.assert_allclose(p64.sum(-2), 1, atol=4 * 9 * eps32)
 
 
 def test_single_item_and_large_magnitudes():
@@ -265,9 +273,7 @@ def test_single_item_and_large_magnitudes():
 
 def test_errors_name_argument_and_value():
     x = jnp.ones(5)
-    with pytest.raises(
-        ValueError, match=re.escape("`num_levels` must satisfy 1 <= num_levels, got num_levels=0")
-    ):
+    with pytest.raises(ValueError, match=re.escape("`num_levels` must be >= 1, got num_levels=0")):
         soft_quantize(x, 0)
     with pytest.raises(TypeError, match="`num_levels` must be an int, got num_levels=2.5"):
         soft_quantize(x, 2.5)
@@ -275,13 +281,13 @@ def test_errors_name_argument_and_value():
         soft_quantize(x, 2, regularization_strength=0.0)
     with pytest.raises(ValueError, match=r"`targets` must be 1-D and non-empty, got shape \(\)"):
         soft_quantile_normalization(x, 1.0)
-    with pytest.raises(ValueError, match="`weights` must have the shape of `targets`"):
+    with pytest.raises(ValueError, match="`weights` and `targets` must have the same shape"):
         soft_quantile_normalization(x, TARGETS, np.ones(3))
     with pytest.raises(ValueError, match="`weights` must be non-negative"):
         soft_quantile_normalization(x, TARGETS, -WEIGHTS)
     with pytest.raises(TypeError, match="`where` must be a boolean array"):
         soft_quantize(x, 2, where=jnp.ones(5))
-    with pytest.raises(ValueError, match="`where` must have the shape of `x`"):
+    with pytest.raises(ValueError, match=re.escape("`where` must have the shape (5,), got")):
         soft_quantile_normalization(x, TARGETS, where=jnp.ones(4, bool))
     with pytest.raises(
         ValueError, match="`temperature` must be positive and finite, got temperature=-1"
@@ -293,11 +299,13 @@ def test_errors_name_argument_and_value():
         soft_permutation(jnp.arange(5))
     with pytest.raises(ValueError, match="`axis` must satisfy"):
         soft_quantize(x, 2, axis=1)
-    with pytest.raises(ValueError, match=re.escape("`k` must satisfy 1 <= k <= 5, got k=6")):
+    with pytest.raises(
+        ValueError, match=re.escape("`k` must satisfy 1 <= k <= n along axis -1, got k=6 for n=5")
+    ):
         sort_with(x, x, k=6)
     with pytest.raises(
         ValueError, match="`x` must have the shape of `criterion` as its leading axes"
     ):
         sort_with(jnp.ones((4, 2)), x)
-    with pytest.raises(ValueError, match="`tol` must be a non-negative number or None, got tol=-1"):
+    with pytest.raises(ValueError, match="`tol` must be a non-negative finite number, got tol=-1"):
         sort_with(x, x, tol=-1)

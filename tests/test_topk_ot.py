@@ -152,8 +152,11 @@ def test_implicit_matches_unrolled_to_convergence():
 
     def f(mode, it):
         return jax.jit(
-            lambda x: soft_topk(x, 3, temperature=1.0, max_iter=it, tol=1e-14, differentiation=mode)
-        )
+            lambda x: soft_topk(
+                x, 3, temperature=1.0, max_iter=it, tol=1e-14, differentiation=mode,
+                solver="sinkhorn" if mode == "unrolled" else "newton",
+            )
+        )  # fmt: skip
 
     (vi, ai), (dvi, dai) = jax.jvp(f("implicit", 10_000), (x,), (v,))
     (vu, au), (dvu, dau) = jax.jvp(f("unrolled", 2000), (x,), (v,))
@@ -346,7 +349,10 @@ def test_compiled_memory_does_not_grow_with_iterations():
 
     def temp_bytes(max_iter, mode):
         def loss(x):
-            vals, _ = soft_topk(x, 8, epsilon=0.1, max_iter=max_iter, differentiation=mode)
+            solver = "sinkhorn" if mode == "unrolled" else "newton"
+            vals, _ = soft_topk(
+                x, 8, epsilon=0.1, max_iter=max_iter, differentiation=mode, solver=solver
+            )
             return vals.sum()
 
         f = jax.jit(jax.value_and_grad(loss))

@@ -1,0 +1,281 @@
+r"""The semi-dual Newton loop of :mod:`softops._ot_newton` and its row helpers (private).
+
+The helpers take rows with any leading batch axes (items last, anchors second to last); the loop
+runs on rows [B, n] without gradient, per batch shard (:func:`_solve`). The math, the start,
+the screening and the reference semantics are in :mod:`softops._ot_newton`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from softops._sharding import batch_local, like_vma, scatter_last
+
+
+class _Eval(NamedTuple):
+    value: jax.Array  # the semi-dual up to a constant, [B]
+    scale: jax.Array  # size of its terms (for the rounding slack), [B]
+    error: jax.Array  # ||P^T 1 - b||_1, [B]
+    grad: jax.Array  # (b - P^T 1) on the first m - 1 anchors, [B, m-1]
+    hess: jax.Array  # H on the first m - 1 anchors, [B, m-1, m-1]
+
+
+class _State(NamedTuple):
+    t: jax.Array
+    value: jax.Array
+    scale: jax.Array
+    error: jax.Array
+    step: jax.Array
+    slope: jax.Array
+    alpha: jax.Array
+    done: jax.Array
+    it: jax.Array
+
+
+def head_size(n: int, m: int) -> int | None:
+    """Screening size for n items and m anchors, or None when screening would not pay."""
+    head = 2 * m + 16
+    return head if 4 * head <= n else None
+
+
+def chunk_size(nb: int, m: int, n: int) -> int | None:
+    """Items per chunk in full-row evaluations (about 2**18 plan entries), or None for one."""
+    chunk = max(128, 1 << max(0, (2**18 // max(nb * m, 1)).bit_length() - 1))
+    return chunk if chunk < n else None
+
+
+# Helpers on rows with any leading batch axes: items last, anchors second to last.
+
+
+def _eye(m: int, ndim: int, dtype) -> jax.Array:
+    """The identity [m, m] with ``ndim - 2`` leading unit axes (explicit rank promotion)."""
+    return jnp.eye(m, dtype=dtype).reshape((1,) * (ndim - 2) + (m, m))
+
+
+def _suffix(v):
+    """Suffix sums of [..., m-1] with a trailing zero: out_j = sum_{j' >= j} v_j', [..., m]."""
+    s = jnp.flip(jnp.cumsum(jnp.flip(v, -1), axis=-1), -1)
+    return jnp.concatenate([s, jnp.zeros_like(v[..., :1])], axis=-1)
+
+
+def _logits(x, t, dy, eps, c):
+    """L [..., m, n]: logits relative to the last anchor, with x and t centred at c [...]."""
+    v = _suffix(dy * (t - c[..., None]))
+    u = x - c[..., None]
+    big_y = _suffix(dy)
+    return (2 / eps)[..., None, None] * (big_y[..., :, None] * u[..., None, :] - v[..., :, None])
+
+
+def _softmax(logits):
+    """Softmax over the anchors and its log-normalizer [..., n]."""
+    lmax = jnp.max(logits, axis=-2, keepdims=True)
+    p = jnp.exp(logits - lmax)
+    s = jnp.sum(p, axis=-2, keepdims=True)
+    return p / s, lmax[..., 0, :] + jnp.log(s[..., 0, :])
+
+
+def _hessian(a, pi):
+    """H on the first m - 1 anchors (full-width arrays sliced at the end: XLA fuses them)."""
+    m1 = pi.shape[-2] - 1
+    q = pi * jnp.sqrt(a)[..., None, :]
+    off = -jnp.einsum("...jn,...kn->...jk", q, q)[..., :m1, :m1]
+    diag = jnp.sum(a[..., None, :] * pi * (1 - pi), axis=-1)[..., :m1]  # no cancellation
+    return jnp.where(_eye(m1, off.ndim, bool), diag[..., :, None], off)
+
+
+def _columns(a, pi):
+    """Column sums of the plan a pi on the first m - 1 anchors."""
+    return jnp.einsum("...jn,...n->...j", pi, a)[..., :-1]
+
+
+def _dot_m(pi, v):
+    """sum_j pi[..., j, i] v[..., j], [..., n]."""
+    return jnp.sum(pi * v[..., :, None], axis=-2)
+
+
+def _errors(col, a, b):
+    """(b - P^T 1) on the first m - 1 anchors and ||P^T 1 - b||_1.
+
+    The last column is ``sum(a) - sum(other columns)`` (the rows of P sum to a): for top-k
+    marginals it is a large sum whose rounding would swamp a tolerance in mask units.
+    """
+    m1 = col.shape[-1]
+    grad = b[..., :m1] - col
+    last = b[..., m1] - jnp.sum(a, axis=-1) + jnp.sum(col, axis=-1)
+    return grad, jnp.sum(jnp.abs(grad), axis=-1) + jnp.abs(last)
+
+
+def _solve_h(h, b, rhs):
+    """Solves H z = rhs with a tiny ridge that keeps H invertible when a plan is one-hot."""
+    m1 = h.shape[-1]
+    size = jnp.trace(h, axis1=-2, axis2=-1) / m1 + jnp.max(b, axis=-1)
+    ridge = 16 * jnp.finfo(h.dtype).eps * size
+    h = h + ridge[..., None, None] * _eye(m1, h.ndim, h.dtype)
+    return jnp.linalg.solve(h, rhs[..., None])[..., 0]
+
+
+def _threshold_step(z, dy, eps):
+    """Thresholds' move for a Newton step z in g (gauge z_{m-1} = 0)."""
+    zz = jnp.concatenate([z, jnp.zeros_like(z[..., :1])], axis=-1)
+    return -eps[..., None] * (zz[..., :-1] - zz[..., 1:]) / (2 * dy)
+
+
+# The loop, on rows [B, n] without gradient.
+
+
+def _sums(x, a, t, dy, eps, c):
+    pi, lse = _softmax(_logits(x, t, dy, eps, c))
+    return _columns(a, pi), _hessian(a, pi), jnp.sum(a * lse, 1), jnp.sum(a * jnp.abs(lse), 1)
+
+
+def _evaluate(x, a, b, t, dy, eps, c, chunk: int | None) -> _Eval:
+    if chunk is None:
+        col, hess, ent, ent_abs = _sums(x, a, t, dy, eps, c)
+    else:
+        nb, n = x.shape
+        xs, as_ = (
+            jnp.moveaxis(jnp.pad(v, ((0, 0), (0, -n % chunk))).reshape(nb, -1, chunk), 1, 0)
+            for v in (x, a)
+        )
+
+        def step(acc, xa):
+            return jax.tree.map(jnp.add, acc, _sums(*xa, t, dy, eps, c)), None
+
+        m1, zero = t.shape[1], jnp.zeros((nb,), x.dtype)
+        init = (jnp.zeros((nb, m1), x.dtype), jnp.zeros((nb, m1, m1), x.dtype), zero, zero)
+        (col, hess, ent, ent_abs), _ = lax.scan(step, like_vma(init, x), (xs, as_))
+    grad, error = _errors(col, a, b)
+    lin = 2 * dy * (t - c[:, None]) * jnp.cumsum(b[:, :-1], axis=1)
+    value = -jnp.sum(lin, axis=1) - eps * ent
+    scale = jnp.sum(jnp.abs(lin), axis=1) + eps * ent_abs
+    return _Eval(value, scale, error, grad, hess)
+
+
+def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk=None):
+    """Damped Newton from ``t`` on rows [B, n]: returns (t, iterations, error).
+
+    ``done`` rows are left alone (no evaluation at all when every row is done); at most
+    ``max_iter`` evaluations per row.
+    """
+    dtype = x.dtype
+    limit = it + max_iter
+    c = jnp.mean(t, axis=1)
+    valid = a > 0
+    span = jnp.max(jnp.where(valid, x, -jnp.inf), 1) - jnp.min(jnp.where(valid, x, jnp.inf), 1)
+    cap = jnp.where(jnp.isfinite(span), span, 0) + eps / jnp.min(dy, axis=1)  # first step size
+    zero = jnp.zeros(it.shape, dtype)
+    # A fresh state: the first evaluation (at t, alpha = 0, value -inf) is always accepted.
+    init = _State(t, zero - jnp.inf, zero, zero + jnp.inf, jnp.zeros_like(t), zero, zero,
+                  done | (max_iter <= 0), it)  # fmt: skip
+    slack = 32 * jnp.finfo(dtype).eps
+
+    def body(s: _State) -> _State:
+        trial = s.t + s.alpha[:, None] * s.step
+        ev = _evaluate(x, a, b, trial, dy, eps, c, chunk)
+        armijo = ev.value >= s.value + 1e-4 * s.alpha * s.slope
+        # Near the solution F is flat to rounding: also accept a step that lowers the error
+        # while F stays within its rounding.
+        flat = (ev.value >= s.value - slack * jnp.maximum(ev.scale, s.scale)) & (ev.error < s.error)
+        ok = (armijo | flat) & jnp.isfinite(ev.error)
+        z = _solve_h(ev.hess, b, ev.grad)
+        step = _threshold_step(z, dy, eps)
+        first = jnp.minimum(1, cap / jnp.maximum(jnp.max(jnp.abs(step), 1), jnp.finfo(dtype).tiny))
+        alpha = jnp.where(ok, first, s.alpha / 2)
+        error = jnp.where(ok, ev.error, s.error)
+        it = s.it + 1
+        bad_data = ~jnp.isfinite(ev.error) & (s.alpha == 0)
+        done = (error <= tol) | (alpha < 2.0**-30) | (it >= limit) | bad_data
+        o1 = ok[:, None]
+        new = _State(
+            jnp.where(o1, trial, s.t), jnp.where(ok, ev.value, s.value),
+            jnp.where(ok, ev.scale, s.scale), error, jnp.where(o1, step, s.step),
+            jnp.where(ok, eps * jnp.sum(ev.grad * z, axis=1), s.slope), alpha, done, it,
+        )  # fmt: skip
+        keep = s.done
+        return jax.tree.map(
+            lambda old, nw: jnp.where(keep.reshape((-1,) + (1,) * (nw.ndim - 1)), old, nw), s, new
+        )
+
+    out = lax.while_loop(lambda s: jnp.any(~s.done), body, like_vma(init, x))
+    return out.t, out.it, out.error
+
+
+def _start(x, a, b, dy, eps, size: int):
+    r"""Starting thresholds, the indices of the ``size`` largest x, the diffuse rows, t at ∞.
+
+    The sorted assignment (the ε → 0 solution) from the ``size`` largest items; for a diffuse
+    row (ε at least the x-span times the largest anchor gap) the ε → ∞ solution instead, where
+    :math:`\pi_i \to b`: :math:`t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
+    y_j)`. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
+    """
+    valid = a > 0
+    top, idx = lax.top_k(jnp.where(valid, x, -jnp.inf), size)
+    low = jnp.min(jnp.where(valid, x, jnp.inf), axis=1)
+    high = jnp.max(jnp.where(valid, x, -jnp.inf), axis=1)
+    top = jnp.where(jnp.isfinite(top), top, jnp.where(jnp.isfinite(low), low, 0)[:, None])
+    mass = jnp.take_along_axis(a, idx, axis=1)
+    centre = jnp.cumsum(mass, axis=1) - mass / 2  # mass above each item's midpoint
+    cut = jnp.cumsum(b[:, :-1], axis=1)
+    r = jnp.clip(jnp.sum(centre[:, None, :] < cut[:, :, None], axis=2), 1, size - 1)
+    above = jnp.take_along_axis(top, r - 1, axis=1)
+    below = jnp.take_along_axis(top, r, axis=1)
+    mean = jnp.sum(a * jnp.where(valid, x, 0), axis=1) / jnp.sum(a, axis=1)
+    log_b = jnp.log(b)
+    t_inf = mean[:, None] - eps[:, None] * (log_b[:, :-1] - log_b[:, 1:]) / (2 * dy)
+    diffuse = eps >= (high - low) * jnp.max(dy, axis=1)
+    return jnp.where(diffuse[:, None], t_inf, (above + below) / 2), idx, diffuse, t_inf
+
+
+def _tail_bound(x, a, in_head, t, dy, eps):
+    """Bound on the mass that the items outside the head put on the first m - 1 anchors.
+
+    If every threshold is above the largest such item, each of them has decreasing logits
+    towards the first anchor, so sum_{j < m-1} pi_ij <= (m - 1) exp(L_i,m-2) (L_i,m-1 = 0): one
+    exp per item. Otherwise the bound is infinite (no screening).
+    """
+    tail = (a > 0) & ~in_head
+    edge = jnp.max(jnp.where(tail, x, -jnp.inf), axis=1)
+    below = edge <= jnp.min(t, axis=1)
+    gap = 2 * dy[:, -1:] * (jnp.where(tail, x, 0) - t[:, -1:]) / eps[:, None]
+    terms = jnp.where(tail & below[:, None], a * jnp.exp(jnp.minimum(gap, 0)), 0)
+    bound = (dy.shape[1]) * jnp.sum(terms, axis=1)
+    return jnp.where(below | ~jnp.any(tail, axis=1), bound, jnp.inf)
+
+
+@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 0, 0), name="x")
+def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
+    """Thresholds t [..., m-1], frozen items [..., n], iterations and error, per row.
+
+    Runs on values without gradient, shard by shard. ``head``: screening size (None: off).
+    """
+    batch, n, m1 = x.shape[:-1], x.shape[-1], dy.shape[-1]
+    x, a = x.reshape(-1, n), a.reshape(-1, n)
+    dy, b, eps = dy.reshape(-1, m1), b.reshape(-1, m1 + 1), eps.reshape(-1)
+    nb = x.shape[0]
+    it0 = jnp.zeros((nb,), jnp.int32)
+    chunk = chunk_size(nb, m1 + 1, n)
+    if head is None:
+        t0 = _start(x, a, b, dy, eps, n)[0]
+        t, it, err = _newton_loop(x, a, b, dy, eps, t0, it0, it0 < 0, max_iter, tol, chunk)
+        frozen = jnp.zeros(x.shape, bool)
+    else:
+        t0, idx, diffuse, t_inf = _start(x, a, b, dy, eps, head)
+        x_h, a_h = jnp.take_along_axis(x, idx, axis=1), jnp.take_along_axis(a, idx, axis=1)
+        # The rest of the row sits on the last anchor (a row whose first m - 1 anchors need more
+        # mass than its head holds skips the head solve and starts the full rows at t_inf).
+        rest = jnp.sum(a_h, axis=1) - jnp.sum(b[:, :-1], axis=1)
+        b_h = jnp.concatenate([b[:, :-1], rest[:, None]], axis=1)
+        solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
+        t_h, it_h, err_h = _newton_loop(x_h, a_h, b_h, dy, eps, t0, it0, ~solve_head, max_iter, tol)
+        in_head = scatter_last(x.shape, jnp.int32, idx, jnp.ones(idx.shape, jnp.int32)) > 0
+        bound = _tail_bound(x, a, in_head, t_h, dy, eps)
+        fine = (bound <= tol / 8) & (err_h <= tol) & solve_head
+        start = jnp.where((rest > 0)[:, None], t_h, t_inf)
+        t, it, err = _newton_loop(x, a, b, dy, eps, start, it_h, fine, max_iter, tol, chunk)
+        err = jnp.where(fine, err_h, err)
+        frozen = fine[:, None] & ~in_head
+    return t.reshape(*batch, m1), frozen.reshape(*batch, n), it.reshape(batch), err.reshape(batch)

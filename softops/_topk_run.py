@@ -1,0 +1,198 @@
+"""Argument handling and the jitted, per-batch-shard sides of the top-k ops (private).
+
+:mod:`softops.topk_ot` validates through :func:`mask_op`, :func:`sorted_op` and
+:func:`sinkhorn_op`, which check every argument on the shared layer (:mod:`softops._checks`)
+and run the row kernels of :mod:`softops._topk` where the batch lives
+(:func:`softops._sharding.run_items`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from softops import _checks, _sharding, _topk
+from softops._sinkhorn import SinkhornOutput, plan_of, sinkhorn_implicit, sinkhorn_unrolled
+
+DIFFERENTIATIONS = ("implicit", "unrolled")
+SOLVERS = ("newton", "sinkhorn")
+DEFAULT_EPSILON = 0.1
+
+
+def _strength(epsilon, temperature, batch, dtype):
+    """('epsilon' | 'temperature', the value broadcast to the batch shape)."""
+    if epsilon is not None and temperature is not None:
+        raise ValueError(
+            "`epsilon` and `temperature` are mutually exclusive, got "
+            f"epsilon={epsilon!r} and temperature={temperature!r}"
+        )
+    kind, value = ("temperature", temperature) if temperature is not None else ("epsilon", epsilon)
+    value = DEFAULT_EPSILON if value is None else value
+    return kind, _checks.per_row(value, kind, batch, dtype)
+
+
+def _top_args(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k):
+    """Validation shared by the mask and the sorted operator."""
+    largest = _checks.boolean(largest, "largest")
+    max_iter = _checks.integer(max_iter, "max_iter", minimum=0)
+    tol = _checks.tolerance(tol)
+    x = _checks.floating(x, "x")
+    ax = _checks.axis(axis, x.ndim)
+    batch = _checks.batch_shape(x.shape, ax)
+    n = x.shape[ax]
+    k = _checks.k_value(k, n, batch, traced=traced_k, axis_=axis)
+    kind, strength = _strength(epsilon, temperature, batch, _checks.compute_dtype(x.dtype))
+    mask = _checks.where(where, x.shape)
+    return x, ax, k, largest, kind, strength, mask, tol, max_iter
+
+
+# ----------------------------------------------------------------------------- top-k mask
+
+
+@functools.partial(
+    jax.jit, static_argnames=("axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad")
+)
+def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad):
+    def kernel(x, k, strength, valid):
+        mask, thr, it, res, ok = _topk.mask_rows(
+            x, k, strength, valid, kind=kind, largest=largest, solver=solver,
+            max_iter=max_iter, tol=tol,
+        )  # fmt: skip
+        if nan_bad:
+            mask = jnp.where(ok[..., None], mask, jnp.nan)
+        return mask, (thr, it, res, ok)
+
+    mask, (thr, it, res, ok) = _sharding.run_items(
+        kernel, axis, (x,), (k, strength), where, with_rows=True
+    )
+    return mask, thr.astype(x.dtype), it, res.astype(x.dtype), ok
+
+
+def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad):
+    """(mask, threshold, iterations, residual, converged) of :func:`softops.soft_topk_mask`."""
+    _checks.choice(solver, SOLVERS, "solver")
+    x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k=True
+    )
+    dtype = _checks.compute_dtype(x.dtype)
+    if tol is None:  # |sum A - k| in mask units: the rounding of an n-term sum
+        eps = jnp.finfo(dtype).eps
+        tol = float(max(4 * x.shape[ax] * eps, 16 * eps))
+    k = jnp.broadcast_to(jnp.asarray(k, dtype), strength.shape)
+    return _mask(
+        x, k, strength, mask, axis=ax, largest=largest, kind=kind, solver=solver,
+        max_iter=max_iter, tol=tol, nan_bad=nan_bad,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- sorted top-k
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("axis", "k", "largest", "kind", "max_iter", "tol", "solver", "nan_bad"),
+)
+def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver, nan_bad):
+    def kernel(x, strength, valid):
+        values, assign, it, res, ok = _topk.sorted_rows(
+            x, strength, valid, kind=kind, k=k, largest=largest, max_iter=max_iter, tol=tol,
+            solver=solver,
+        )  # fmt: skip
+        if nan_bad:
+            values = jnp.where(ok[..., None], values, jnp.nan)
+            assign = jnp.where(ok[..., None, None], assign, jnp.nan)
+        return values, (assign, it, res, ok)
+
+    values, (assign, it, res, ok) = _sharding.run_items(
+        kernel, axis, (x,), (strength,), where, with_rows=True
+    )
+    return values, assign.astype(x.dtype), it, res.astype(x.dtype), ok
+
+
+def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, mode, solver,
+              nan_bad):  # fmt: skip
+    """(values, assignment, iterations, residual, converged) of :func:`softops.soft_topk`."""
+    _checks.choice(mode, DIFFERENTIATIONS, "differentiation")
+    _checks.choice(solver, SOLVERS, "solver")
+    if solver == "newton" and mode == "unrolled":
+        raise ValueError(
+            "`differentiation='unrolled'` needs solver='sinkhorn' (Newton is differentiated "
+            "implicitly), got solver='newton'"
+        )
+    x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k=False
+    )
+    if mode == "unrolled" and max_iter < 1:
+        raise ValueError(f"`max_iter` must be >= 1 with differentiation='unrolled', got {max_iter}")
+    if tol is None:
+        eps = jnp.finfo(_checks.compute_dtype(x.dtype)).eps
+        tol = float(max(eps**0.5, 16 * x.shape[ax] * eps))
+    solver = "unrolled" if mode == "unrolled" else solver
+    return _sorted(
+        x, strength, mask, axis=ax, k=k, largest=largest, kind=kind, max_iter=max_iter, tol=tol,
+        solver=solver, nan_bad=nan_bad,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- sinkhorn
+
+
+def _marginal(v, size, batch, dtype, name, *, positive: bool):
+    if v is None:
+        return jnp.full(batch + (size,), 1 / size, dtype)
+    arr = _checks.floating(v, name).astype(dtype)
+    known = _checks._concrete(v)
+    if known is not None and known.size:
+        bad = (known <= 0) if positive else (known < 0)
+        if np.any(bad | ~np.isfinite(known)):
+            rule = "positive" if positive else "non-negative"
+            raise ValueError(f"`{name}` must be {rule} and finite, got {name}={known.tolist()!r}")
+    try:
+        return jnp.broadcast_to(arr, batch + (size,))
+    except ValueError:
+        raise ValueError(
+            f"`{name}` must broadcast to {batch + (size,)}, got shape {arr.shape}"
+        ) from None
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "tol", "mode"))
+def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
+    solver = sinkhorn_implicit if mode == "implicit" else sinkhorn_unrolled
+
+    def kernel(cost, a, b, eps):
+        f, g, it, err = solver(cost, a, b, eps, max_iter, tol)
+        ok = (a.min(-1) >= 0) & (b.min(-1) > 0) & (eps > 0) & jnp.isfinite(eps)
+        nan = jnp.where(ok, 0, jnp.nan)
+        return f + nan[..., None], g + nan[..., None], it, err + nan
+
+    f, g, it, err = _sharding.on_batch_shards(kernel, cost, a, b, eps, name="cost", item_ndim=2)
+    return SinkhornOutput(f, g, plan_of(f, g, cost, eps), it, err, err <= tol)
+
+
+def sinkhorn_op(cost, a, b, epsilon, tol, max_iter, differentiation) -> SinkhornOutput:
+    """:func:`softops.sinkhorn` after validation."""
+    _checks.choice(differentiation, DIFFERENTIATIONS, "differentiation")
+    cost = _checks.floating(cost, "cost")
+    if cost.ndim < 2:
+        raise ValueError(f"`cost` must have shape [..., n, m], got shape {cost.shape}")
+    minimum = 1 if differentiation == "unrolled" else 0
+    max_iter = _checks.integer(max_iter, "max_iter", minimum=minimum)
+    tol = _checks.tolerance(tol, allow_none=False)
+    dtype = _checks.compute_dtype(cost.dtype)
+    *batch_list, n, m = cost.shape
+    batch = tuple(batch_list)
+    a = _marginal(a, n, batch, dtype, "a", positive=False)
+    b = _marginal(b, m, batch, dtype, "b", positive=True)
+    eps = _checks.per_row(epsilon, "epsilon", batch, dtype)
+    if n == 0 or m == 0 or 0 in batch:
+        zeros = jnp.zeros
+        return SinkhornOutput(
+            zeros(batch + (n,), dtype), zeros(batch + (m,), dtype), zeros(batch + (n, m), dtype),
+            zeros(batch, jnp.int32), zeros(batch, dtype), jnp.ones(batch, bool),
+        )  # fmt: skip
+    return _sinkhorn(
+        cost.astype(dtype), a, b, eps, max_iter=max_iter, tol=tol, mode=differentiation
+    )
