@@ -53,8 +53,8 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     dtype = s.dtype
     n_valid = valid.sum(axis=-1)
     big = jnp.finfo(dtype).max
-    s_max = jnp.max(jnp.where(valid > 0, s, -big), axis=-1)
-    s_min = jnp.min(jnp.where(valid > 0, s, big), axis=-1)
+    s_max = jnp.max(jnp.where(valid > 0, s, -big), axis=-1, initial=-big)  # no items: -big
+    s_min = jnp.min(jnp.where(valid > 0, s, big), axis=-1, initial=big)
     s_mean = (s * valid).sum(axis=-1) / n_valid
     t0 = _logit(k / n_valid)
     lo, hi = t0 - s_max, t0 - s_min

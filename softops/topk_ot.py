@@ -452,7 +452,7 @@ def soft_topk(
 
 def _marginal(v, size, batch, dtype, name, *, positive: bool):
     if v is None:
-        return jnp.full(batch + (size,), 1 / size, dtype)
+        return jnp.full(batch + (size,), 1 / max(size, 1), dtype)  # size 0: empty
     arr = _checks.floating(v, name).astype(dtype)
     known = _checks._concrete(v)
     if known is not None and known.size:
