@@ -294,7 +294,13 @@ def test_bad_argument_eager(case):
         call(X)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+# Array values built inside a jitted function are traced, so only their shapes and dtypes are
+# checked there (a traced bad k, trim or q gives NaN; see test_nonfinite.py).
+VALUE_CHECKS = {"mask_k_nan", "mask_k_array_big", "trim_array", "q_array"}
+JIT_CASES = [c for c in CASES if c[0] not in VALUE_CHECKS]
+
+
+@pytest.mark.parametrize("case", JIT_CASES, ids=[c[0] for c in JIT_CASES])
 def test_bad_argument_under_jit(case):
     # The same error at trace time: nothing is compiled or run.
     _, call, exc, pattern = case
