@@ -479,7 +479,8 @@ def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
         return f + nan[..., None], g + nan[..., None], it, err + nan
 
     f, g, it, err = _sharding.on_batch_shards(kernel, cost, a, b, eps, name="cost", item_ndim=2)
-    return SinkhornOutput(f, g, plan_of(f, g, cost, eps), it, err, err <= tol)
+    plan = jnp.where(jnp.isnan(err)[..., None, None], jnp.nan, plan_of(f, g, cost, eps))
+    return SinkhornOutput(f, g, plan, it, err, err <= tol)
 
 
 def sinkhorn(
