@@ -89,6 +89,7 @@ def test_outlier_does_not_erase_the_other_gaps(regularization, method):
     np.testing.assert_array_equal(np.asarray(r), [1.0, 4.0, 3.0, 2.0])
 
 
+@pytest.mark.slow
 def test_normal_data_l2_ranks_sum_and_range():
     # Issue 9: N(0, 1), n = 1000: at ε = 1e-7 a rank 0 appeared and the row stopped summing to
     # n(n + 1)/2; KL ranks went above n at 1e-6. One row per ε (the strength is per row).

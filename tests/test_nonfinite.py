@@ -107,6 +107,7 @@ MASKED_OPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MASKED_OPS))
 def test_masked_bad_entry_is_ignored(name):
     op = MASKED_OPS[name]
@@ -169,7 +170,16 @@ STRENGTH_OPS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(STRENGTH_OPS))
+LOSS_STRENGTHS = {"spearman", "soft_ndcg", "soft_median", "soft_lts_loss", "soft_topk_rank_loss"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in LOSS_STRENGTHS else n
+        for n in sorted(STRENGTH_OPS)
+    ],
+)
 def test_traced_bad_strength_gives_nan_row(name):
     # Issue 9: a traced strength of -1 gave descending ranks, 0/NaN/inf gave all-zero results,
     # a traced 0 target strength gave 0.0 in spearman_correlation. One strength per row: row 0
