@@ -217,7 +217,8 @@ def k_value(
         raise TypeError(f"`k` must have an integer or floating dtype, got dtype {arr.dtype}")
     known = _concrete(value)
     if known is not None and known.size and not np.all((known >= minimum) & (known <= n)):
-        raise ValueError(f"`k` must satisfy {rule}, got k={known.ravel()[0].item()!r} for n={n}")
+        bad = known[~((known >= minimum) & (known <= n))].ravel()[0].item()
+        raise ValueError(f"`k` must satisfy {rule}, got k={bad!r} for n={n}")
     try:
         return jnp.broadcast_to(arr, batch_shape)
     except ValueError:

@@ -39,7 +39,7 @@ def temperature(kind: str, value, x, valid, lo: float, hi: float):
     if valid is not None:
         cost = jnp.where(valid, cost, 0)
     bad = ~jnp.isfinite(cost)
-    m = jnp.max(jnp.where(bad, 0, cost), axis=-1)
+    m = jnp.max(jnp.where(bad, 0, cost), axis=-1, initial=0)  # cost >= 0; no items: 0
     m = jnp.where(jnp.any(bad, axis=-1), jnp.nan, jnp.where(m > 0, m, 1))
     return value * lax.stop_gradient(m) / 2
 

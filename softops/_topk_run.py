@@ -142,7 +142,7 @@ def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, m
 
 def _marginal(v, size, batch, dtype, name, *, positive: bool):
     if v is None:
-        return jnp.full(batch + (size,), 1 / size, dtype)
+        return jnp.full(batch + (size,), 1 / max(size, 1), dtype)  # size 0: empty
     arr = _checks.floating(v, name).astype(dtype)
     known = _checks._concrete(v)
     if known is not None and known.size:
@@ -169,7 +169,8 @@ def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
         return f + nan[..., None], g + nan[..., None], it, err + nan
 
     f, g, it, err = _sharding.on_batch_shards(kernel, cost, a, b, eps, name="cost", item_ndim=2)
-    return SinkhornOutput(f, g, plan_of(f, g, cost, eps), it, err, err <= tol)
+    plan = jnp.where(jnp.isnan(err)[..., None, None], jnp.nan, plan_of(f, g, cost, eps))
+    return SinkhornOutput(f, g, plan, it, err, err <= tol)
 
 
 def sinkhorn_op(cost, a, b, epsilon, tol, max_iter, differentiation) -> SinkhornOutput:

@@ -65,14 +65,17 @@ Regularization = Literal["l2", "kl"]
 REGULARIZATIONS = ("l2", "kl")
 
 
-def _common(x, axis, regularization, method, where, strength=None):
+_NO_STRENGTH = object()  # projection_permutahedron has none (None is a bad strength)
+
+
+def _common(x, axis, regularization, method, where, strength=_NO_STRENGTH):
     """Validates the arguments shared by the three ops."""
     _checks.choice(regularization, REGULARIZATIONS, "regularization")
     _checks.choice(method, _pav.METHODS, "method")
     x = _checks.floating(x, "x")
     ax = _checks.axis(axis, x.ndim)
     mask = _checks.where(where, x.shape)
-    if strength is None:
+    if strength is _NO_STRENGTH:
         return x, ax, mask, None
     batch = _checks.batch_shape(x.shape, ax)
     dtype = _checks.compute_dtype(x.dtype)

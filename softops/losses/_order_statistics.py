@@ -202,6 +202,8 @@ def soft_lts_loss(
 @functools.partial(jax.jit, static_argnames=("regularization",))
 def _lts(r, trim, eps, valid, *, regularization):
     def body(r, trim, eps, valid):
+        if valid is not None:  # a masked NaN or inf must not reach r * r's derivative
+            r = jnp.where(valid, r, 0)
         s = soft_sort(
             r * r, regularization=regularization, regularization_strength=eps, where=valid
         )
