@@ -15,7 +15,14 @@ def _pm(values, digits: int = 3) -> str:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
     if len(v) == 0:
         return "—"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+
+
+def _over(seeds) -> str:
+    n = len(seeds)
+    return "one seed" if n == 1 else f"mean ± standard deviation over {n} seeds"
 
 
 def knn_section(*, quick: bool, seeds, progress: bool) -> tuple[str, dict[str, Any], Any]:
@@ -30,8 +37,8 @@ def knn_section(*, quick: bool, seeds, progress: bool) -> tuple[str, dict[str, A
         [
             "## 3. Differentiable kNN through SOFT top-k (Xie et al. 2020, Section 5)\n",
             f"scikit-learn's digits ({res['n_train']} train / {res['n_test']} test), "
-            f"{res['steps']} steps, k = {res['k']}; mean ± standard deviation over "
-            f"{len(seeds)} seeds (split, initialization and batches change with the seed).\n",
+            f"{res['steps']} steps, k = {res['k']}; {_over(seeds)} (split, initialization and "
+            "batches change with the seed).\n",
             markdown(tab),
             "",
         ]
@@ -40,14 +47,14 @@ def knn_section(*, quick: bool, seeds, progress: bool) -> tuple[str, dict[str, A
 
 
 def forward_grad_section(
-    out: Path, *, quick: bool, seeds, progress: bool
+    out: Path | None, *, quick: bool, seeds, progress: bool
 ) -> tuple[str, dict[str, Any], dict[str, str], Any]:
-    """Backprop vs the three forward-gradient estimators, trained side by side, per seed."""
-    from softops.showcase.fg_report import plot, plot_path
+    """Backprop vs the three forward-gradient estimators, trained side by side, per seed.
 
+    With a folder ``out`` it also plots loss and accuracy against time there.
+    """
     lrs = {m: (lr,) for m, lr in fg_training.TUNED_LRS.items()}
-    res = fg_training.run(quick=quick, seeds=tuple(seeds), lrs=lrs, progress=progress)
-    path = plot(res, fg_training.METHODS, plot_path(out, res["dataset"]))
+    res = fg_training.run(quick=quick, seeds=tuple(seeds), lrs=lrs, out=out, progress=progress)
     rows, values = [], {}
     for m in fg_training.METHODS:
         ratios = res[f"time_ratio_values_{m}"]
@@ -83,12 +90,14 @@ def forward_grad_section(
             "the learning rate `benchmarks/bench_local_losses.py` picked from its grid; all runs "
             "trained side by side in a shuffled order so that machine load hits every method "
             f"alike. Target: backprop's mean test accuracy minus one point "
-            f"({res['target_acc']:.3f}). Mean ± standard deviation over {len(seeds)} seeds; the "
-            "time ratio is per seed (same seed's backprop run), over the seeds that reached the "
+            f"({res['target_acc']:.3f}). {_over(seeds).capitalize()}; the time ratio is per "
+            "seed (against the same seed's backprop run), over the seeds that reached the "
             "target; the step cost is the median ratio of timed chunks.\n",
             markdown(tab),
-            f"\n![training loss and test accuracy against time]({path.name})\n",
+            "",
         ]
     )
+    if "plot" in res:
+        md += f"\n![training loss and test accuracy against time]({Path(res['plot']).name})\n"
     data = {k: v for k, v in res.items() if k != "curves"}
     return md, {"forward_grad": tab}, values, data

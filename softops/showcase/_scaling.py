@@ -92,11 +92,12 @@ def measure(f: Callable, n: int, *, budget_bytes: int, repeats: int, seed: int =
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.standard_normal((1, n)), jnp.float32)
     u = jnp.asarray(rng.standard_normal((1, n)), jnp.float32)
-    compiled = compile_fwd_bwd(f, x, u)
-    mem = temp_bytes(compiled)
-    if mem > budget_bytes:
-        return "over budget", None, mem
+    mem = 0
     try:
+        compiled = compile_fwd_bwd(f, x, u)
+        mem = temp_bytes(compiled)
+        if mem > budget_bytes:
+            return "over budget", None, mem
         compiled(x).block_until_ready()
         times = []
         for _ in range(repeats):
@@ -116,18 +117,21 @@ def _mib(b: int) -> str:
     return f"{b / 2**20:,.1f} MiB" if b < 100 * 2**20 else f"{b / 2**20:,.0f} MiB"
 
 
-def _cell(status: str, sec: float | None, mem: int) -> str:
+def _cell(status: str, sec: float | None, mem: int, n: int) -> str:
     if status == "ok" and sec is not None:
         return f"{sec * 1e3:,.3g} ms, {_mib(mem)}"
     if status == "over budget":
-        return f"over budget ({_mib(mem)})"
+        return f"out of memory (n={n:,}: needs {_mib(mem)}, over the budget; not run)"
     if status == "oom":
-        return "out of memory"
-    return "failed to run (see the log)"
+        return f"out of memory (n={n:,})"
+    return f"failed to run (n={n:,}; the error is on stderr)"
 
 
-def run(out: Path, plt, sizes, *, budget_mib: float, repeats: int, progress: bool = True):
-    """Measures every method at every size; returns the Markdown, the tables and the raw data."""
+def run(out: Path | None, sizes, *, budget_mib: float, repeats: int, progress: bool = True):
+    """Measures every method at every size; returns the Markdown, the tables and the raw data.
+
+    With a folder ``out`` it also plots time against n there; ``out=None`` writes nothing.
+    """
     budget = int(budget_mib * 2**20)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in METHODS}
     rows = []
@@ -135,12 +139,13 @@ def run(out: Path, plt, sizes, *, budget_mib: float, repeats: int, progress: boo
         row = [f"{n:,}"]
         for name, f in METHODS.items():
             if progress:
-                print(f"  n = {n:,}: {name} ...", flush=True)
+                print(f"  n = {n:,}: {name} ...", file=sys.stderr, flush=True)
             status, sec, mem = measure(f, n, budget_bytes=budget, repeats=repeats)
             results[name].append({"n": n, "status": status, "seconds": sec, "temp_bytes": mem})
-            row.append(_cell(status, sec, mem))
+            row.append(_cell(status, sec, mem, n))
         rows.append(row)
-    _plot(out, plt, sizes, results)
+    if out is not None:
+        _plot(out, sizes, results)
     tab = table(["n", *METHODS], rows, align=["r", "r", "r", "r"])
     soft = results["softops soft_rank"]
     speedups = [
@@ -160,15 +165,20 @@ def run(out: Path, plt, sizes, *, budget_mib: float, repeats: int, progress: boo
             "",
             "All-pairs time / softops time where both ran: "
             + (", ".join(speedups) if speedups else "none")
-            + ".",
-            f"\n![time against n]({PLOT})\n",
+            + ".\n",
+            *([f"![time against n]({PLOT})\n"] if out is not None else []),
         ]
     )
     values = {"scaling_speedups": ", ".join(speedups)}
     return md, {"scaling": tab}, values, results
 
 
-def _plot(out: Path, plt, sizes, results) -> None:
+def _plot(out: Path, sizes, results) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     top = max([r["seconds"] for rs in results.values() for r in rs if r["seconds"]] or [1.0])
     for j, (name, rs) in enumerate(results.items()):
@@ -177,13 +187,13 @@ def _plot(out: Path, plt, sizes, results) -> None:
             ax.plot(*zip(*ok), "o-", color=f"C{j}", label=name)
         for r in rs:
             if r["seconds"] is None:  # not run: mark where it would be, with why
-                why = {"over budget": "over budget", "oom": "out of memory"}.get(
+                why = {"over budget": "out of memory", "oom": "out of memory"}.get(
                     r["status"], "failed"
                 )
                 y = top * 1e3 * 3 ** (j + 1)
                 ax.plot([r["n"]], [y], "x", color=f"C{j}", ms=9, mew=2)
                 ax.annotate(
-                    f"{why}\n({_mib(r['temp_bytes'])})",
+                    f"{why}\n(n={r['n']:,}, {_mib(r['temp_bytes'])})",
                     (r["n"], y),
                     textcoords="offset points",
                     xytext=(6, -4),
@@ -196,7 +206,8 @@ def _plot(out: Path, plt, sizes, results) -> None:
     ax.set_xlabel("n (items per row, batch 1)")
     ax.set_ylabel("forward + backward time (ms)")
     ax.set_title("soft rank: softops vs the O(n²) and OT baselines", fontsize=10)
-    ax.plot([], [], "x", color="gray", label="not run (× marks, with the reason)")
+    if any(r["seconds"] is None for rs in results.values() for r in rs):
+        ax.plot([], [], "x", color="gray", label="not run (× marks, with the reason)")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(out / PLOT, dpi=120)
