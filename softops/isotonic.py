@@ -24,8 +24,8 @@ violators at once (enough for most soft sort/rank inputs):
 - ``"auto"`` (default): ``"sequential"`` on CPU and ``"parallel"`` elsewhere, decided when the
   computation is lowered for its platform.
 
-Batches sharded over devices run where they live, with no communication (see
-:doc:`sharding`). A row with a NaN or ±inf input gives NaN in that row only.
+Batches sharded over devices run where they live, with no communication (each shard is solved
+inside ``shard_map``). A row with a NaN or ±inf input gives NaN in that row only.
 
 Reference: Blondel, Teboul, Berthet, Djolonga, Fast Differentiable Sorting and Ranking, ICML 2020,
 arXiv:2002.08871.

@@ -58,7 +58,9 @@ Regularization = Literal["l2", "kl"]
 REGULARIZATIONS = ("l2", "kl")
 
 
-def _common(x, axis, regularization, method, where, strength=None):
+def _common(
+    x, axis, regularization, method, where, strength=None
+) -> tuple[jax.Array, int, jax.Array | None, jax.Array | None]:
     """Validates the arguments shared by the three ops."""
     _checks.choice(regularization, REGULARIZATIONS, "regularization")
     _checks.choice(method, _pav.METHODS, "method")

@@ -29,7 +29,7 @@ from softops.showcase.results import markdown, table
 
 PLOT = "soft_rank_scaling.png"
 # XLA:CPU debug option: no YNNPACK fusions (their scratch memory is invisible to memory_analysis).
-_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_CPU_OPTIONS: dict[str, str | bool] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def all_pairs_soft_rank(x, eps):
