@@ -59,9 +59,11 @@ def device_description() -> str:
 
 
 def _git_commit() -> str | None:
+    """The commit of the source checkout softops runs from; ``None`` for an installed wheel."""
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parents[2],  # the checkout, if softops runs from one
             capture_output=True,
             text=True,
             timeout=10,
