@@ -60,11 +60,13 @@ def test_a_method_over_the_memory_budget_reads_out_of_memory(float32_default):
     status, seconds, mem = _scaling.measure(f, 256, budget_bytes=1024, repeats=1)
     # The n x n matrix is counted (XLA:CPU's YNNPACK fusions are off), so it is over 1 KiB.
     assert status == "over budget" and seconds is None and mem >= 256 * 256 * 4
-    cell = _scaling._cell(status, seconds, mem, 256)
+    cell = _scaling._cell(status, seconds, mem, 256, 1024)
     assert cell.startswith("out of memory (n=256: needs ") and cell.endswith(
-        "over the budget; not run)"
+        " KiB > 1 KiB budget; not run)"
     )
-    assert _scaling._cell("oom", None, 0, 100_000) == "out of memory (n=100,000)"
+    assert _scaling._cell("oom", None, 0, 100_000, 2**30) == "out of memory (n=100,000)"
+    assert _scaling._cell("ok", 1.0734, 40 * 2**30, 10, 2**30) == "1,073 ms, 40 GiB"
+    assert _scaling._cell("ok", 1.2345e-4, 3 * 2**20, 10, 2**30) == "0.123 ms, 3.0 MiB"
     assert _scaling._is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory"))
     assert not _scaling._is_out_of_memory(RuntimeError("INVALID_ARGUMENT: shapes"))
 

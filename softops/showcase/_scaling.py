@@ -111,17 +111,25 @@ def measure(f: Callable, n: int, *, budget_bytes: int, repeats: int, seed: int =
     return "ok", float(np.median(times)), mem
 
 
-def _mib(b: int) -> str:
+def _mib(b: float) -> str:
+    """Bytes in KiB, MiB or GiB, with two or three significant digits."""
     if b < 2**20:
         return f"{b / 2**10:,.0f} KiB"
-    return f"{b / 2**20:,.1f} MiB" if b < 100 * 2**20 else f"{b / 2**20:,.0f} MiB"
+    if b < 10 * 2**30:
+        return f"{b / 2**20:,.1f} MiB" if b < 100 * 2**20 else f"{b / 2**20:,.0f} MiB"
+    return f"{b / 2**30:,.0f} GiB"
 
 
-def _cell(status: str, sec: float | None, mem: int, n: int) -> str:
+def _ms(sec: float) -> str:
+    ms = sec * 1e3
+    return f"{ms:,.0f} ms" if ms >= 100 else f"{ms:.3g} ms"
+
+
+def _cell(status: str, sec: float | None, mem: int, n: int, budget: int) -> str:
     if status == "ok" and sec is not None:
-        return f"{sec * 1e3:,.3g} ms, {_mib(mem)}"
+        return f"{_ms(sec)}, {_mib(mem)}"
     if status == "over budget":
-        return f"out of memory (n={n:,}: needs {_mib(mem)}, over the budget; not run)"
+        return f"out of memory (n={n:,}: needs {_mib(mem)} > {_mib(budget)} budget; not run)"
     if status == "oom":
         return f"out of memory (n={n:,})"
     return f"failed to run (n={n:,}; the error is on stderr)"
@@ -142,7 +150,7 @@ def run(out: Path | None, sizes, *, budget_mib: float, repeats: int, progress: b
                 print(f"  n = {n:,}: {name} ...", file=sys.stderr, flush=True)
             status, sec, mem = measure(f, n, budget_bytes=budget, repeats=repeats)
             results[name].append({"n": n, "status": status, "seconds": sec, "temp_bytes": mem})
-            row.append(_cell(status, sec, mem, n))
+            row.append(_cell(status, sec, mem, n, budget))
         rows.append(row)
     if out is not None:
         _plot(out, sizes, results)
