@@ -187,12 +187,12 @@ def _plot(out: Path, sizes, results) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(9.0, 4.0))
     top = max([r["seconds"] for rs in results.values() for r in rs if r["seconds"]] or [1.0])
     for j, (name, rs) in enumerate(results.items()):
         ok = [(r["n"], r["seconds"] * 1e3) for r in rs if r["seconds"]]
-        if ok:
-            ax.plot(*zip(*ok), "o-", color=f"C{j}", label=name)
+        # Every method gets its legend entry, also one that never ran.
+        ax.plot(*(zip(*ok) if ok else ([], [])), "o-", color=f"C{j}", label=name)
         for r in rs:
             if r["seconds"] is None:  # not run: mark where it would be, with why
                 why = {"over budget": "out of memory", "oom": "out of memory"}.get(
@@ -216,7 +216,8 @@ def _plot(out: Path, sizes, results) -> None:
     ax.set_title("soft rank: softops vs the O(n²) and OT baselines", fontsize=10)
     if any(r["seconds"] is None for rs in results.values() for r in rs):
         ax.plot([], [], "x", color="gray", label="not run (× marks, with the reason)")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    ax.set_ylim(top=top * 1e3 * 3 ** (len(results) + 2))
     fig.tight_layout()
     fig.savefig(out / PLOT, dpi=120)
     plt.close(fig)
