@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
     if not args.skip_training:
         try:
+            import sklearn  # noqa: F401  (the digits; imported where they are loaded)
+
             from softops.showcase import _examples
         except ImportError as err:
             sys.exit(f"{err}: {_EXTRA} (or pass --skip-training)")
