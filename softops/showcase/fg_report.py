@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 from softops.showcase.fg_training import LABELS, METHODS
@@ -44,23 +45,31 @@ def plot(res, methods, path):
     return path
 
 
+def _num(value, fmt: str) -> str:
+    return format(value, fmt) if math.isfinite(value) else "not reached"
+
+
 def report(res, methods=METHODS):
-    """A Markdown table of the results."""
+    """A Markdown table of the results (± the standard deviation over seeds when several)."""
     lines = [
         f"{res['dataset']}: MLP {res['hidden']}-{res['hidden']}, batch {res['batch']}, "
         f"{res['steps']} steps, {res['seeds']} seed(s), local losses in {res['num_groups']} "
         f"groups; target = backprop's test accuracy - 1 pt = {res['target_acc']:.4f}\n",
-        "| method | lr | test accuracy | steps to target | time to target (s) | time ratio "
-        "| step cost ratio |",
+        "| method | learning rate | test accuracy | steps to target | time to target (s) "
+        "| time to target / backprop's | step cost / backprop's |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for m in methods:
         if f"lr_{m}" not in res:
             continue
+        acc = f"{res[f'test_acc_{m}']:.4f}"
+        if res["seeds"] > 1:
+            acc += f" ± {res[f'test_acc_std_{m}']:.4f}"
         lines.append(
-            f"| {LABELS[m]} | {res[f'lr_{m}']:g} | {res[f'test_acc_{m}']:.4f} "
-            f"± {res[f'test_acc_std_{m}']:.4f} | {res[f'steps_to_target_{m}']:.0f} "
-            f"| {res[f'time_to_target_s_{m}']:.3f} | {res[f'time_ratio_{m}']:.2f} "
+            f"| {LABELS[m]} | {res[f'lr_{m}']:g} | {acc} "
+            f"| {_num(res[f'steps_to_target_{m}'], '.0f')} "
+            f"| {_num(res[f'time_to_target_s_{m}'], '.3f')} "
+            f"| {_num(res[f'time_ratio_{m}'], '.2f')} "
             f"| {res[f'step_cost_ratio_{m}']:.2f} |"
         )
     return "\n".join(lines)
