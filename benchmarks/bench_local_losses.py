@@ -1,7 +1,7 @@
 """Backprop vs weight-perturbed, activity-perturbed and local-loss forward gradients (Ren et al.).
 
 On scikit-learn's digits (or a local MNIST ``.npz`` with ``--mnist PATH``), with the Flax nnx MLP
-of ``examples/forward_gradient_training.py`` (two blocks Dense-LayerNorm-ReLU of width 128, Adam
+of ``softops.showcase.fg_training`` (two blocks Dense-LayerNorm-ReLU of width 128, Adam
 with cosine decay, learning rate per method from a grid by final training loss), it prints:
 
 1. Training: test accuracy (mean ± std over seeds), steps and wall-clock time to reach
@@ -30,21 +30,20 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from examples import forward_gradient_training as ex  # noqa: E402
-from softops.forward_grad import (  # noqa: E402
+from softops.forward_grad import (
     activity_value_and_grad,
     forward_value_and_grad,
     local_value_and_grad,
     no_tap,
 )
+from softops.showcase import fg_training as ex
+from softops.showcase.fg_report import report
 
 
 def groups_sweep(groups, *, seeds, batch, steps, mnist=None, hidden=128, chunk=10):
@@ -250,7 +249,7 @@ def main():
             progress=False,
         )
         print("## Training\n")
-        print(ex.report(res))
+        print(report(res))
         results["training"] = {k: v for k, v in res.items() if k != "curves"}
         results["curves"] = res["curves"]
         print()

@@ -90,9 +90,7 @@ def run(
     t0 = time.perf_counter()
     n_train = n_train if n_train is not None else (1000 if quick else 5000)
     steps = steps if steps is not None else (100 if quick else 1000)
-    xtr, ytr, xte, yte = make_data(
-        n_train=n_train, n_test=n_test, d=d, corrupt=corrupt, seed=seed
-    )
+    xtr, ytr, xte, yte = make_data(n_train=n_train, n_test=n_test, d=d, corrupt=corrupt, seed=seed)
     kw = dict(steps=steps, batch=batch, hidden=hidden, lr=lr, seed=seed)
 
     def mse(pred, y):

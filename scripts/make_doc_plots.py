@@ -1,8 +1,12 @@
-"""Produce the PNG figures under ``docs/images/`` used by the documentation site.
+"""Produce the PNG figures that ``docs/images/`` holds for the documentation site.
 
-Run from the repository root: ``python scripts/make_doc_plots.py``.
+    python scripts/make_doc_plots.py --out /tmp/softops-figures
+
+They go into ``--out`` (never into the repository: copy them to ``docs/images/`` by hand to
+update the docs).
 """
 
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -15,10 +19,8 @@ import numpy as np  # noqa: E402
 
 from softops import soft_rank, soft_sort, soft_topk_mask  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "docs" / "images"
 
-
-def sort_rank_figure() -> None:
+def sort_rank_figure(out: Path) -> None:
     """soft_sort and soft_rank of a fixed 5-element vector as ε varies (Blondel et al., Fig. 2)."""
     x = jnp.array([2.9, 0.1, 1.2, 1.8, -0.4], dtype=jnp.float32)
     eps = np.logspace(-2, 2, 80)
@@ -34,11 +36,11 @@ def sort_rank_figure() -> None:
         ax.set_title(title)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / "soft_sort_rank.png", dpi=100)
+    fig.savefig(out / "soft_sort_rank.png", dpi=100)
     plt.close(fig)
 
 
-def topk_figure() -> None:
+def topk_figure(out: Path) -> None:
     """The soft top-k mask (k=2) of a fixed vector as ε varies."""
     x = jnp.array([2.9, 0.1, 1.2, 1.8, -0.4], dtype=jnp.float32)
     eps = np.logspace(-3, 0, 60)
@@ -52,11 +54,14 @@ def topk_figure() -> None:
     ax.set_title("soft_topk_mask, k = 2")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / "soft_topk_mask.png", dpi=100)
+    fig.savefig(out / "soft_topk_mask.png", dpi=100)
     plt.close(fig)
 
 
 if __name__ == "__main__":
-    OUT.mkdir(parents=True, exist_ok=True)
-    sort_rank_figure()
-    topk_figure()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="a directory outside the repo")
+    out = parser.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
+    sort_rank_figure(out)
+    topk_figure(out)

@@ -1,6 +1,6 @@
-"""``python -m softops``: the showcase (see ``softops._showcase``)."""
+"""``python -m softops``: the showcase (see ``softops.showcase.main``)."""
 
-from softops._showcase import main
+from softops.showcase.main import main
 
 if __name__ == "__main__":
     main()

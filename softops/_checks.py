@@ -11,9 +11,10 @@ arrays with any leading axes.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -98,13 +99,17 @@ def integer(value: Any, name: str, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+@overload
+def tolerance(value: Any, name: str = ..., *, allow_none: Literal[False]) -> float: ...
+@overload
+def tolerance(value: Any, name: str = ..., *, allow_none: bool = ...) -> float | None: ...
 def tolerance(value: Any, name: str = "tol", *, allow_none: bool = True) -> float | None:
     """A non-negative finite Python number (or None when allowed)."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a non-negative number, got {name}={_describe(value)}")
-    if not (np.isfinite(value) and value >= 0):
+    if not (math.isfinite(float(value)) and float(value) >= 0):
         raise ValueError(f"`{name}` must be a non-negative finite number, got {name}={value!r}")
     return float(value)
 
@@ -189,6 +194,26 @@ def same_shape(a: jax.Array, b: jax.Array, names: tuple[str, str]) -> None:
         )
 
 
+@overload
+def k_value(
+    value: Any,
+    n: int,
+    batch_shape: tuple[int, ...],
+    *,
+    minimum: int = ...,
+    traced: Literal[False] = ...,
+    axis_: Any = ...,
+) -> int: ...
+@overload
+def k_value(
+    value: Any,
+    n: int,
+    batch_shape: tuple[int, ...],
+    *,
+    minimum: int = ...,
+    traced: bool,
+    axis_: Any = ...,
+) -> int | jax.Array: ...
 def k_value(
     value: Any,
     n: int,

@@ -57,7 +57,7 @@ class _Blocks(NamedTuple):
     b: jax.Array
     first: jax.Array
     bar: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count
     done: jax.Array
 
 

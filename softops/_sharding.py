@@ -173,7 +173,7 @@ def on_batch_shards(
     if any(s is not None for s in spec[nb:]):
         raise _item_error(name, tuple(range(nb, x.ndim)), P(*spec), mesh)
     batch = P(*spec[:nb])  # a prefix: trailing axes of every argument and result replicated
-    axes = set()
+    axes: set[str] = set()
     for s in spec[:nb]:
         if s is not None:
             axes.update((s,) if isinstance(s, str) else s)

@@ -68,7 +68,9 @@ REGULARIZATIONS = ("l2", "kl")
 _NO_STRENGTH = object()  # projection_permutahedron has none (None is a bad strength)
 
 
-def _common(x, axis, regularization, method, where, strength=_NO_STRENGTH):
+def _common(
+    x, axis, regularization, method, where, strength=_NO_STRENGTH
+) -> tuple[jax.Array, int, jax.Array | None, jax.Array | None]:
     """Validates the arguments shared by the three ops."""
     _checks.choice(regularization, REGULARIZATIONS, "regularization")
     _checks.choice(method, _pav.METHODS, "method")
