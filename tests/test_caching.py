@@ -98,6 +98,13 @@ CALLS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    # The suite keeps compiled programs across tests; these tests count compilations from zero.
+    jax.clear_caches()
+    yield
+
+
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_identical_eager_calls_compile_once(name):
     call = CALLS[name]

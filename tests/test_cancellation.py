@@ -142,7 +142,7 @@ def _sweep(strength_of):
     return np.concatenate(rows), np.asarray(eps, np.float32), np.asarray(scales)
 
 
-@pytest.mark.parametrize("regularization", ["l2", "kl"])
+@pytest.mark.parametrize("regularization", ["l2", pytest.param("kl", marks=pytest.mark.slow)])
 def test_soft_rank_float32_matches_float64(regularization):
     x, eps, _ = _sweep(lambda e, scale: e * scale)  # ε in the units of x
     for descending in (False, True):
@@ -160,7 +160,7 @@ def test_soft_rank_float32_matches_float64(regularization):
         assert err.max() <= 32 * N * N * U32, (descending, err.max(), eps[err.argmax()])
 
 
-@pytest.mark.parametrize("regularization", ["l2", "kl"])
+@pytest.mark.parametrize("regularization", ["l2", pytest.param("kl", marks=pytest.mark.slow)])
 def test_soft_sort_float32_matches_float64(regularization):
     # soft_sort's ε acts on the inverse scale of x (gaps above 1/ε pool).
     x, eps, _ = _sweep(lambda e, scale: e / scale)
@@ -182,6 +182,7 @@ def test_soft_sort_float32_matches_float64(regularization):
         assert err.max() <= 8 * N * U32, (descending, err.max(), eps[err.argmax()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regularization", ["l2", "kl"])
 def test_projection_float32_matches_float64(regularization):
     x, eps, _ = _sweep(lambda e, scale: e * scale)
@@ -203,6 +204,7 @@ def test_projection_float32_matches_float64(regularization):
     assert (np.abs(p32 - p64) / top).max() <= 8 * N * U32
 
 
+@pytest.mark.slow
 def test_isotonic_float32_matches_float64():
     rng = np.random.default_rng(1)
     x = np.concatenate([_rows(scale) for scale in SCALES])

@@ -18,6 +18,7 @@ def _load():
     return module
 
 
+@pytest.mark.slow
 def test_run_tiny_writes_nothing_without_out(tmp_path, monkeypatch, float32_default):
     monkeypatch.chdir(tmp_path)
     images = EXAMPLE.parents[1] / "docs" / "images"

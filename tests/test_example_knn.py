@@ -4,9 +4,12 @@ import importlib.util
 import math
 import pathlib
 
+import pytest
+
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "knn_digits.py"
 
 
+@pytest.mark.slow
 def test_knn_example_runs_and_reports(float32_default):
     spec = importlib.util.spec_from_file_location("knn_digits", EXAMPLE)
     module = importlib.util.module_from_spec(spec)

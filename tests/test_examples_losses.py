@@ -4,6 +4,8 @@ import importlib.util
 import math
 import pathlib
 
+import pytest
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -26,6 +28,7 @@ def test_robust_regression_example(float32_default):
     assert res["loss_last"] < res["loss_first"]
 
 
+@pytest.mark.slow
 def test_spearman_regression_example(float32_default):
     res = _load("spearman_regression").run(quick=True, n_train=500, n_test=500, steps=40)
     assert res["steps"] == 40
@@ -36,6 +39,7 @@ def test_spearman_regression_example(float32_default):
     assert res["spearman_loss_last"] < res["spearman_loss_first"]
 
 
+@pytest.mark.slow
 def test_topk_classification_example(float32_default):
     res = _load("topk_classification").run(quick=True, steps=40, report_k=3)
     assert res["steps"] == 40 and res["n_test"] == 540

@@ -12,6 +12,9 @@ from softops.forward_grad import (
     no_tap,
 )
 
+# Issue 11/13 batteries: run by CI in its slow pass (the README command stays under 5 min).
+pytestmark = pytest.mark.slow
+
 Z = 5.0  # two-sided z-score of every statistical bound below (CLT; ~1e-6 per coordinate).
 N = 4000  # draws for the statistical tests
 

@@ -50,7 +50,10 @@ def test_isotonic_regression_matches_sklearn(increasing, weighted):
 
 
 @pytest.mark.parametrize("reg", ["l2", "kl"])
-@pytest.mark.parametrize("n", [10, 1000, 10_000])
+@pytest.mark.parametrize(
+    "n",
+    [10, pytest.param(1000, marks=pytest.mark.slow), pytest.param(10_000, marks=pytest.mark.slow)],
+)
 def test_solvers_agree(reg, n):
     rng = np.random.default_rng(n)
     s = jnp.asarray(rng.standard_normal((2, n)) * 2 + np.linspace(0, 2, n))
@@ -77,6 +80,7 @@ def test_derivative_battery(reg):
     derivative_battery(lambda w: OPS[reg](jnp.asarray(s), w), w)
 
 
+@pytest.mark.slow
 def test_regression_derivative_battery():
     rng = np.random.default_rng(3)
     y = rng.standard_normal(9)

@@ -80,6 +80,7 @@ def test_spearman_large_strength_is_pearson():
     np.testing.assert_allclose(got, [pearsonr(a, b).statistic for a, b in zip(p, t)], rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_spearman_where_equals_compressed_rows_and_per_example_strength():
     rng = _rng(3)
     p, t = rng.standard_normal((2, 6)), rng.standard_normal((2, 6))
@@ -145,6 +146,7 @@ def test_topk_rank_loss_hard_limit(k):
     np.testing.assert_allclose(far, np.full(6, max(3.0 - k, 0)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_topk_rank_loss_where_and_derivatives():
     rng = _rng(6)
     logits = rng.standard_normal((2, 5))
@@ -228,6 +230,7 @@ def test_quantile_where_equals_compressed(regularization):
         np.testing.assert_allclose(got[i], ref, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_quantile_derivatives():
     x = _rng(10).standard_normal((2, 5))
     derivative_battery(jax.jit(lambda v: soft_quantile(v, 0.3, regularization_strength=0.7)), x)
@@ -268,6 +271,7 @@ def test_lts_limits():
     np.testing.assert_allclose(_LTS_J(r, trim=0.0), (r**2).mean(-1), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_lts_where_and_derivatives():
     rng = _rng(12)
     r = rng.standard_normal((2, 6))
@@ -324,6 +328,7 @@ def test_ndcg_large_strength_and_zero_relevance():
     assert _NDCG_J(jnp.ones((3,), jnp.float64), jnp.zeros((3,), jnp.float64)) == 0.0
 
 
+@pytest.mark.slow
 def test_ndcg_where_and_derivatives():
     rng = _rng(14)
     scores = rng.standard_normal((2, 6))

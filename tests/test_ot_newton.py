@@ -14,6 +14,9 @@ from tests._ot_reference import sinkhorn_ref, soft_topk_ref
 from tests._ot_semidual_reference import semidual_ref
 from tests.helpers import derivative_battery, fd_jvp
 
+# Issue 11/13 batteries: run by CI in its slow pass (the README command stays under 5 min).
+pytestmark = pytest.mark.slow
+
 RNG = np.random.default_rng(0)
 rows_jit = jax.jit(newton_rows, static_argnums=(5, 6, 7))
 

@@ -17,6 +17,9 @@ from tests import _sort_reference as ref
 from tests._ot_reference import sinkhorn_ref, soft_topk_ref
 from tests.helpers import derivative_battery
 
+# Issue 11/13 batteries: run by CI in its slow pass (the README command stays under 5 min).
+pytestmark = pytest.mark.slow
+
 RNG = np.random.default_rng(0)
 X7 = RNG.standard_normal(7)
 X7_TIES = np.array([0.3, 1.2, -0.5, 1.2, 0.3, 0.3, -2.0])

@@ -94,7 +94,7 @@ def test_sinkhorn_matches_reference():
 # ----------------------------------------------------------------------------- derivatives
 
 
-@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("largest", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_mask_derivative_battery(largest):
     battery(lambda x: soft_topk_mask(x, 3, largest=largest, temperature=0.5), X8)
     battery(lambda x: soft_topk_mask(x, 3, largest=largest, temperature=0.4), X8_TIES)
@@ -112,6 +112,7 @@ def test_epsilon_derivative_holds_cost_max_constant(largest):
     np.testing.assert_allclose(jv, fd_jvp(frozen, x, v), atol=1e-7)
 
 
+@pytest.mark.slow
 def test_mask_derivative_battery_with_where_and_float_k():
     where = jnp.asarray(X8 > -1.0)
     battery(lambda x: soft_topk_mask(x, 2, where=where, temperature=0.5), X8)
