@@ -105,7 +105,12 @@ def _fresh_caches():
     yield
 
 
-@pytest.mark.parametrize("name", sorted(CALLS))
+FAST = ("soft_rank", "soft_topk_mask", "spearman_loss")  # the rest in CI's slow pass
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CALLS)]
+)
 def test_identical_eager_calls_compile_once(name):
     call = CALLS[name]
     with _count_compiles() as first:

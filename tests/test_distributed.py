@@ -185,6 +185,7 @@ def backprop_runs(tmp_path_factory):
     return _runs(tmp_path_factory.mktemp("distributed"), "backprop")
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(backprop_runs):
     mp, sp = backprop_runs["2x4"], backprop_runs["1x8"]
     # Replicated parameters: both processes hold the same values, bit for bit.
@@ -202,6 +203,7 @@ def test_two_processes_match_one_process(backprop_runs):
     assert res_mp["collectives"] == res_sp["collectives"]
 
 
+@pytest.mark.slow
 def test_sharded_step_communicates_only_the_gradient(backprop_runs):
     # Forward and backward run on each device's rows; no gathers, no permutes; the gradient (and
     # the mean loss) are summed over the batch by XLA's all-reduce, combined into one.
@@ -218,6 +220,7 @@ def test_sharded_step_communicates_only_the_gradient(backprop_runs):
         assert not inside, inside
 
 
+@pytest.mark.slow
 def test_one_device_in_process_matches(backprop_runs, tmp_path, float32_default):
     # The plain single-process script (here in this process, on its one CPU device): same
     # parameters as 8 devices; only the summation order of the gradient differs.

@@ -178,6 +178,7 @@ def _run(mode):
     assert "SHARDING_OK" in res.stdout
 
 
+@pytest.mark.slow
 def test_sharded_batch_under_jit_and_shard_map():
     # Explicit mesh; weight perturbation (Rademacher), activity perturbation, local losses.
     _run("main")

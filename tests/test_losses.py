@@ -161,6 +161,7 @@ def test_topk_rank_loss_where_and_derivatives():
     )
 
 
+@pytest.mark.slow
 def test_topk_mask_loss_matches_mask_and_limit():
     rng = _rng(7)
     logits = rng.standard_normal((4, 6))

@@ -37,7 +37,8 @@ def test_derivative_battery(op, reg, eps):
     derivative_battery(lambda x: OPS[op](x, regularization=reg, regularization_strength=eps), x)
 
 
-@pytest.mark.parametrize("reg", ["l2", pytest.param("kl", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("reg", ["l2", "kl"])
 def test_projection_derivatives_in_z_and_w(reg):
     rng = np.random.default_rng(2)
     z = rng.standard_normal(6)

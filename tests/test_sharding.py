@@ -34,14 +34,8 @@ def _run(mode: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "explicit",
-        pytest.param("auto", marks=pytest.mark.slow),
-        pytest.param("shard_map", marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.slow  # CI runs it (about 50 s per mode); the item-axis test below stays fast
+@pytest.mark.parametrize("mode", ["explicit", "auto", "shard_map"])
 def test_batch_sharded_ops_equal_and_collective_free(mode):
     results = _run(mode)
     assert len(results) == 21
