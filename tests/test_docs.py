@@ -42,6 +42,7 @@ def test_doctests(name):
         assert result.attempted > 0
 
 
+@pytest.mark.slow  # .ci/run also builds the site in its own step
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")

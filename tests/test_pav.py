@@ -24,7 +24,7 @@ def _families(n, rng):
     }
 
 
-@pytest.mark.parametrize("method", ["sequential", "parallel"])
+@pytest.mark.parametrize("method", ["sequential", pytest.param("parallel", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["l2", "kl"])
 def test_solvers_exact_on_hard_inputs(method, kind):
     rng = np.random.default_rng(0)

@@ -29,7 +29,10 @@ def test_matches_numpy_reference(op, reg, descending):
 
 @pytest.mark.parametrize("op", ["soft_rank", "soft_sort"])
 @pytest.mark.parametrize("reg", ["l2", "kl"])
-@pytest.mark.parametrize("eps", [0.3, 10.0, 100.0])
+@pytest.mark.parametrize(
+    "eps",
+    [0.3, pytest.param(10.0, marks=pytest.mark.slow), pytest.param(100.0, marks=pytest.mark.slow)],
+)
 def test_derivative_battery(op, reg, eps):
     # KL soft sort at strengths 10 and 100 is where the reference code's Jacobian is wrong:
     # multi-element PAV blocks.

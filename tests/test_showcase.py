@@ -29,6 +29,7 @@ def test_without_out_prints_the_report_and_writes_nothing(
     assert f", {device}." in report.splitlines()[2]
 
 
+@pytest.mark.slow
 def test_with_out_writes_the_report_plots_and_results_there(
     tmp_path, monkeypatch, capsys, float32_default
 ):
