@@ -71,7 +71,7 @@ def test_adversarial_cascade_is_exact():
         np.testing.assert_allclose(v, pav_decreasing(np.asarray(y), np.zeros(51), "l2"), rtol=1e-12)
 
 
-@pytest.mark.parametrize("reg", ["l2", "kl"])
+@pytest.mark.parametrize("reg", ["l2", pytest.param("kl", marks=pytest.mark.slow)])
 def test_derivative_battery(reg):
     rng = np.random.default_rng(2)
     s = rng.standard_normal(8) * 2

@@ -103,6 +103,7 @@ def test_spearman_constant_row_is_zero_with_finite_gradient():
     assert rho == 0.0 and np.all(np.isfinite(g))
 
 
+@pytest.mark.slow
 def test_spearman_derivatives():
     rng = _rng(4)
     t = jnp.asarray(rng.standard_normal(5))
