@@ -20,11 +20,11 @@ Three tables, all float32 unless said otherwise, batches of standard-normal scor
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import medians  # noqa: E402  (benchmarks/, the script's folder)
 from jax import lax
 
 from softops.topk_ot import soft_topk, soft_topk_mask, soft_topk_mask_solve, soft_topk_solve
@@ -36,19 +36,6 @@ except ImportError:  # optional
 
 EPSILONS = (10.0, 1.0, 0.1, 1e-2, 1e-3, 1e-4, 1e-5)
 MAX_OTT_ITER = 10_000
-
-
-def medians(fns: dict, args, repeats: int) -> dict:
-    """Median seconds of each jitted callable on ``args``, timed interleaved after a warm-up."""
-    for f in fns.values():
-        jax.block_until_ready(f(*args))
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def temp_mb(f, *args) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's softops
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import medians  # noqa: E402  (benchmarks/, the script's folder)
 from jax import lax
 
 from softops.topk_ot import soft_topk_mask, soft_topk_mask_solve  # noqa: E402
@@ -29,20 +29,6 @@ from softops.topk_ot import soft_topk_mask, soft_topk_mask_solve  # noqa: E402
 SHAPES = ((64, 256), (64, 4096), (8, 32768))
 KS = (1, 16)
 EPSILONS = (0.1, 1e-3)
-
-
-def medians(fns: dict, args, repeats: int) -> dict:
-    """Median seconds of each jitted callable on ``args``, timed interleaved after a warm-up."""
-    for f in fns.values():
-        for _ in range(3):
-            jax.block_until_ready(f(*args))
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def case(batch: int, n: int, k: int, eps: float, repeats: int) -> dict:
@@ -63,7 +49,7 @@ def case(batch: int, n: int, k: int, eps: float, repeats: int) -> dict:
         "mask": jax.jit(mask),
         "mask fb": jax.jit(jax.grad(lambda x: jnp.sum(mask(x) * w))),
     }
-    t = medians(fns, (x,), repeats)
+    t = medians(fns, (x,), repeats, warmup=3)
     out = jax.jit(lambda x: soft_topk_mask_solve(x, k, epsilon=eps))(x)
     return {
         "batch": batch,

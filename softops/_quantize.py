@@ -35,6 +35,22 @@ def _strength(value, batch: tuple, dtype) -> jax.Array:
     return eps.reshape(batch + (1,))
 
 
+def _rows(x, axis, where, strength):
+    """Rows along the last axis in the compute dtype: (rows, axis, valid or None, count, eps).
+
+    ``count`` [..., 1] is the number of valid items per row, in the compute dtype.
+    """
+    ax = _checks.axis(axis, x.ndim)
+    valid = _checks.where(where, x.shape)
+    dtype = _checks.compute_dtype(x.dtype)
+    moved = jnp.moveaxis(x.astype(dtype), ax, -1)
+    batch, n = moved.shape[:-1], moved.shape[-1]
+    eps = _strength(strength, batch, dtype)
+    ok = None if valid is None else jnp.moveaxis(valid, ax, -1)
+    n_valid = jnp.full(batch + (1,), n, dtype) if ok is None else jnp.sum(ok, -1, keepdims=True)
+    return moved, ax, ok, n_valid.astype(dtype), eps
+
+
 def _permutahedron(z, w):
     """L2 projection of z [..., n] onto the permutahedron of w [..., n], per batch shard."""
 
@@ -126,15 +142,8 @@ def soft_quantile_normalization(
         known = _checks._concrete(weights)
         if known is not None and np.any(known < 0):
             raise ValueError(f"`weights` must be non-negative, got weights={known.tolist()!r}")
-    ax = _checks.axis(axis, x.ndim)
-    valid = _checks.where(where, x.shape)
-    dtype = _checks.compute_dtype(x.dtype)
-    moved = jnp.moveaxis(x.astype(dtype), ax, -1)
-    batch, n = moved.shape[:-1], moved.shape[-1]
-    eps = _strength(regularization_strength, batch, dtype)
-    ok = None if valid is None else jnp.moveaxis(valid, ax, -1)
-    n_valid = jnp.full(batch + (1,), n, dtype) if ok is None else jnp.sum(ok, -1, keepdims=True)
-    n_valid = n_valid.astype(dtype)
+    moved, ax, ok, n_valid, eps = _rows(x, axis, where, regularization_strength)
+    dtype, n = moved.dtype, moved.shape[-1]
     t, w = targets.astype(dtype), weights.astype(dtype)
     quantiles = _target_quantiles(t, w, jnp.maximum(n_valid, 1), n, dtype)
     out = _project(moved, quantiles, n_valid, eps, ok)
@@ -248,18 +257,10 @@ def soft_quantize(
     """
     levels = _checks.integer(num_levels, "num_levels", minimum=1)
     x = _checks.floating(x, "x")
-    ax = _checks.axis(axis, x.ndim)
-    valid = _checks.where(where, x.shape)
-    dtype = _checks.compute_dtype(x.dtype)
-    moved = jnp.moveaxis(x.astype(dtype), ax, -1)
-    batch, n = moved.shape[:-1], moved.shape[-1]
-    eps = _strength(regularization_strength, batch, dtype)
-    ok = None if valid is None else jnp.moveaxis(valid, ax, -1)
+    moved, ax, ok, n_valid, eps = _rows(x, axis, where, regularization_strength)
     if ok is None:
-        n_valid = jnp.full(batch + (1,), n, dtype)
         s = jnp.sort(moved, axis=-1)
     else:
-        n_valid = jnp.sum(ok, -1, keepdims=True).astype(dtype)
         s = jnp.sort(jnp.where(ok, moved, jnp.inf), axis=-1)  # the valid entries first
     values = _binned(s, jnp.maximum(n_valid, 1), levels)
     out = _project(moved, values, n_valid, eps, ok)

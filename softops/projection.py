@@ -101,6 +101,26 @@ def _soft_op(x, eps, where, *, axis, op, descending, regularization, method, str
     return _sharding.run_items(kernel, axis, (x,), (eps,), where)
 
 
+def _soft_public(
+    op, x, axis, descending, regularization, strength, where, straight_through, method
+) -> jax.Array:
+    """The shared body of :func:`soft_rank` and :func:`soft_sort`: validate, then run."""
+    descending = _checks.boolean(descending, "descending")
+    straight_through = _checks.boolean(straight_through, "straight_through")
+    x, ax, mask, eps = _common(x, axis, regularization, method, where, strength)
+    return _soft_op(
+        x,
+        eps,
+        mask,
+        axis=ax,
+        op=op,
+        descending=descending,
+        regularization=regularization,
+        method=method,
+        straight_through=straight_through,
+    )
+
+
 def soft_rank(
     x: ArrayLike,
     *,
@@ -160,19 +180,16 @@ def soft_rank(
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
-    descending = _checks.boolean(descending, "descending")
-    straight_through = _checks.boolean(straight_through, "straight_through")
-    x, ax, mask, eps = _common(x, axis, regularization, method, where, regularization_strength)
-    return _soft_op(
+    return _soft_public(
+        "rank",
         x,
-        eps,
-        mask,
-        axis=ax,
-        op="rank",
-        descending=descending,
-        regularization=regularization,
-        method=method,
-        straight_through=straight_through,
+        axis,
+        descending,
+        regularization,
+        regularization_strength,
+        where,
+        straight_through,
+        method,
     )
 
 
@@ -236,19 +253,16 @@ def soft_sort(
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
-    descending = _checks.boolean(descending, "descending")
-    straight_through = _checks.boolean(straight_through, "straight_through")
-    x, ax, mask, eps = _common(x, axis, regularization, method, where, regularization_strength)
-    return _soft_op(
+    return _soft_public(
+        "sort",
         x,
-        eps,
-        mask,
-        axis=ax,
-        op="sort",
-        descending=descending,
-        regularization=regularization,
-        method=method,
-        straight_through=straight_through,
+        axis,
+        descending,
+        regularization,
+        regularization_strength,
+        where,
+        straight_through,
+        method,
     )
 
 
