@@ -2,6 +2,7 @@
 
     python benchmarks/bench_topk_mask.py              # the shapes, ε 0.1 and 1e-3
     python benchmarks/bench_topk_mask.py --json out.json
+    python benchmarks/bench_topk_mask.py --quick      # one small shape, few repeats (CI smoke)
 
 Per (batch, n, k, ε): medians (jit, warmed up, ``block_until_ready``, interleaved in one loop) of
 ``lax.top_k`` (values) and ``soft_topk_mask`` forward, and of their forward+backward (``jax.grad``
@@ -69,15 +70,19 @@ def case(batch: int, n: int, k: int, eps: float, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--eps", type=float, nargs="*", default=list(EPSILONS))
+    parser.add_argument("--quick", action="store_true", help="64 x 256, ε 0.1, 3 repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="default 50 (quick: 3)")
+    parser.add_argument("--eps", type=float, nargs="*", default=None)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    args.repeats = args.repeats or (3 if args.quick else 50)
+    args.eps = args.eps or (list(EPSILONS[:1]) if args.quick else list(EPSILONS))
     print("| batch×n | k | ε | top_k fwd / fb (ms) | mask fwd / fb (ms) | fwd × | fb × | "
           "fb × top_k fwd | iters max (mean) | residual |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for batch, n in SHAPES:
+    for batch, n in shapes:
         for k in KS:
             for eps in args.eps:
                 r = case(batch, n, k, eps, args.repeats)

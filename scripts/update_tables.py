@@ -1,11 +1,12 @@
-"""Regenerates the benchmark tables in README.md and docs/benchmarks.md from recorded JSON.
+"""Regenerates the benchmark tables in README.md and the docs from recorded JSON.
 
     python scripts/update_tables.py          # rewrite the tables between the markers
     python scripts/update_tables.py --check  # exit 1 if a table differs from its JSON
 
-A table named ``NAME`` lives between ``<!-- BEGIN NAME -->`` and ``<!-- END NAME -->`` in any of
-the target files and is rendered from ``benchmarks/results/NAME.json`` by ``RENDERERS[NAME]``. A
-new benchmark plugs in by adding a renderer (a function from the loaded JSON to markdown) to
+A table named ``NAME`` (or ``NAME.PART``, several tables of one run) lives between
+``<!-- BEGIN NAME -->`` and ``<!-- END NAME -->`` in README.md or any ``docs/*.md`` and is rendered
+from ``benchmarks/results/NAME.json`` by ``RENDERERS[NAME]`` (``RENDERERS[NAME.PART]``). A new
+benchmark plugs in by adding a renderer (a function from the loaded JSON to markdown) to
 ``RENDERERS`` and its markers to the files. Rewriting is idempotent: the output depends only on
 the JSON files.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-TARGETS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
+TARGETS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 MARKERS = re.compile(r"(<!-- BEGIN (\S+) -->\n)(.*?)(<!-- END \2 -->)", re.DOTALL)
 
 COMBOS = (("soft_sort", "l2"), ("soft_sort", "kl"), ("soft_rank", "l2"), ("soft_rank", "kl"))
@@ -150,8 +151,137 @@ def render_bench_sort(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+# ----------------------------------------------------------------------------- forward gradients
+
+FG_METHODS = (
+    ("backprop", "backprop"),
+    ("fgd", "FGD, weight-perturbed (`forward_value_and_grad`)"),
+    ("fgd_activity", "FGD, activity-perturbed (`activity_value_and_grad`, whole net one block)"),
+    ("fgd_local", "FGD, activity-perturbed + local losses (`local_value_and_grad`, {groups})"),
+)
+
+
+def _steps(v: float) -> str:
+    return "not reached" if v == float("inf") else f"{v:.0f}"
+
+
+def _times(v: float) -> str:
+    return "—" if v == float("inf") else f"{v:.2f}"
+
+
+def render_fg_training(data: dict) -> str:
+    """Training table of ``benchmarks/bench_local_losses.py --out`` (backprop vs FGD variants)."""
+    t = data["training"]
+    units = t["hidden"] // t["num_groups"]
+    out = [
+        f"{t['dataset']}, {t['steps']:,} steps of batch {t['batch']}, hidden width "
+        f"{t['hidden']}, {t['seeds']} seeds (test accuracy: mean ± std over seeds; steps and "
+        f"time to the target {t['target_acc']:.4f}, backprop's accuracy minus one point: medians "
+        "over seeds; ratios to backprop from the same run):",
+        "",
+        "| method | lr | test accuracy | steps to target | time to target / backprop's "
+        "| step cost / backprop's |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in FG_METHODS:
+        label = label.format(groups=f"{t['num_groups']} groups of {units} units")
+        out.append(
+            f"| {label} | {t[f'lr_{key}']:g} | {t[f'test_acc_{key}']:.4f} ± "
+            f"{t[f'test_acc_std_{key}']:.4f} | {_steps(t[f'steps_to_target_{key}'])} | "
+            f"{_times(t[f'time_ratio_{key}'])} | {t[f'step_cost_ratio_{key}']:.2f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def render_fg_groups(data: dict) -> str:
+    """The units-per-group sweep of the local losses (same run, backprop re-run beside it)."""
+    t, sweep = data["training"], data["groups_sweep"]
+    groups = sorted(int(k[len("lr_G=") :]) for k in sweep if k.startswith("lr_G="))
+    cols = [("main", t["num_groups"])] + [("sweep", g) for g in groups]
+    cols.sort(key=lambda c: -t["hidden"] // c[1])
+    head = [f"{t['hidden'] // g}" + (" (exact)" if t["hidden"] == g else "") for _, g in cols]
+
+    def cell(kind: str, g: int, field: str) -> float:
+        return t[f"{field}_fgd_local"] if kind == "main" else sweep[f"{field}_G={g}"]
+
+    out = [
+        "| units per group | " + " | ".join(head) + " |",
+        "|---|" + "---:|" * len(cols),
+        "| test accuracy | " + " | ".join(f"{cell(k, g, 'test_acc'):.4f}" for k, g in cols) + " |",
+        "| steps to target | "
+        + " | ".join(_steps(cell(k, g, "steps_to_target")) for k, g in cols)
+        + " |",
+        "| time / backprop's | "
+        + " | ".join(_times(cell(k, g, "time_ratio")) for k, g in cols)
+        + " |",
+        "",
+        f"({t['hidden'] // t['num_groups']} units per group: the row of the first table; the "
+        f"others from the sweep that followed in the same run, where backprop needed "
+        f"{sweep['steps_to_target_backprop']:.0f} steps.)",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _cos_ratio(a: list[float], w: list[float]) -> str:
+    """``a / w`` of mean cosines; a lower bound when ``w`` is within 2 standard errors of 0."""
+    if w[0] - 2 * w[1] <= 0:
+        return f"≥ {_x(a[0] / (max(w[0], 0.0) + 2 * w[1]))}"
+    return _x(a[0] / w[0])
+
+
+def _x(r: float) -> str:
+    return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×"
+
+
+def render_fg_cosine(data: dict) -> str:
+    """Cosine similarities with one tangent, hidden layers, at initialization and trained."""
+    out = [
+        "| weights | objective | weight-perturbed | activity-perturbed | other estimator |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for entry in data["cosine"]:
+        if entry["K"] != 1:
+            continue
+        cos = entry["cos"]
+        weight = cos["weight"]
+        layers = [name for name in weight if "head" not in name]
+        third = next(m for m in cos if m not in ("weight", "activity"))
+
+        def cells(method: str) -> str:
+            vals = " / ".join(f"{cos[method][n][0]:.3g}" for n in layers)
+            if method == "weight":
+                return vals
+            ratios = ", ".join(_cos_ratio(cos[method][n], weight[n]) for n in layers)
+            return f"{vals} ({ratios})"
+
+        when = "initial" if entry["when"] == "init" else "after backprop training"
+        out.append(
+            f"| {when} | {entry['objective']}, layer 1 / layer 2 | {cells('weight')} | "
+            f"{cells('activity')} | {third}: {cells(third)} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def render_fg_memory(data: dict) -> str:
+    """Compiled temporary memory of one gradient evaluation."""
+    mem = data["memory"]
+    per = mem["per_method"]
+    names = dict(FG_METHODS)
+    out = ["| method | temporary memory (KB) |", "|---|---:|"]
+    for key, label in names.items():
+        out.append(f"| {label.split(' (')[0]} | {per[key] / 1e3:.1f} |")
+    out += ["", "| blocks of width 128 | backprop (KB) | local losses (KB) |", "|---:|---:|---:|"]
+    for depth, bp, loc in mem["depth"]:
+        out.append(f"| {depth} | {bp / 1e3:.1f} | {loc / 1e3:.1f} |")
+    return "\n".join(out) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_sort": render_bench_sort,
+    "bench_local_losses.training": render_fg_training,
+    "bench_local_losses.groups": render_fg_groups,
+    "bench_local_losses.cosine": render_fg_cosine,
+    "bench_local_losses.memory": render_fg_memory,
 }
 
 
@@ -162,7 +292,7 @@ def rewrite(text: str, results: Path = RESULTS) -> str:
         name = m.group(2)
         if name not in RENDERERS:
             raise SystemExit(f"no renderer for table {name!r} (known: {sorted(RENDERERS)})")
-        path = results / f"{name}.json"
+        path = results / f"{name.split('.')[0]}.json"
         if not path.exists():
             raise SystemExit(f"table {name!r} needs {path.relative_to(ROOT)}")
         body = RENDERERS[name](json.loads(path.read_text()))

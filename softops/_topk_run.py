@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softops import _checks, _sharding, _topk
+from softops import _checks, _hard_topk, _sharding, _topk
 from softops._sinkhorn import SinkhornOutput, plan_of, sinkhorn_implicit, sinkhorn_unrolled
 
 DIFFERENTIATIONS = ("implicit", "unrolled")
@@ -53,9 +53,10 @@ def _top_args(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, t
 
 
 @functools.partial(
-    jax.jit, static_argnames=("axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad")
+    jax.jit,
+    static_argnames=("axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad", "hard"),
 )
-def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad):
+def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad, hard):
     def kernel(x, k, strength, valid):
         mask, thr, it, res, ok = _topk.mask_rows(
             x, k, strength, valid, kind=kind, largest=largest, solver=solver,
@@ -63,6 +64,8 @@ def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, 
         )  # fmt: skip
         if nan_bad:
             mask = jnp.where(ok[..., None], mask, jnp.nan)
+        if hard:
+            mask = _hard_topk.straight_through(_hard_topk.mask_rows(x, k, valid, largest), mask)
         return mask, (thr, it, res, ok)
 
     mask, (thr, it, res, ok) = _sharding.run_items(
@@ -71,9 +74,11 @@ def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, 
     return mask, thr.astype(x.dtype), it, res.astype(x.dtype), ok
 
 
-def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad):
+def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad,
+            straight_through=False):  # fmt: skip
     """(mask, threshold, iterations, residual, converged) of :func:`softops.soft_topk_mask`."""
     _checks.choice(solver, SOLVERS, "solver")
+    hard = _checks.boolean(straight_through, "straight_through")
     x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
         x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k=True
     )
@@ -84,7 +89,7 @@ def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, sol
     k = jnp.broadcast_to(jnp.asarray(k, dtype), strength.shape)
     return _mask(
         x, k, strength, mask, axis=ax, largest=largest, kind=kind, solver=solver,
-        max_iter=max_iter, tol=tol, nan_bad=nan_bad,
+        max_iter=max_iter, tol=tol, nan_bad=nan_bad, hard=hard,
     )  # fmt: skip
 
 
@@ -93,9 +98,11 @@ def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, sol
 
 @functools.partial(
     jax.jit,
-    static_argnames=("axis", "k", "largest", "kind", "max_iter", "tol", "solver", "nan_bad"),
-)
-def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver, nan_bad):
+    static_argnames=(
+        "axis", "k", "largest", "kind", "max_iter", "tol", "solver", "nan_bad", "hard"
+    ),
+)  # fmt: skip
+def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver, nan_bad, hard):
     def kernel(x, strength, valid):
         values, assign, it, res, ok = _topk.sorted_rows(
             x, strength, valid, kind=kind, k=k, largest=largest, max_iter=max_iter, tol=tol,
@@ -104,6 +111,10 @@ def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver
         if nan_bad:
             values = jnp.where(ok[..., None], values, jnp.nan)
             assign = jnp.where(ok[..., None, None], assign, jnp.nan)
+        if hard:
+            hard_values, hard_assign = _hard_topk.sorted_rows(x, k, valid, largest)
+            values = _hard_topk.straight_through(hard_values, values)
+            assign = _hard_topk.straight_through(hard_assign, assign)
         return values, (assign, it, res, ok)
 
     values, (assign, it, res, ok) = _sharding.run_items(
@@ -113,9 +124,10 @@ def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver
 
 
 def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, mode, solver,
-              nan_bad):  # fmt: skip
+              nan_bad, straight_through=False):  # fmt: skip
     """(values, assignment, iterations, residual, converged) of :func:`softops.soft_topk`."""
     _checks.choice(mode, DIFFERENTIATIONS, "differentiation")
+    hard = _checks.boolean(straight_through, "straight_through")
     _checks.choice(solver, SOLVERS, "solver")
     if solver == "newton" and mode == "unrolled":
         raise ValueError(
@@ -133,7 +145,7 @@ def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, m
     solver = "unrolled" if mode == "unrolled" else solver
     return _sorted(
         x, strength, mask, axis=ax, k=k, largest=largest, kind=kind, max_iter=max_iter, tol=tol,
-        solver=solver, nan_bad=nan_bad,
+        solver=solver, nan_bad=nan_bad, hard=hard,
     )  # fmt: skip
 
 

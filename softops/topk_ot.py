@@ -161,6 +161,7 @@ def soft_topk_mask(
     tol: float | None = None,
     max_iter: int = 100,
     solver: MaskSolver = "newton",
+    straight_through: bool = False,
 ) -> jax.Array:
     r"""Smoothed top-k indicator by entropic optimal transport (Xie et al., 2020).
 
@@ -194,6 +195,10 @@ def soft_topk_mask(
         max_iter: maximum root-find (or Sinkhorn) iterations.
         solver: ``"newton"`` (default: exact scalar root find, closed-form O(n) derivative) or
             ``"sinkhorn"`` (two-anchor Sinkhorn with implicit derivative, for comparison).
+        straight_through: return the hard 0/1 indicator of the top-k (ties by index, as
+            ``lax.top_k``; a fractional ``k`` selects the items of 0-based rank below it) with the
+            soft mask's derivative. The derivative is biased: it is the soft mask's at this ε,
+            not the (zero) derivative of the hard mask.
 
     Returns:
         The soft mask, with the shape and dtype of ``x``.
@@ -213,7 +218,7 @@ def soft_topk_mask(
         2.0
     """
     args = (x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, True)
-    return _topk_run.mask_op(*args)[0]
+    return _topk_run.mask_op(*args, straight_through)[0]
 
 
 # ----------------------------------------------------------------------------- sorted top-k
@@ -267,6 +272,7 @@ def soft_topk(
     max_iter: int = 1000,
     differentiation: Differentiation = "implicit",
     solver: Solver = "newton",
+    straight_through: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     r"""Sorted soft top-k (Xie et al., 2020, beam-search operator): values and assignment.
 
@@ -300,6 +306,8 @@ def soft_topk(
         solver: ``"newton"`` (default: converges at every ε, and is the faster one from
             ε ≈ 1e-2 down) or ``"sinkhorn"`` (faster at large ε, e.g. 3× at ε = 0.1, where it
             needs only a few iterations).
+        straight_through: return ``lax.top_k``'s values and the one-hot assignment of its
+            indices, with the soft operator's derivative (biased: the derivative at this ε).
 
     Returns:
         ``(values, assignment)``: ``values`` of the shape of ``x`` with ``axis`` of length k,
@@ -318,7 +326,7 @@ def soft_topk(
     """
     values, assignment, *_ = _topk_run.sorted_op(
         x, k, axis, largest, epsilon, temperature, where, tol, max_iter, differentiation, solver,
-        True,
+        True, straight_through,
     )  # fmt: skip
     return values, assignment
 

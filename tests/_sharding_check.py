@@ -47,6 +47,9 @@ OPS = {
     "isotonic_regression": lambda x, a: softops.isotonic_regression(x, weights=a["w"]),
     "soft_topk_mask": lambda x, a: softops.soft_topk_mask(x, 3, temperature=0.3),
     "soft_topk_mask_epsilon_where": lambda x, a: softops.soft_topk_mask(x, 2, where=a["mask"]),
+    "soft_topk_mask_straight_through": lambda x, a: softops.soft_topk_mask(
+        x, 2, straight_through=True
+    ),
     "spearman_loss": lambda x, a: losses.spearman_loss(x, a["t"]),
     "soft_ndcg": lambda x, a: losses.soft_ndcg(x, jnp.abs(a["t"]), k=5),
     "soft_topk_rank_loss": lambda x, a: losses.soft_topk_rank_loss(x, a["labels"], k=2),
