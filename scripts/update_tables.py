@@ -1,4 +1,4 @@
-"""Regenerates the benchmark tables in README.md and docs/benchmarks.md from recorded JSON.
+"""Regenerates the benchmark tables in README.md and docs/ from recorded JSON.
 
     python scripts/update_tables.py          # rewrite the tables between the markers
     python scripts/update_tables.py --check  # exit 1 if a table differs from its JSON
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-TARGETS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
+TARGETS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "topk.md")
 MARKERS = re.compile(r"(<!-- BEGIN (\S+) -->\n)(.*?)(<!-- END \2 -->)", re.DOTALL)
 
 COMBOS = (("soft_sort", "l2"), ("soft_sort", "kl"), ("soft_rank", "l2"), ("soft_rank", "kl"))
@@ -150,8 +150,42 @@ def render_bench_sort(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _eps(value: float) -> str:
+    """0.1, 1e-2, 1e-3, ...: the docs' spelling of ε."""
+    if value >= 0.1:
+        return f"{value:g}"
+    mant, exp = f"{value:.0e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def render_bench_topk_convergence(data: dict) -> str:
+    """Markdown for ``benchmarks/bench_topk_convergence.py --json`` output."""
+    meta, rows = data["meta"], data["rows"]
+    first = rows[0]
+    out = [
+        f"`python benchmarks/bench_topk_convergence.py` on {meta['backend']}, jax {meta['jax']}, "
+        f"{meta['date']}: {first['batch']} rows of n = {first['n']} standard-normal scores, "
+        f"k = {first['k']}.",
+        "",
+        "| solver | dtype | ε | max iterations | converged | max residual "
+        "| max abs(values − top_k) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        its = f"{r['max_iterations']}"
+        if r["max_iterations"] >= meta["max_iter"]:
+            its += " (cap)"
+        out.append(
+            f"| {r['solver']} | {r['dtype']} | {_eps(r['epsilon'])} | {its} "
+            f"| {100 * r['converged_fraction']:.0f} % | {r['max_residual']:.1e} "
+            f"| {r['max_abs_error']:.2g} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_sort": render_bench_sort,
+    "bench_topk_convergence": render_bench_topk_convergence,
 }
 
 
