@@ -151,6 +151,39 @@ def render_bench_sort(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _eps(value: float) -> str:
+    """0.1, 1e-2, 1e-3, ...: the docs' spelling of ε."""
+    if value >= 0.1:
+        return f"{value:g}"
+    mant, exp = f"{value:.0e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def render_bench_topk_convergence(data: dict) -> str:
+    """Markdown for ``benchmarks/bench_topk_convergence.py --json`` output."""
+    meta, rows = data["meta"], data["rows"]
+    first = rows[0]
+    out = [
+        f"`python benchmarks/bench_topk_convergence.py` on {meta['backend']}, jax {meta['jax']}, "
+        f"{meta['date']}: {first['batch']} rows of n = {first['n']} standard-normal scores, "
+        f"k = {first['k']}.",
+        "",
+        "| solver | dtype | ε | max iterations | converged | max residual "
+        "| max abs(values − top_k) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        its = f"{r['max_iterations']}"
+        if r["max_iterations"] >= meta["max_iter"]:
+            its += " (cap)"
+        out.append(
+            f"| {r['solver']} | {r['dtype']} | {_eps(r['epsilon'])} | {its} "
+            f"| {100 * r['converged_fraction']:.0f} % | {r['max_residual']:.1e} "
+            f"| {r['max_abs_error']:.2g} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 # ----------------------------------------------------------------------------- forward gradients
 
 FG_METHODS = (
@@ -282,6 +315,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_local_losses.groups": render_fg_groups,
     "bench_local_losses.cosine": render_fg_cosine,
     "bench_local_losses.memory": render_fg_memory,
+    "bench_topk_convergence": render_bench_topk_convergence,
 }
 
 

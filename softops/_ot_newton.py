@@ -44,9 +44,13 @@ the shard is done::
 Derivative (forward mode, implicit, no loop): differentiating :math:`(b - P^\top 1)_< = 0` gives
 :math:`H_< w = (db - \sum_i da_i \pi_i - \sum_i a_i\, d^o\pi_i)_<`, where :math:`d^o\pi` is the
 tangent of π at fixed t (from x, Δy, ε) and :math:`w_j` the (item-independent) logit tangent of
-the thresholds; then :math:`d\pi = d^o\pi + \pi \odot (w - \langle \pi, w\rangle)`: O(nm² + m³),
-attached at the solved thresholds by :func:`_plan_at` (a ``custom_jvp``). Frozen items are
-one-hot on the last anchor and contribute exact zeros to H and to every tangent term.
+the thresholds; then :math:`d\pi = d^o\pi + \pi \odot (w - \langle \pi, w\rangle)`: O(nm + m³),
+attached at the solved thresholds by :func:`_plan_at` (a ``custom_jvp``). H is the solver's, from
+its last accepted evaluation (:func:`_hess_at` differentiates it through the plan at higher
+orders only). Frozen items are one-hot on the last anchor and contribute exact zeros to H and to
+every tangent term. Sums :math:`\sum_i \pi_{ji} w_i` (top-k values) get a tangent of their own,
+:func:`_sums_at`: every term is a product of pi with an item vector, so no [..., m, n] tangent
+or cotangent is formed.
 """
 
 from __future__ import annotations
@@ -70,32 +74,56 @@ from softops._ot_newton_loop import (
     head_size,
 )
 
-__all__ = ["chunk_size", "head_size", "newton_plan", "newton_rows"]
+__all__ = ["chunk_size", "head_size", "newton_plan", "newton_rows", "newton_sums"]
 
 
 # The solution with its implicit tangent.
 
 
-def _one_hot_last(m: int, ndim: int, dtype) -> jax.Array:
-    return (jnp.arange(m) == m - 1).astype(dtype).reshape((1,) * (ndim - 2) + (m, 1))
+def _plan_logits(x, t, dy, eps, frozen):
+    """Logits [..., m, n] at t; a frozen item's are -inf but on the last anchor (one-hot)."""
+    logits = _logits(x, t, dy, eps, jnp.mean(t, axis=-1))
+    m = logits.shape[-2]
+    first = (jnp.arange(m) < m - 1).reshape((1,) * (logits.ndim - 2) + (m, 1))
+    return jnp.where(frozen[..., None, :] & first, -jnp.inf, logits)
 
 
 @jax.custom_jvp
-def _plan_at(x, dy, a, b, eps, t, frozen):
+def _plan_at(x, dy, a, b, eps, t, frozen, hess):
     """The plan pi [..., m, n] at the thresholds t (found without gradient), and t.
 
-    ``frozen`` items are exactly one-hot on the last anchor (screened rows).
+    ``frozen`` items are exactly one-hot on the last anchor (screened rows); ``hess`` is H at t
+    from the solver (used by the tangent).
     """
-    del a, b
-    pi = _softmax(_logits(x, t, dy, eps, jnp.mean(t, axis=-1)))[0]
-    last = _one_hot_last(pi.shape[-2], pi.ndim, pi.dtype)
-    return jnp.where(frozen[..., None, :], last, pi), t
+    del a, b, hess
+    return _softmax(_plan_logits(x, t, dy, eps, frozen))[0], t
+
+
+@jax.custom_jvp
+def _hess_at(a, pi, hess):
+    """``hess``, the solver's H at the solution, with the tangent of ``_hessian(a, pi)``.
+
+    First-order derivatives use the solver's H as it is (no O(n m^2) product); higher orders
+    differentiate H through the plan.
+    """
+    del a, pi
+    return hess
+
+
+def _hess_at_jvp(primals, tangents):
+    a, pi, hess = primals
+    da, dpi, _ = (jnp.zeros_like(p) if isinstance(v, SymbolicZero) else v
+                  for p, v in zip(primals, tangents))  # fmt: skip
+    return hess, jax.jvp(_hessian, (a, pi), (da, dpi))[1]
+
+
+_hess_at.defjvp(_hess_at_jvp, symbolic_zeros=True)
 
 
 def _plan_at_jvp(primals, tangents):
-    x, dy, a, b, eps, t, frozen = primals
+    x, dy, a, b, eps, t, frozen, hess = primals
     dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
-    pi, t = _plan_at(x, dy, a, b, eps, t, frozen)  # so that higher orders see the solution
+    pi, t = _plan_at(x, dy, a, b, eps, t, frozen, hess)  # so that higher orders see the solution
     m1 = dy.shape[-1]
     c = jnp.mean(t, axis=-1)
     scale = (2 / eps)[..., None]
@@ -120,7 +148,7 @@ def _plan_at_jvp(primals, tangents):
         rhs = rhs + db[..., :m1]
     if da is not None:
         rhs = rhs - _columns(da, pi)
-    w = _solve_h(_hessian(a, pi), b, rhs)
+    w = _solve_h(_hess_at(a, pi, hess), b, rhs)
     dt = _threshold_step(w, dy, eps)
     ww = jnp.concatenate([w, jnp.zeros_like(w[..., :1])], axis=-1)
     dpi = dpi + pi * ww[..., :, None] - pi * _dot_m(pi, ww)[..., None, :]
@@ -128,6 +156,107 @@ def _plan_at_jvp(primals, tangents):
 
 
 _plan_at.defjvp(_plan_at_jvp, symbolic_zeros=True)
+
+
+def _mv(pi, q):
+    """Plan-weighted sums of item vectors: sum_i pi[..., j, i] q[..., i, (r)], [..., m, (r)]."""
+    spec = "...jn,...n->...j" if q.ndim == pi.ndim - 1 else "...jn,...nr->...jr"
+    return jnp.einsum(spec, pi, q)
+
+
+def _mvt(pi, z):
+    """sum_j pi[..., j, i] z[..., j], [..., n] (a product: no [..., m, n] broadcast of z)."""
+    return jnp.einsum("...jn,...j->...n", pi, z)
+
+
+def _shifted(pi, q, zeta):
+    """sum_i q_i d°pi_ji for an item-independent logit tangent ``zeta`` [..., m]."""
+    return zeta * _mv(pi, q) - _mv(pi, q * _mvt(pi, zeta))
+
+
+@jax.custom_jvp
+def _sums_at(x, dy, a, b, eps, t, frozen, hess, w):
+    """sum_i pi_ji w_i [..., m] at the solved thresholds (the plan of :func:`_plan_at`)."""
+    return _mv(_plan_at(x, dy, a, b, eps, t, frozen, hess)[0], w)
+
+
+def _sums_at_jvp(primals, tangents):
+    # The tangent of _plan_at contracted with items, as products of pi with item vectors: no
+    # [..., m, n] tangent is formed, so reverse mode reads pi a few times and writes nothing
+    # of that size (pi is the only [..., m, n] residual).
+    x, dy, a, b, eps, t, frozen, hess, w = primals
+    dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
+    dw = None if isinstance(tangents[8], SymbolicZero) else tangents[8]
+    pi = _plan_at(x, dy, a, b, eps, t, frozen, hess)[0]  # higher orders see the solution
+    out = _mv(pi, w)
+    m1 = dy.shape[-1]
+    c = jnp.mean(t, axis=-1)
+    s = (2 / eps)[..., None]
+    big_y, u = _suffix(dy), x - c[..., None]
+    # sum_i q_i d°pi_ji for q = a (the implicit system) and q = w (the output), with
+    # d°pi_ji = pi_ji (dl_ji - <pi_i, dl_i>), dl the logit tangent at fixed t: terms
+    # (tangent item vector, anchor coefficient), each adding coef_j (pi (q * vec))_j.
+    terms = []
+    if dx is not None:  # dl_ji = s Y_j dx_i
+        terms += [(s * dx, big_y), (s * dx * _mvt(pi, big_y), -1.0)]
+    if ddy is not None:  # dl_ji = s (dY_j u_i - dv_j): dY_j (pi (q s u))_j, and dv a shift
+        d_big_y = _suffix(ddy)
+        zeta = -s * _suffix(ddy * (t - c[..., None]))
+        terms += [(s * u * _mvt(pi, d_big_y), -1.0)]
+    if deps is not None:  # dl_ji = -(deps/eps) L_ji, L_ji = s (Y_j u_i - v_j)
+        v = _suffix(dy * (t - c[..., None]))
+        r = -(deps / eps)[..., None]
+        lbar = s * (u * _mvt(pi, big_y) - _mvt(pi, v))
+        terms += [(r * s * u, big_y), (jnp.broadcast_to(r * s, u.shape), -v), (r * lbar, -1.0)]
+    # Every product with a tangent item vector in one pass over pi.
+    cols = [q * vec for q in (a, w) for vec, _ in terms]
+    cols += [v for v in (da, dw) if v is not None]
+    prods = _mv(pi, jnp.stack(cols, axis=-1)) if cols else None
+    extra = iter(range(2 * len(terms), len(cols)))
+
+    def contract(iq, q):  # sum_i q_i d°pi_ji
+        total = jnp.zeros_like(out)
+        for k, (_, coef) in enumerate(terms):
+            total = total + coef * prods[..., iq * len(terms) + k]
+        if ddy is not None:
+            total = total + d_big_y * _mv(pi, q * s * u) + _shifted(pi, q, zeta)
+        return total
+
+    rhs = -contract(0, a)[..., :m1]
+    if db is not None:
+        rhs = rhs + db[..., :m1]
+    if da is not None:
+        rhs = rhs - prods[..., next(extra)][..., :m1]
+    sol = _solve_h(_hess_at(a, pi, hess), b, rhs)
+    ww = jnp.concatenate([sol, jnp.zeros_like(sol[..., :1])], axis=-1)
+    dout = contract(1, w) + _shifted(pi, w, ww)
+    if dw is not None:
+        dout = dout + prods[..., next(extra)]
+    return out, dout
+
+
+_sums_at.defjvp(_sums_at_jvp, symbolic_zeros=True)
+
+
+def _solved(x, y, a, b, eps, max_iter: int, tol: float, head):
+    """The solver's outputs at stopped gradients and the differentiable arguments of _plan_at."""
+    batch, n, m = x.shape[:-1], x.shape[-1], b.shape[-1]
+    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), batch + (m,))
+    dy = y[..., :-1] - y[..., 1:]
+    size = head_size(n, m) if isinstance(head, str) else head
+    size = None if size is not None and size >= n else size
+    sg = lax.stop_gradient
+    t, frozen, it, err, hess = _solve(
+        sg(x), sg(dy), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol, head=size
+    )
+    return (x, dy, a, b, eps, t, frozen, hess), it, err
+
+
+def _one_anchor(x, a, b):
+    """The plan, iterations and error of a single anchor (it takes everything)."""
+    batch, n = x.shape[:-1], x.shape[-1]
+    err = jnp.abs(jnp.sum(a, axis=-1) - b[..., 0])
+    return jnp.ones(batch + (1, n), x.dtype), jnp.zeros(batch, jnp.int32), err
 
 
 def newton_plan(
@@ -141,21 +270,29 @@ def newton_plan(
     number of leading anchors whose plan is returned (default all m). Derivatives flow to
     ``x``, ``y``, ``a``, ``b`` and ``eps``.
     """
-    batch, n, m = x.shape[:-1], x.shape[-1], b.shape[-1]
-    y = jnp.broadcast_to(jnp.asarray(y, x.dtype), batch + (m,))
+    m = b.shape[-1]
     keep = m if keep is None else keep
-    if m == 1:  # one anchor takes everything
-        err = jnp.abs(jnp.sum(a, axis=-1) - b[..., 0])
-        return jnp.ones(batch + (1, n), x.dtype), y[..., :0], jnp.zeros(batch, jnp.int32), err
-    dy = y[..., :-1] - y[..., 1:]
-    size = head_size(n, m) if isinstance(head, str) else head
-    size = None if size is not None and size >= n else size
-    sg = lax.stop_gradient
-    t, frozen, it, err = _solve(
-        sg(x), sg(dy), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol, head=size
-    )
-    pi, t = _plan_at(x, dy, a, b, eps, t, frozen)
+    if m == 1:
+        pi, it, err = _one_anchor(x, a, b)
+        y = jnp.broadcast_to(jnp.asarray(y, x.dtype), x.shape[:-1] + (m,))
+        return pi, y[..., :0], it, err
+    args, it, err = _solved(x, y, a, b, eps, max_iter, tol, head)
+    pi, t = _plan_at(*args)
     return pi[..., :keep, :], t, it, err
+
+
+def newton_sums(x, y, a, b, eps, w, max_iter: int, tol: float, head: int | None | str = "auto"):
+    """The plan pi [..., m, n], the sums pi @ w [..., m], iterations and error.
+
+    The arguments of :func:`newton_plan` and item weights ``w`` [..., n]. The sums get a
+    tangent of their own, products of pi with item vectors (O(nm) reads, nothing of size
+    [..., m, n] written): prefer them to contracting pi when only the sums are needed.
+    """
+    if b.shape[-1] == 1:
+        pi, it, err = _one_anchor(x, a, b)
+        return pi, _mv(pi, w), it, err
+    args, it, err = _solved(x, y, a, b, eps, max_iter, tol, head)
+    return _plan_at(*args)[0], _sums_at(*args, w), it, err
 
 
 def newton_rows(x, y, a, b, eps, max_iter: int, tol: float, head: int | None | str = "auto"):

@@ -34,6 +34,7 @@ class _State(NamedTuple):
     alpha: jax.Array
     done: jax.Array
     it: jax.Array
+    hess: jax.Array  # H at t (from the evaluation that accepted t)
 
 
 def head_size(n: int, m: int) -> int | None:
@@ -155,11 +156,12 @@ def _evaluate(x, a, b, t, dy, eps, c, chunk: int | None) -> _Eval:
     return _Eval(value, scale, error, grad, hess)
 
 
-def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk=None):
-    """Damped Newton from ``t`` on rows [B, n]: returns (t, iterations, error).
+def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk=None, hess=None):
+    """Damped Newton from ``t`` on rows [B, n]: returns (t, iterations, error, H at t).
 
     ``done`` rows are left alone (no evaluation at all when every row is done); at most
-    ``max_iter`` evaluations per row.
+    ``max_iter`` evaluations per row. ``hess``: H at the starting t where known (default zero;
+    a row that is never evaluated keeps it).
     """
     dtype = x.dtype
     limit = it + max_iter
@@ -169,8 +171,9 @@ def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk
     cap = jnp.where(jnp.isfinite(span), span, 0) + eps / jnp.min(dy, axis=1)  # first step size
     zero = jnp.zeros(it.shape, dtype)
     # A fresh state: the first evaluation (at t, alpha = 0, value -inf) is always accepted.
+    hess = jnp.zeros(t.shape + t.shape[-1:], dtype) if hess is None else hess
     init = _State(t, zero - jnp.inf, zero, zero + jnp.inf, jnp.zeros_like(t), zero, zero,
-                  done | (max_iter <= 0), it)  # fmt: skip
+                  done | (max_iter <= 0), it, hess)  # fmt: skip
     slack = 32 * jnp.finfo(dtype).eps
 
     def body(s: _State) -> _State:
@@ -194,6 +197,7 @@ def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk
             jnp.where(o1, trial, s.t), jnp.where(ok, ev.value, s.value),
             jnp.where(ok, ev.scale, s.scale), error, jnp.where(o1, step, s.step),
             jnp.where(ok, eps * jnp.sum(ev.grad * z, axis=1), s.slope), alpha, done, it,
+            jnp.where(ok[:, None, None], ev.hess, s.hess),
         )  # fmt: skip
         keep = s.done
         return jax.tree.map(
@@ -201,7 +205,7 @@ def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk
         )
 
     out = lax.while_loop(lambda s: jnp.any(~s.done), body, like_vma(init, x))
-    return out.t, out.it, out.error
+    return out.t, out.it, out.error, out.hess
 
 
 def _start(x, a, b, dy, eps, size: int):
@@ -246,11 +250,13 @@ def _tail_bound(x, a, in_head, t, dy, eps):
     return jnp.where(below | ~jnp.any(tail, axis=1), bound, jnp.inf)
 
 
-@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 0, 0), name="x")
+@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 0, 0, 2), name="x")
 def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
-    """Thresholds t [..., m-1], frozen items [..., n], iterations and error, per row.
+    """Thresholds t [..., m-1], frozen items [..., n], iterations, error and H [..., m-1, m-1].
 
-    Runs on values without gradient, shard by shard. ``head``: screening size (None: off).
+    Runs on values without gradient, shard by shard. ``head``: screening size (None: off). H is
+    the Hessian of the last evaluation that accepted t (frozen items add exact zeros to it, so
+    a certified row's head solve gives the full row's H); zero for a row never evaluated.
     """
     batch, n, m1 = x.shape[:-1], x.shape[-1], dy.shape[-1]
     x, a = x.reshape(-1, n), a.reshape(-1, n)
@@ -260,7 +266,7 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
     chunk = chunk_size(nb, m1 + 1, n)
     if head is None:
         t0 = _start(x, a, b, dy, eps, n)[0]
-        t, it, err = _newton_loop(x, a, b, dy, eps, t0, it0, it0 < 0, max_iter, tol, chunk)
+        t, it, err, hess = _newton_loop(x, a, b, dy, eps, t0, it0, it0 < 0, max_iter, tol, chunk)
         frozen = jnp.zeros(x.shape, bool)
     else:
         t0, idx, diffuse, t_inf = _start(x, a, b, dy, eps, head)
@@ -270,12 +276,20 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
         rest = jnp.sum(a_h, axis=1) - jnp.sum(b[:, :-1], axis=1)
         b_h = jnp.concatenate([b[:, :-1], rest[:, None]], axis=1)
         solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
-        t_h, it_h, err_h = _newton_loop(x_h, a_h, b_h, dy, eps, t0, it0, ~solve_head, max_iter, tol)
+        t_h, it_h, err_h, hess_h = _newton_loop(
+            x_h, a_h, b_h, dy, eps, t0, it0, ~solve_head, max_iter, tol
+        )
         in_head = scatter_last(x.shape, jnp.int32, idx, jnp.ones(idx.shape, jnp.int32)) > 0
         bound = _tail_bound(x, a, in_head, t_h, dy, eps)
         fine = (bound <= tol / 8) & (err_h <= tol) & solve_head
         start = jnp.where((rest > 0)[:, None], t_h, t_inf)
-        t, it, err = _newton_loop(x, a, b, dy, eps, start, it_h, fine, max_iter, tol, chunk)
+        hess0 = jnp.where(fine[:, None, None], hess_h, 0)
+        t, it, err, hess = _newton_loop(
+            x, a, b, dy, eps, start, it_h, fine, max_iter, tol, chunk, hess0
+        )
         err = jnp.where(fine, err_h, err)
         frozen = fine[:, None] & ~in_head
-    return t.reshape(*batch, m1), frozen.reshape(*batch, n), it.reshape(batch), err.reshape(batch)
+    return (
+        t.reshape(*batch, m1), frozen.reshape(*batch, n), it.reshape(batch),
+        err.reshape(batch), hess.reshape(*batch, m1, m1),
+    )  # fmt: skip

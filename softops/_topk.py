@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from softops._ot_newton import newton_plan
+from softops._ot_newton import newton_sums
 from softops._sinkhorn import plan_of, sinkhorn_implicit, sinkhorn_unrolled
 from softops._topk_mask import topk_mask_rows
 
@@ -127,15 +127,16 @@ def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, to
     if solver == "newton":  # anchors decreasing: negate x and y for the smallest
         sign = 1 if largest else -1
         y = sign * anchors
-        pi, _, it, err = newton_plan(sign * xs, y, a, b, eps, max_iter, tol / n, keep=k)
-        assign = vf[..., None, :] * pi  # n_valid P^T on the first k anchors
+        pi, sums, it, err = newton_sums(sign * xs, y, a, b, eps, vf * xs, max_iter, tol / n)
+        assign = vf[..., None, :] * pi[..., :k, :]  # n_valid P^T on the first k anchors
+        values = sums[..., :k]  # its own tangent: no [..., k, n] pass unless assign is used
     else:
         cost = (xs[..., None] - anchors.reshape((1,) * xs.ndim + (-1,))) ** 2
         run = sinkhorn_implicit if solver == "sinkhorn" else sinkhorn_unrolled
         f, g, it, err = run(cost, a, b, eps, max_iter, tol / n)
         plan = plan_of(f, g, cost, eps)
         assign = jnp.swapaxes(n_valid[..., None, None] * plan[..., :k], -1, -2)
-    values = jnp.einsum("...kn,...n->...k", assign, xs)
+        values = jnp.einsum("...kn,...n->...k", assign, xs)
     res = n_valid * err
     ok = (res <= tol) & _good_rows(x, valid, temp) & (k <= n_valid)
     return values, assign, it, res, ok
