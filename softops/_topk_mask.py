@@ -68,30 +68,17 @@ def ndtri(p):
     return jnp.where(jnp.abs(q) <= 0.5 - 0.02425, central, tail)
 
 
-def _sums(s, tau, valid):
-    """F + k = sum(A) and D = sum(A (1 - A)) in one fused pass (one exp per item).
+def _sums(x, c, tau, valid):
+    """F + k = sum(A) and D = sum(A (1 - A)) at ``s = c x`` in one fused pass (one exp per item).
 
     ``A (1 - A)`` is ``e / (1 + e)^2`` with ``e = exp(-|z|)``: no cancellation when A is near 1.
     """
-    z = s + tau[..., None]
+    z = x * c[..., None] + tau[..., None]
     e = jnp.exp(-jnp.abs(z))
     r = 1 / (1 + e)
     er = e * r
     both = jnp.stack([jnp.where(z >= 0, r, er) * valid, er * r * valid], axis=-2).sum(axis=-1)
     return both[..., 0], both[..., 1]
-
-
-def _maxmin(s, valid):
-    """Row max and min over the valid items in one pass."""
-    big = jnp.finfo(s.dtype).max
-    lo = jnp.where(valid > 0, s, -big)
-    hi = jnp.where(valid > 0, s, big)
-    return lax.reduce(
-        (lo, hi),
-        (jnp.asarray(-big, s.dtype), jnp.asarray(big, s.dtype)),
-        lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1])),
-        (s.ndim - 1,),
-    )
 
 
 def _top_tail_root(rho, k):
@@ -101,10 +88,11 @@ def _top_tail_root(rho, k):
     return jnp.log(jnp.where(b > 0, 2 * k / (b + disc), (disc - b) / (2 * rho)))
 
 
-def _start(s, k, valid, n_valid):
+def _start(x, c, k, valid, n_valid, s_max, s_min):
     """(tau0, lo, hi) for rows with ``k <= n_valid / 2``, with lo <= root <= hi.
 
-    One max/min pass and one exp pass. ``tau_l = log k - LSE(s)`` is a lower bound (sigma <= exp).
+    One exp pass (the extremes of ``s = c x`` come from the caller). ``tau_l = log k - LSE(s)``
+    is a lower bound (sigma <= exp).
     Upper bound: with ``z_max = s_max + tau_l < 0``, every ``sigma(s_i + tau)`` is at least
     ``exp(s_i + tau) / (1 + exp(z_max + tau - tau_l))``, which sums to k at
     ``tau_l - log1p(-exp(z_max))``; always ``logit(k / n) - min(s)``. Start: with
@@ -113,11 +101,10 @@ def _start(s, k, valid, n_valid):
     exponential tails, exact for small k at high temperature and for k = 1 at any temperature
     (then about the midpoint of the top two scores).
     """
-    dtype = s.dtype
+    dtype = x.dtype
     eps = jnp.finfo(dtype).eps
-    s_max, s_min = _maxmin(s, valid)
     t0 = _logit(k / n_valid)
-    shifted = jnp.where(valid > 0, s - s_max[..., None], -jnp.inf)
+    shifted = jnp.where(valid > 0, x * c[..., None] - s_max[..., None], -jnp.inf)
     total = jnp.exp(shifted).sum(axis=-1)  # >= 1: the top item counts 1
     log_k = jnp.log(k)
     z_max = log_k - jnp.log(total)
@@ -141,7 +128,7 @@ def _start(s, k, valid, n_valid):
     tau_h = -s_max + (s_max - s_min) * frac
     tau0 = jnp.where((y < 0) | (k <= 1), y - s_max, tau_h)
     points = (-s_max, h_top - h_k, -s_min, h_bottom - h_k)
-    return jnp.clip(tau0, lo, hi), lo, hi, points, s_max
+    return jnp.clip(tau0, lo, hi), lo, hi, points
 
 
 def _newton(tau, f_val, d_val):
@@ -155,10 +142,11 @@ def _newton(tau, f_val, d_val):
     return tau - jnp.arctanh(jnp.where(jnp.abs(ratio) < 1, ratio, 0))
 
 
-@batch_local(item_ndims=(1, 0, 1), out_item_ndims=(0, 0, 0, 0), name="x")
-def _root_find(s, k, valid, *, max_iter: int, tol: float):
-    """(tau, iterations, |F|, ok) per row for rows ``s`` [..., n] with 0 < k < n_valid.
+@batch_local(item_ndims=(1, 0, 0, 1, 0, 0), out_item_ndims=(0, 0, 0, 0), name="x")
+def _root_find(x, c, k, valid, s_max, s_min, *, max_iter: int, tol: float):
+    """(tau, iterations, |F|, ok) per row for rows ``s = c x`` [..., n] with 0 < k < n_valid.
 
+    ``s_max`` and ``s_min``: the extremes of ``s`` over the valid items.
     ``ok``: the residual is within ``tol`` or the bracket has shrunk to a few ulps (the best the
     dtype can do); False only when ``max_iter`` stopped the search (or the row is NaN). Rows with
     ``k > n_valid / 2`` are solved as ``sum sigma(-s - tau) = n_valid - k`` (the same equation),
@@ -167,14 +155,15 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     their exponential tails), by regula falsi with the Illinois rule once both ends of the bracket
     have been evaluated and by Newton on G before; bisection when a step leaves the bracket.
     """
-    dtype = s.dtype
+    dtype = x.dtype
     n_valid = valid.sum(axis=-1)
     small = k <= 0.5 * n_valid
-    s = jnp.where(small[..., None], s, -s)
+    c = jnp.where(small, c, -c)
+    s_max, s_min = jnp.where(small, s_max, -s_min), jnp.where(small, s_min, -s_max)
     k = jnp.where(small, k, n_valid - k)
     h_k = ndtri(k / n_valid)
     tiny = jnp.finfo(dtype).tiny
-    tau, lo, hi, (t_a, h_a, t_b, h_b), s_max = _start(s, k, valid, n_valid)
+    tau, lo, hi, (t_a, h_a, t_b, h_b) = _start(x, c, k, valid, n_valid, s_max, s_min)
     ulp = jnp.asarray(8 * jnp.finfo(dtype).eps, dtype)
 
     def flat(lo, hi, tau):
@@ -183,7 +172,7 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     def done_of(f_val, lo, hi, tau):
         return (jnp.abs(f_val) <= tol) | flat(lo, hi, tau) | ~jnp.isfinite(f_val)
 
-    s_val, d_val = _sums(s, tau, valid)
+    s_val, d_val = _sums(x, c, tau, valid)
     f_val = s_val - k
 
     def cond(state):
@@ -213,7 +202,7 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
         step = jnp.where(near, _newton(tau, f_val, d_val), jnp.where(k <= 1, top, falsi))
         ok = (near | (k <= 1) | (slope > 0)) & (step > lo_n) & (step < hi_n)
         tau_n = jnp.where(ok, step, 0.5 * (lo_n + hi_n))
-        s_n, d_n = _sums(s, tau_n, valid)
+        s_n, d_n = _sums(x, c, tau_n, valid)
         keep = done | (it >= max_iter)
 
         def pick(old, new):
@@ -228,7 +217,7 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     done0 = done_of(f_val, lo, hi, tau)
     it0 = jnp.zeros(tau.shape, jnp.int32)
     state = (it0, tau, lo, hi, t_a, h_a, t_b, h_b, it0, f_val, d_val, done0)
-    state = like_vma(state, s)
+    state = like_vma(state, x)
     out = lax.while_loop(cond, body, state)
     it, tau, lo, hi, f_val = out[0], out[1], out[2], out[3], out[9]
     ok = (jnp.abs(f_val) <= tol) | flat(lo, hi, tau)
@@ -239,9 +228,10 @@ def _interior(k, n_valid):
     return (k > 0) & (k < n_valid)
 
 
-def topk_mask_rows(s, k, valid, max_iter: int, tol: float):
-    """A = sigmoid(s + tau) with sum(A) = k per row; ``s``, ``valid`` [..., n], ``k`` [...].
+def topk_mask_rows(x, c, k, valid, extremes, max_iter: int, tol: float):
+    """A = sigmoid(s + tau) with sum(A) = k per row, ``s = c x``; ``x``, ``valid`` [..., n].
 
+    ``c`` and ``k`` [...]; ``extremes``: the max and min of ``s`` over the valid items.
     ``valid`` is 1 for entries that take part and 0 for masked ones (no tangent). Returns
     (A, tau, iterations, residual |sum(A) - k|, ok). The root find runs on values without
     gradient; derivatives come from :func:`_mask_at` (implicit, closed form).
@@ -250,9 +240,13 @@ def topk_mask_rows(s, k, valid, max_iter: int, tol: float):
     inner = _interior(k, n_valid)
     k_safe = jnp.where(inner, k, 0.5 * n_valid)
     sg = lax.stop_gradient
-    tau, it, res, ok = _root_find(sg(s), sg(k_safe), valid, max_iter=max_iter, tol=tol)
-    a, tau = _mask_at(s, k, valid, tau)
-    res = jnp.where(inner, res, jnp.abs(a.sum(axis=-1) - k))
+    s_max, s_min = (sg(e) for e in extremes)
+    tau, it, res, ok = _root_find(
+        sg(x), sg(c), sg(k_safe), valid, s_max, s_min, max_iter=max_iter, tol=tol
+    )
+    a, tau = _mask_at(x * c[..., None], k, valid, tau)
+    # k = 0 or n_valid: A is exactly 0 or the validity (k is clipped); a NaN k stays NaN
+    res = jnp.where(inner, res, jnp.where(jnp.isnan(k), jnp.nan, 0))
     ok = jnp.where(inner, ok, jnp.isfinite(k))
     return a, tau, it, res, ok
 
