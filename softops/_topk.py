@@ -77,19 +77,26 @@ def prepass(kind: str, value, x, valid, lo: float, hi: float, largest: bool):
 
 def mask_rows(x, k, strength, valid, *, kind, largest, solver, max_iter: int, tol: float):
     """Two-anchor top-k mask: (mask, threshold, iterations, residual, ok) for rows [..., n]."""
+    everyone = valid is None and kind == "epsilon"  # every item takes part (no [..., n] mask)
     temp, valid, good, x_max, x_min, n_valid = prepass(kind, strength, x, valid, 0.0, 1.0, largest)
     dtype = x.dtype
     n = x.shape[-1]
-    valid = valid & good[..., None]  # rows that are not good: no valid item
-    vf = valid.astype(dtype)
-    k = jnp.clip(k.astype(dtype), 0, jnp.where(good, n_valid, 0))  # NaN stays NaN
+    n_valid = jnp.where(good, n_valid, 0)  # rows that are not good: no valid item, k = 0
+    k = jnp.clip(k.astype(dtype), 0, n_valid)  # NaN stays NaN
+    valid = valid & good[..., None]
     xs = jnp.where(valid, x, 0)
     if solver == "newton":
         scale = (1 if largest else -1) / temp
-        extremes = (x_max * scale, x_min * scale) if largest else (x_min * scale, x_max * scale)
-        mask, tau, it, res, ok = topk_mask_rows(xs, scale, k, vf, extremes, max_iter, tol)
+        # All valid: the root find takes x as it is (no [..., n] operand to build; rows that are
+        # not good have k = 0 and are not searched) and a [..., 1] validity.
+        vf = jnp.ones(x.shape[:-1] + (1,), dtype) if everyone else valid.astype(dtype)
+        solve_x = x if everyone else xs
+        mask, tau, it, res, ok = topk_mask_rows(
+            xs, scale, k, vf, n_valid, (x_max, x_min), solve_x=solve_x, max_iter=max_iter, tol=tol
+        )
         thr = -tau / scale
     else:
+        vf = valid.astype(dtype)
         mask, thr, it, res, ok = _mask_by_sinkhorn(xs, vf, k, temp, largest, max_iter, tol / n)
     mask = jnp.where(good[..., None], mask, jnp.nan)
     thr = jnp.where(good, thr, jnp.nan)
