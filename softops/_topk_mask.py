@@ -125,8 +125,8 @@ def _start(x, c, k, valid, n_valid, x_top, s_max, s_min, tol):
     shifted = jnp.maximum((x - x_top[..., None]) * c[..., None], _floor(dtype))
     u = jnp.exp(jnp.where(valid > 0, shifted, -jnp.inf))
     tiny = math.sqrt(float(jnp.finfo(dtype).tiny))
-    both = jnp.stack([u, jnp.where(u > tiny, u * u, 0)], axis=-2).sum(axis=-1)
-    total, total2 = both[..., 0], both[..., 1]  # >= 1: the top item counts 1
+    total = u.sum(axis=-1)  # >= 1: the top item counts 1
+    total2 = jnp.where(u > tiny, u * u, 0).sum(axis=-1)
     log_k = jnp.log(k)
     z_max = log_k - jnp.log(total)
     tau_l = z_max - s_max
