@@ -27,47 +27,80 @@ def sorted_anchors(k: int, n: int, largest: bool) -> np.ndarray:
     return np.arange(k, k - m, -1) if largest else np.arange(m)
 
 
-def temperature(kind: str, value, x, valid, lo: float, hi: float):
-    """The temperature T [...] in score units.
+def prepass(kind: str, value, x, valid, lo: float, hi: float, largest: bool):
+    """One pass over the rows: the temperature, the taking part and the row checks.
 
-    ``epsilon``: T = epsilon * M / 2, M = max (x - y)^2 over the valid items and anchors y in
-    [lo, hi] (no gradient through M; NaN or inf scores give NaN).
+    Returns ``(temp, valid, good, x_max, x_min, n_valid)``: ``temp`` [...] in score units
+    (``epsilon``: ``T = epsilon * M / 2``, ``M = max (x - y)^2`` over the valid items and anchors
+    ``y`` in [lo, hi], no gradient through M); ``valid`` [..., n] bool; ``good`` [...] the rows
+    whose valid scores are finite and whose strength is positive and finite; the valid scores'
+    max and min and their number. With ``temperature=`` a score of -inf (``largest``; +inf
+    otherwise) is never selected: it takes no part, like a ``where=False`` item. Rows that are
+    not ``good`` get temperature 1 and extremes 0; callers zero their scores too (the double
+    ``where``), so that nothing downstream, derivatives included, meets a NaN, and put NaN in
+    their outputs.
     """
+    dtype = x.dtype
     if kind == "temperature":
-        return value
-    cost = jnp.maximum((x - lo) ** 2, (x - hi) ** 2)
-    if valid is not None:
-        cost = jnp.where(valid, cost, 0)
-    bad = ~jnp.isfinite(cost)
-    m = jnp.max(jnp.where(bad, 0, cost), axis=-1, initial=0)  # cost >= 0; no items: 0
-    m = jnp.where(jnp.any(bad, axis=-1), jnp.nan, jnp.where(m > 0, m, 1))
-    return value * lax.stop_gradient(m) / 2
-
-
-def _good_rows(x, valid, temp):
-    """Rows whose strength is positive and finite and whose valid scores are not NaN."""
-    nan = jnp.isnan(x) if valid is None else jnp.isnan(x) & valid
-    return (temp > 0) & jnp.isfinite(temp) & ~jnp.any(nan, axis=-1)
+        keep = x != (-jnp.inf if largest else jnp.inf)
+        valid = keep if valid is None else valid & keep
+    inf = jnp.asarray(jnp.inf, dtype)
+    ax = (x.ndim - 1,)
+    x = lax.stop_gradient(x)  # the extremes steer the solver and fix M: no derivative
+    if valid is None:
+        n_valid = jnp.full(x.shape[:-1], x.shape[-1], dtype)
+        x_max, x_min = lax.reduce(
+            (x, x), (-inf, inf), lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1])), ax
+        )
+    else:
+        x_max, x_min, n_valid = lax.reduce(
+            (jnp.where(valid, x, -inf), jnp.where(valid, x, inf), valid.astype(dtype)),
+            (-inf, inf, jnp.zeros((), dtype)),
+            lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1]), p[2] + q[2]),
+            ax,
+        )  # NaN propagates through max and min
+    some = n_valid > 0
+    good = ~some | (jnp.isfinite(x_max) & jnp.isfinite(x_min))
+    x_max, x_min = jnp.where(good & some, x_max, 0), jnp.where(good & some, x_min, 0)
+    if kind == "temperature":
+        temp = value
+    else:  # the cost is convex in x: its max over the valid items is at x_max or x_min
+        m = jnp.maximum(jnp.maximum((x_max - lo) ** 2, (x_max - hi) ** 2),
+                        jnp.maximum((x_min - lo) ** 2, (x_min - hi) ** 2))  # fmt: skip
+        m = jnp.where(some & (m > 0), m, 1)
+        temp = value * lax.stop_gradient(m) / 2
+    good = good & (temp > 0) & jnp.isfinite(temp)
+    temp = jnp.where(good, temp, 1)
+    valid = jnp.ones(x.shape, bool) if valid is None else valid
+    return temp, valid, good, x_max, x_min, n_valid
 
 
 def mask_rows(x, k, strength, valid, *, kind, largest, solver, max_iter: int, tol: float):
     """Two-anchor top-k mask: (mask, threshold, iterations, residual, ok) for rows [..., n]."""
-    temp = temperature(kind, strength, x, valid, 0.0, 1.0)
+    everyone = valid is None and kind == "epsilon"  # every item takes part (no [..., n] mask)
+    temp, valid, good, x_max, x_min, n_valid = prepass(kind, strength, x, valid, 0.0, 1.0, largest)
     dtype = x.dtype
     n = x.shape[-1]
-    vf = jnp.ones_like(x) if valid is None else valid.astype(dtype)
-    n_valid = vf.sum(axis=-1)
+    n_valid = jnp.where(good, n_valid, 0)  # rows that are not good: no valid item, k = 0
     k = jnp.clip(k.astype(dtype), 0, n_valid)  # NaN stays NaN
-    sign = 1 if largest else -1
-    xs = jnp.where(vf > 0, x, 0)
+    valid = valid & good[..., None]
+    xs = jnp.where(valid, x, 0)
     if solver == "newton":
-        s = sign * xs / temp[..., None]
-        mask, tau, it, res, ok = topk_mask_rows(s, k, vf, max_iter, tol)
-        thr = -sign * tau * temp
+        scale = (1 if largest else -1) / temp
+        # All valid: the root find takes x as it is (no [..., n] operand to build; rows that are
+        # not good have k = 0 and are not searched) and a [..., 1] validity.
+        vf = jnp.ones(x.shape[:-1] + (1,), dtype) if everyone else valid.astype(dtype)
+        solve_x = x if everyone else xs
+        mask, tau, it, res, ok = topk_mask_rows(
+            xs, scale, k, vf, n_valid, (x_max, x_min), solve_x=solve_x, max_iter=max_iter, tol=tol
+        )
+        thr = -tau / scale
     else:
+        vf = valid.astype(dtype)
         mask, thr, it, res, ok = _mask_by_sinkhorn(xs, vf, k, temp, largest, max_iter, tol / n)
-    ok = ok & _good_rows(x, valid, temp) & ~jnp.isnan(k)
-    return mask, thr, it, res, ok
+    mask = jnp.where(good[..., None], mask, jnp.nan)
+    thr = jnp.where(good, thr, jnp.nan)
+    return mask, thr, it, res, ok & good & ~jnp.isnan(k)
 
 
 def _mask_by_sinkhorn(x, vf, k, temp, largest: bool, max_iter: int, tol: float):
@@ -101,23 +134,21 @@ def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, to
     n = x.shape[-1]
     steps = sorted_anchors(k, n, largest)
     lo, hi = float(steps.min(initial=0)), float(steps.max(initial=0))
-    temp = temperature(kind, strength, x, valid, lo, hi)
+    temp, valid, good, _, _, n_valid = prepass(kind, strength, x, valid, lo, hi, largest)
     batch = x.shape[:-1]
-    vf = jnp.ones_like(x) if valid is None else valid.astype(dtype)
+    vf = valid.astype(dtype)
     if k == 0:
         zeros = jnp.zeros(batch, dtype)
-        ok = _good_rows(x, valid, temp)
         return (
             jnp.zeros(batch + (0,), dtype),
             jnp.zeros(batch + (0, n), dtype),
             jnp.zeros(batch, jnp.int32),
             zeros,
-            ok,
+            good,
         )
     m = len(steps)
     anchors = jnp.asarray(steps, dtype)
-    xs = jnp.where(vf > 0, x, 0)
-    n_valid = vf.sum(axis=-1)
+    xs = jnp.where(valid & good[..., None], x, 0)
     rest = jnp.maximum((n_valid - k) / n_valid, jnp.finfo(dtype).eps)
     b = jnp.broadcast_to((1 / n_valid)[..., None], batch + (m,))
     if m > k:
@@ -138,5 +169,6 @@ def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, to
         assign = jnp.swapaxes(n_valid[..., None, None] * plan[..., :k], -1, -2)
         values = jnp.einsum("...kn,...n->...k", assign, xs)
     res = n_valid * err
-    ok = (res <= tol) & _good_rows(x, valid, temp) & (k <= n_valid)
-    return values, assign, it, res, ok
+    values = jnp.where(good[..., None], values, jnp.nan)
+    assign = jnp.where(good[..., None, None], assign, jnp.nan)
+    return values, assign, it, res, (res <= tol) & good & (k <= n_valid)

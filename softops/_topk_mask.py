@@ -26,6 +26,8 @@ or at ``max_iter``. Derivative: :math:`dA = \sigma' \odot (ds + d\tau)` with
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -68,30 +70,24 @@ def ndtri(p):
     return jnp.where(jnp.abs(q) <= 0.5 - 0.02425, central, tail)
 
 
-def _sums(s, tau, valid):
-    """F + k = sum(A) and D = sum(A (1 - A)) in one fused pass (one exp per item).
+def _sums(x, c, tau, valid):
+    """F + k = sum(A) and D = sum(A (1 - A)) at ``s = c x`` in one fused pass (one exp per item).
 
     ``A (1 - A)`` is ``e / (1 + e)^2`` with ``e = exp(-|z|)``: no cancellation when A is near 1.
+    ``e`` stops at the smallest normal number (:func:`_floor`): each item then counts at most
+    that much too much, and no subnormal number (slow on CPUs) is ever formed.
     """
-    z = s + tau[..., None]
-    e = jnp.exp(-jnp.abs(z))
+    z = x * c[..., None] + tau[..., None]
+    e = jnp.exp(jnp.maximum(-jnp.abs(z), _floor(z.dtype)))
     r = 1 / (1 + e)
     er = e * r
     both = jnp.stack([jnp.where(z >= 0, r, er) * valid, er * r * valid], axis=-2).sum(axis=-1)
     return both[..., 0], both[..., 1]
 
 
-def _maxmin(s, valid):
-    """Row max and min over the valid items in one pass."""
-    big = jnp.finfo(s.dtype).max
-    lo = jnp.where(valid > 0, s, -big)
-    hi = jnp.where(valid > 0, s, big)
-    return lax.reduce(
-        (lo, hi),
-        (jnp.asarray(-big, s.dtype), jnp.asarray(big, s.dtype)),
-        lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1])),
-        (s.ndim - 1,),
-    )
+def _floor(dtype) -> float:
+    """Log of the smallest normal number, rounded up: exp of anything above it is normal."""
+    return math.log(float(jnp.finfo(dtype).tiny)) + 1
 
 
 def _top_tail_root(rho, k):
@@ -101,24 +97,36 @@ def _top_tail_root(rho, k):
     return jnp.log(jnp.where(b > 0, 2 * k / (b + disc), (disc - b) / (2 * rho)))
 
 
-def _start(s, k, valid, n_valid):
-    """(tau0, lo, hi) for rows with ``k <= n_valid / 2``, with lo <= root <= hi.
+def _start(x, c, k, valid, n_valid, x_top, s_max, s_min, tol):
+    """(tau0, lo, hi, points, certified, bound) for rows with ``k <= n_valid / 2``.
 
-    One max/min pass and one exp pass. ``tau_l = log k - LSE(s)`` is a lower bound (sigma <= exp).
-    Upper bound: with ``z_max = s_max + tau_l < 0``, every ``sigma(s_i + tau)`` is at least
-    ``exp(s_i + tau) / (1 + exp(z_max + tau - tau_l))``, which sums to k at
-    ``tau_l - log1p(-exp(z_max))``; always ``logit(k / n) - min(s)``. Start: with
-    ``rho = sum_{i != top} exp(s_i - s_max)``, the root of ``sigma(y) + rho e^y = k``
-    (``y = s_max + tau``, a quadratic in ``e^y``): the top item exact and the others as
-    exponential tails, exact for small k at high temperature and for k = 1 at any temperature
-    (then about the midpoint of the top two scores).
+    ``lo <= root <= hi``. One exp pass (the extremes of ``s = c x`` come from the caller) for
+    ``rho_j = sum_{i != top} exp(j (s_i - s_max))``, j = 1, 2. ``tau_l = log k - LSE(s)`` is a
+    lower bound (sigma <= exp). Upper bound: with ``z_max = s_max + tau_l < 0``, every
+    ``sigma(s_i + tau)`` is at least ``exp(s_i + tau) / (1 + exp(z_max + tau - tau_l))``, which
+    sums to k at ``tau_l - log1p(-exp(z_max))``; always ``logit(k / n) - min(s)``.
+
+    Start: the root of ``g(y) = sigma(y) + rho_1 e^y - rho_2 e^2y = k`` (``y = s_max + tau``):
+    the top item exact and the others by two terms of ``sigma(z) = e^z - e^2z + e^3z - ...``
+    (the root of the first-order model, a quadratic in ``e^y``, then two Newton steps). For
+    ``y < 0`` the series alternates with decreasing terms, so ``|F| <= |g(y)| + rho_2 e^3y``
+    (every ``z_i <= y``): when that bound is within ``tol / 2`` the start is ``certified`` (a
+    root to the tolerance, as sure as an evaluation of F) and needs no pass of its own; this is
+    the usual case at high temperature. Otherwise, for k = 1 the first-order root is about the
+    midpoint of the top two scores.
     """
-    dtype = s.dtype
+    dtype = x.dtype
     eps = jnp.finfo(dtype).eps
-    s_max, s_min = _maxmin(s, valid)
     t0 = _logit(k / n_valid)
-    shifted = jnp.where(valid > 0, s - s_max[..., None], -jnp.inf)
-    total = jnp.exp(shifted).sum(axis=-1)  # >= 1: the top item counts 1
+    # (x - x_top) c, not c x - s_max: exactly 0 for the top item however XLA fuses it (a fused
+    # multiply-add would leave the rounding error of c x_top, which can dwarf the other terms)
+    # (no subnormal numbers: slow on CPUs; exp stops at :func:`_floor`, squares below the
+    # smallest normal number are dropped; each adds at most that much to the totals)
+    shifted = jnp.maximum((x - x_top[..., None]) * c[..., None], _floor(dtype))
+    u = jnp.exp(jnp.where(valid > 0, shifted, -jnp.inf))
+    tiny = math.sqrt(float(jnp.finfo(dtype).tiny))
+    total = u.sum(axis=-1)  # >= 1: the top item counts 1
+    total2 = jnp.where(u > tiny, u * u, 0).sum(axis=-1)
     log_k = jnp.log(k)
     z_max = log_k - jnp.log(total)
     tau_l = z_max - s_max
@@ -130,7 +138,24 @@ def _start(s, k, valid, n_valid):
     tail_hi = tau_l - jnp.log(jnp.where(gap > 0, gap, 1)) + margin
     hi = t0 - s_min
     hi = jnp.where(gap > 1024 * n_valid * eps, jnp.minimum(hi, tail_hi), hi)
-    y = _top_tail_root(jnp.maximum(total - 1, eps * eps), k)
+    rho1, rho2 = jnp.maximum(total - 1, eps * eps), jnp.maximum(total2 - 1, 0)
+    y = _top_tail_root(rho1, k)
+
+    def model(y):
+        e = jnp.exp(y)
+        sig = jax.nn.sigmoid(y)
+        return sig + rho1 * e - rho2 * e * e - k, sig * (1 - sig) + rho1 * e - 2 * rho2 * e * e
+
+    y2 = y
+    for _ in range(2):
+        g, dg = model(y2)
+        y2 = y2 - g / jnp.where(dg > 0, dg, 1)
+    g = model(y2)[0]
+    bound = jnp.abs(g) + rho2 * jnp.exp(3 * y2) + 4 * eps * (k + 1)
+    tau2 = y2 - s_max
+    fine = jnp.isfinite(bound) & (y2 < 0) & (tau2 >= lo) & (tau2 <= hi)
+    certified = fine & (bound <= 0.5 * tol)
+    y = jnp.where(certified, y2, y)
     # When that model puts the top item above the root, the items near the root are not in their
     # tails (low temperature, k > 1): start from H = ndtri(S / n) linear in tau instead, through
     # H(-s_max) = ndtri(1/2n) and H(-s_min) = ndtri(1 - 1/2n) (exact for Gaussian scores at
@@ -141,7 +166,7 @@ def _start(s, k, valid, n_valid):
     tau_h = -s_max + (s_max - s_min) * frac
     tau0 = jnp.where((y < 0) | (k <= 1), y - s_max, tau_h)
     points = (-s_max, h_top - h_k, -s_min, h_bottom - h_k)
-    return jnp.clip(tau0, lo, hi), lo, hi, points, s_max
+    return jnp.clip(tau0, lo, hi), lo, hi, points, certified, bound
 
 
 def _newton(tau, f_val, d_val):
@@ -155,10 +180,13 @@ def _newton(tau, f_val, d_val):
     return tau - jnp.arctanh(jnp.where(jnp.abs(ratio) < 1, ratio, 0))
 
 
-@batch_local(item_ndims=(1, 0, 1), out_item_ndims=(0, 0, 0, 0), name="x")
-def _root_find(s, k, valid, *, max_iter: int, tol: float):
-    """(tau, iterations, |F|, ok) per row for rows ``s`` [..., n] with 0 < k < n_valid.
+@batch_local(item_ndims=(1, 0, 0, 1, 0, 0, 0), out_item_ndims=(0, 0, 0, 0), name="x")
+def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: float):
+    """(tau, iterations, |F|, ok) per row for rows ``s = c x`` [..., n] with 0 < k < n_valid.
 
+    ``valid`` [..., n] or [..., 1] (all valid); ``x_max``, ``x_min``: the extremes of ``x`` over
+    the valid items. F is evaluated inside the loop (a certified start needs no evaluation;
+    ``iterations`` counts the steps after the first evaluation).
     ``ok``: the residual is within ``tol`` or the bracket has shrunk to a few ulps (the best the
     dtype can do); False only when ``max_iter`` stopped the search (or the row is NaN). Rows with
     ``k > n_valid / 2`` are solved as ``sum sigma(-s - tau) = n_valid - k`` (the same equation),
@@ -167,14 +195,16 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     their exponential tails), by regula falsi with the Illinois rule once both ends of the bracket
     have been evaluated and by Newton on G before; bisection when a step leaves the bracket.
     """
-    dtype = s.dtype
-    n_valid = valid.sum(axis=-1)
+    dtype = x.dtype
     small = k <= 0.5 * n_valid
-    s = jnp.where(small[..., None], s, -s)
+    c = jnp.where(small, c, -c)
+    x_top, x_bottom = jnp.where(c > 0, x_max, x_min), jnp.where(c > 0, x_min, x_max)
+    s_max, s_min = x_top * c, x_bottom * c
     k = jnp.where(small, k, n_valid - k)
     h_k = ndtri(k / n_valid)
     tiny = jnp.finfo(dtype).tiny
-    tau, lo, hi, (t_a, h_a, t_b, h_b), s_max = _start(s, k, valid, n_valid)
+    start = _start(x, c, k, valid, n_valid, x_top, s_max, s_min, tol)
+    tau, lo, hi, (t_a, h_a, t_b, h_b), certified, bound = start
     ulp = jnp.asarray(8 * jnp.finfo(dtype).eps, dtype)
 
     def flat(lo, hi, tau):
@@ -183,26 +213,26 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
     def done_of(f_val, lo, hi, tau):
         return (jnp.abs(f_val) <= tol) | flat(lo, hi, tau) | ~jnp.isfinite(f_val)
 
-    s_val, d_val = _sums(s, tau, valid)
-    f_val = s_val - k
-
     def cond(state):
-        return jnp.any(~state[-1] & (state[0] < max_iter))
+        it, fresh, done = state[0], state[-2], state[-1]
+        return jnp.any(~done & ((it < max_iter) | ~fresh))
 
     def body(state):
-        it, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val, done = state
+        # ``fresh``: F and D were evaluated at tau (not yet at the start): step, then evaluate.
+        it, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val, fresh, done = state
         h = ndtri(jnp.clip((f_val + k) / n_valid, 0, 1)) - h_k
-        below, above = f_val < 0, f_val > 0
+        below, above = fresh & (f_val < 0), fresh & (f_val > 0)
         lo_n = jnp.where(below, tau, lo)
         hi_n = jnp.where(above, tau, hi)
         # Regula falsi on H through the last points below and above the root; Illinois: a
         # point kept twice in a row has its H halved.
         use = jnp.isfinite(h)
         t_a_n = jnp.where(below & use, tau, t_a)
-        h_a_n = jnp.where(below & use, h, jnp.where(side > 0, 0.5 * h_a, h_a))
+        h_a_n = jnp.where(below & use, h, jnp.where(fresh & (side > 0), 0.5 * h_a, h_a))
         t_b_n = jnp.where(above & use, tau, t_b)
-        h_b_n = jnp.where(above & use, h, jnp.where(side < 0, 0.5 * h_b, h_b))
+        h_b_n = jnp.where(above & use, h, jnp.where(fresh & (side < 0), 0.5 * h_b, h_b))
         side_n = jnp.where(below, -1, jnp.where(above, 1, 0)).astype(side.dtype)
+        side_n = jnp.where(fresh, side_n, side)
         slope = h_b_n - h_a_n
         falsi = t_a_n - h_a_n * (t_b_n - t_a_n) / jnp.where(slope > 0, slope, 1)
         near = jnp.abs(f_val) < d_val
@@ -212,9 +242,9 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
         top = _top_tail_root(jnp.maximum(rest, tiny) * jnp.exp(-y), k) - s_max
         step = jnp.where(near, _newton(tau, f_val, d_val), jnp.where(k <= 1, top, falsi))
         ok = (near | (k <= 1) | (slope > 0)) & (step > lo_n) & (step < hi_n)
-        tau_n = jnp.where(ok, step, 0.5 * (lo_n + hi_n))
-        s_n, d_n = _sums(s, tau_n, valid)
-        keep = done | (it >= max_iter)
+        tau_n = jnp.where(fresh, jnp.where(ok, step, 0.5 * (lo_n + hi_n)), tau)
+        s_n, d_n = _sums(x, c, tau_n, valid)
+        keep = done | (fresh & (it >= max_iter))
 
         def pick(old, new):
             return jnp.where(keep, old, new)
@@ -222,13 +252,15 @@ def _root_find(s, k, valid, *, max_iter: int, tol: float):
         new = (tau_n, lo_n, hi_n, t_a_n, h_a_n, t_b_n, h_b_n, side_n, s_n - k, d_n)
         old = (tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val)
         out = tuple(pick(o, n) for o, n in zip(old, new))
-        done = done_of(out[8], out[1], out[2], out[0])
-        return (it + (~keep).astype(jnp.int32), *out, done)
+        done = jnp.where(keep, done, done_of(out[8], out[1], out[2], out[0]))
+        it = it + (~keep & fresh).astype(jnp.int32)
+        return (it, *out, fresh | ~keep, done)
 
-    done0 = done_of(f_val, lo, hi, tau)
     it0 = jnp.zeros(tau.shape, jnp.int32)
-    state = (it0, tau, lo, hi, t_a, h_a, t_b, h_b, it0, f_val, d_val, done0)
-    state = like_vma(state, s)
+    zero = jnp.zeros_like(tau)
+    f_val = jnp.where(certified, bound, 0)  # the certified rows report the bound
+    state = (it0, tau, lo, hi, t_a, h_a, t_b, h_b, it0, f_val, zero, certified, certified)
+    state = like_vma(state, x)
     out = lax.while_loop(cond, body, state)
     it, tau, lo, hi, f_val = out[0], out[1], out[2], out[3], out[9]
     ok = (jnp.abs(f_val) <= tol) | flat(lo, hi, tau)
@@ -239,28 +271,34 @@ def _interior(k, n_valid):
     return (k > 0) & (k < n_valid)
 
 
-def topk_mask_rows(s, k, valid, max_iter: int, tol: float):
-    """A = sigmoid(s + tau) with sum(A) = k per row; ``s``, ``valid`` [..., n], ``k`` [...].
+def topk_mask_rows(x, c, k, valid, n_valid, extremes, *, solve_x, max_iter: int, tol: float):
+    """A = sigmoid(s + tau) with sum(A) = k per row, ``s = c x``; ``x`` [..., n].
 
-    ``valid`` is 1 for entries that take part and 0 for masked ones (no tangent). Returns
-    (A, tau, iterations, residual |sum(A) - k|, ok). The root find runs on values without
-    gradient; derivatives come from :func:`_mask_at` (implicit, closed form).
+    ``c``, ``k``, ``n_valid`` [...]; ``extremes``: the max and min of ``x`` over the valid items.
+    ``valid`` [..., n] (or [..., 1]: all valid) is 1 for entries that take part and 0 for masked
+    ones (no tangent). ``solve_x``: ``x`` for the root find, which may differ from ``x`` in rows
+    that are not interior (0 < k < n_valid). Returns (A, tau, iterations, residual
+    |sum(A) - k|, ok). The root find runs on values without gradient; derivatives come from
+    :func:`_mask_at` (implicit, closed form).
     """
-    n_valid = valid.sum(axis=-1)
     inner = _interior(k, n_valid)
     k_safe = jnp.where(inner, k, 0.5 * n_valid)
     sg = lax.stop_gradient
-    tau, it, res, ok = _root_find(sg(s), sg(k_safe), valid, max_iter=max_iter, tol=tol)
-    a, tau = _mask_at(s, k, valid, tau)
-    res = jnp.where(inner, res, jnp.abs(a.sum(axis=-1) - k))
+    x_max, x_min = (sg(e) for e in extremes)
+    tau, it, res, ok = _root_find(
+        sg(solve_x), sg(c), sg(k_safe), valid, n_valid, x_max, x_min, max_iter=max_iter, tol=tol
+    )
+    a, tau = _mask_at(x * c[..., None], k, valid, n_valid, tau)
+    # k = 0 or n_valid: A is exactly 0 or the validity (k is clipped); a NaN k stays NaN
+    res = jnp.where(inner, res, jnp.where(jnp.isnan(k), jnp.nan, 0))
     ok = jnp.where(inner, ok, jnp.isfinite(k))
     return a, tau, it, res, ok
 
 
 @jax.custom_jvp
-def _mask_at(s, k, valid, tau):
+def _mask_at(s, k, valid, n_valid, tau):
     """The mask at the root ``tau`` (found without gradient) and tau, with the implicit tangent."""
-    inner = _interior(k, valid.sum(axis=-1))
+    inner = _interior(k, n_valid)
     a = jax.nn.sigmoid(s + tau[..., None]) * valid
     a = jnp.where(inner[..., None], a, jnp.where((k > 0)[..., None], valid, 0))
     return a, tau
@@ -268,9 +306,9 @@ def _mask_at(s, k, valid, tau):
 
 @_mask_at.defjvp
 def _mask_at_jvp(primals, tangents):
-    s, k, valid, tau = primals
+    s, k, valid, n_valid, tau = primals
     ds, dk = tangents[0], tangents[1]
-    a, tau = _mask_at(s, k, valid, tau)
+    a, tau = _mask_at(s, k, valid, n_valid, tau)
     # sigma' = A (1 - A) from the mask itself (no second exp pass); it is 0 on masked items and
     # on rows with k = 0 or k = n_valid, where A is 0 or 1.
     dsig = a * (1 - a)

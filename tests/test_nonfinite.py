@@ -73,8 +73,10 @@ def test_bad_entry_gives_nan_row_only(name):
     _check_rows(op(x), op(x[jnp.array([0, 4])]))
 
 
-# soft_topk_mask(solver="sinkhorn") and soft_topk give a NaN row here instead (known, open).
-@pytest.mark.parametrize("name", ["soft_topk_mask"])
+# Issue 9: soft_topk_mask(solver="sinkhorn") and soft_topk gave a NaN row here.
+@pytest.mark.parametrize(
+    "name", ["soft_topk_mask", "soft_topk_mask_sinkhorn", "soft_topk_values", "soft_topk_assign"]
+)
 def test_topk_with_temperature_never_selects_minus_inf(name):
     # With temperature=, a score of -inf (largest=True) is never selected: exact 0, row finite.
     x = jnp.asarray(np.stack([GOOD, GOOD, GOOD[::-1]]), F32).at[1, 2].set(-jnp.inf)
@@ -85,11 +87,42 @@ def test_topk_with_temperature_never_selects_minus_inf(name):
     elif name == "soft_topk_values":
         out = softops.soft_topk(x, 2, temperature=1.0)[0]
     else:
-        out = softops.soft_topk(x, 2, temperature=1.0)[1][:, :, 2]
+        out = softops.soft_topk(x, 2, temperature=1.0)[1]
     out = np.asarray(out)
     assert np.all(np.isfinite(out)), out
     if name != "soft_topk_values":
-        assert np.all(out[1, ..., 2] == 0) if out.ndim == 2 else np.all(out[1] == 0)
+        assert np.all(out[1, ..., 2] == 0), out[1]
+    # the -inf item takes no part: the row equals the row without it
+    clean = jnp.asarray(np.stack([GOOD, np.delete(GOOD, 2)[[0, 1, 2, 3, 4, 0]]]), F32)
+    where = jnp.ones(clean.shape, bool).at[1, 5].set(False)
+    kw = {"temperature": 1.0, "where": where}
+    ref = {
+        "soft_topk_mask": lambda: softops.soft_topk_mask(clean, 2, **kw),
+        "soft_topk_mask_sinkhorn": lambda: softops.soft_topk_mask(
+            clean, 2, solver="sinkhorn", **kw
+        ),
+        "soft_topk_values": lambda: softops.soft_topk(clean, 2, **kw)[0],
+        "soft_topk_assign": lambda: softops.soft_topk(clean, 2, **kw)[1],
+    }[name]()
+    ref = np.asarray(ref)[1]
+    if name == "soft_topk_values":
+        np.testing.assert_allclose(out[1], ref, rtol=1e-5, atol=1e-6)
+    else:  # positions: drop the -inf item from ``out``, the padding from ``ref``
+        np.testing.assert_allclose(
+            np.delete(out[1], 2, axis=-1), ref[..., :5], rtol=1e-5, atol=1e-6
+        )
+
+
+def test_topk_temperature_minus_inf_has_zero_gradient():
+    x = jnp.asarray(np.stack([GOOD, GOOD[::-1]]), F32).at[1, 2].set(-jnp.inf)
+    w = jnp.asarray(np.arange(12.0).reshape(2, 6), F32)
+    for op in (
+        lambda v: softops.soft_topk_mask(v, 2, temperature=1.0),
+        lambda v: softops.soft_topk_mask(v, 2, temperature=1.0, solver="sinkhorn"),
+        lambda v: softops.soft_topk(v, 2, temperature=1.0)[1].sum(-2),
+    ):
+        grad = np.asarray(jax.grad(lambda v, op=op: jnp.sum(op(v) * w))(x))
+        assert np.all(np.isfinite(grad)) and grad[1, 2] == 0, grad
 
 
 MASKED_OPS = {
@@ -136,6 +169,47 @@ def test_nan_row_does_not_poison_other_rows_gradient():
     ):
         grad = np.asarray(jax.grad(lambda v, op=op: jnp.sum(op(v)[0]))(x))
         assert np.all(np.isfinite(grad[0])) and np.all(grad[1:] == 0), grad
+
+
+TOPK_OPS = {
+    "mask_eps": lambda v: softops.soft_topk_mask(v, 2),
+    "mask_temp": lambda v: softops.soft_topk_mask(v, 2, temperature=1.0),
+    "mask_sinkhorn": lambda v: softops.soft_topk_mask(v, 2, solver="sinkhorn"),
+    "mask_sinkhorn_temp": lambda v: softops.soft_topk_mask(
+        v, 2, temperature=1.0, solver="sinkhorn"
+    ),
+    "sorted_values": lambda v: softops.soft_topk(v, 2, epsilon=0.05)[0],
+    "sorted_assign": lambda v: softops.soft_topk(v, 2, epsilon=0.05)[1].sum(-2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOPK_OPS))
+def test_nan_row_does_not_leak_into_topk_gradients(name):
+    # Issue 9: the NaN row's gradient was NaN even when the loss did not use that row, or masked
+    # it out with jnp.where (0 * NaN in the backward pass).
+    op = TOPK_OPS[name]
+    x = _batch()
+    w = jnp.asarray(np.arange(30.0).reshape(5, 6) % 7 - 3, F32)
+
+    def first(v):  # uses row 0 only
+        out = op(v)[0]
+        return jnp.sum(out * w[0, : out.shape[-1]])
+
+    grad = np.asarray(jax.grad(first)(x))
+    assert np.all(np.isfinite(grad[0])) and np.all(grad[1:] == 0), grad
+
+    def masked(v, w):
+        out = op(v)
+        ok = jnp.all(jnp.isfinite(out), axis=-1, keepdims=True)
+        return jnp.sum(jnp.where(ok, out * w[..., : out.shape[-1]], 0))
+
+    grad = np.asarray(jax.grad(masked)(x, w))
+    assert np.all(np.isfinite(grad)), grad
+    bad = np.isnan(np.asarray(op(x))).any(axis=-1)  # rows 1-2; row 3 (-inf) too with epsilon
+    assert bad[1] and bad[2] and np.all(grad[bad] == 0), grad
+    keep = jnp.asarray(np.flatnonzero(~bad))
+    clean = np.asarray(jax.grad(masked)(x[keep], w[keep]))
+    np.testing.assert_allclose(grad[~bad], clean, rtol=1e-6, atol=1e-7)
 
 
 # ------------------------------------------------------------------ traced strengths
