@@ -75,6 +75,16 @@ def compute_dtype(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype
 
 
+def ranks_fit(dtype, n: int, name: str) -> None:
+    """Raises if ranks up to ``n`` overflow ``dtype`` (float16: largest finite value 65504)."""
+    top = float(jnp.finfo(dtype).max)
+    if n > top:
+        raise ValueError(
+            f"`{name}` has {n} items along the axis, but ranks up to {n} overflow its dtype "
+            f"{jnp.dtype(dtype).name} (largest finite value {top:g}); cast `{name}` to float32"
+        )
+
+
 def choice(value: Any, allowed: Sequence[str], name: str) -> str:
     """``value`` if it is one of the strings ``allowed``."""
     if not isinstance(value, str) or value not in allowed:

@@ -27,6 +27,10 @@ Solvers (both exact, both start with a few *rounds*):
 - ``"parallel"`` instead merges solved chunks pairwise in a tree of depth log2(n) (each merge
   pools a suffix of the left chunk with a prefix of the right one, found by binary search): no
   sequential dependence longer than O(log^3 n), the shape for GPU/TPU.
+
+``"auto"`` solves short L2 rows (``softops._dense``) without any loop, by the min–max
+characterization of the solution (O(n^2) work), and otherwise picks ``"sequential"`` on CPU and
+``"parallel"`` elsewhere.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from softops import _merge_tree, _sharding
+from softops import _dense, _merge_tree, _sharding
 from softops._blocks import Kind, combine, segment_combine, value
 
 Method = Literal["auto", "sequential", "parallel"]
@@ -204,7 +208,9 @@ def _structure(a, b, barrier, *, kind: Kind, method: str):
     """Block starts of rows with any leading axes (run per batch shard, vmap folded in)."""
     shape = a.shape
     a, b, barrier = (t.reshape(-1, shape[-1]) for t in (a, b, barrier))
-    if method != "auto":
+    if method == "auto" and _dense.use(kind, a.shape):  # short rows: no loop at all
+        out = _dense.block_starts(a, b, barrier)
+    elif method != "auto":
         out = _solve(kind, method, a, b, barrier)
     else:
         out = lax.platform_dependent(

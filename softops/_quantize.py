@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from softops import _checks, _sharding, _soft
+from softops import _checks, _sharding, _soft, _sort
 
 __all__ = ["soft_quantile_normalization", "soft_quantize"]
 
@@ -66,7 +66,7 @@ def _target_quantiles(targets, weights, n_valid, n: int, dtype):  # n_valid: [..
     The targets' quantile function is piecewise constant (target j on its cumulative-weight
     interval), so its integral G is piecewise linear, interpolated exactly from its knots.
     """
-    order = jnp.argsort(targets)
+    order = _sort.argsort(targets)  # stable, NaN last (as jnp.argsort)
     t, w = targets[order], weights[order]
     w = w / jnp.sum(w)
     knots = jnp.concatenate([jnp.zeros(1, dtype), jnp.cumsum(w)])
@@ -258,10 +258,9 @@ def soft_quantize(
     levels = _checks.integer(num_levels, "num_levels", minimum=1)
     x = _checks.floating(x, "x")
     moved, ax, ok, n_valid, eps = _rows(x, axis, where, regularization_strength)
-    if ok is None:
-        s = jnp.sort(moved, axis=-1)
-    else:
-        s = jnp.sort(jnp.where(ok, moved, jnp.inf), axis=-1)  # the valid entries first
+    keyed = moved if ok is None else jnp.where(ok, moved, jnp.inf)
+    last = None if ok is None else ~ok  # the valid entries first
+    s = _sharding.take_last(keyed, _sort.argsort(keyed, last=last))  # jnp.sort's values, NaN last
     values = _binned(s, jnp.maximum(n_valid, 1), levels)
     out = _project(moved, values, n_valid, eps, ok)
     return jnp.moveaxis(out, -1, ax).astype(x.dtype)

@@ -108,6 +108,8 @@ def _soft_public(
     descending = _checks.boolean(descending, "descending")
     straight_through = _checks.boolean(straight_through, "straight_through")
     x, ax, mask, eps = _common(x, axis, regularization, method, where, strength)
+    if op == "rank":
+        _checks.ranks_fit(x.dtype, x.shape[ax], "x")
     return _soft_op(
         x,
         eps,
@@ -166,7 +168,8 @@ def soft_rank(
         TypeError: for a non-floating ``x``, a non-bool ``descending``/``straight_through``, a
             non-boolean ``where``.
         ValueError: for a bad ``regularization``, ``method``, ``axis``, strength or ``where``
-            shape, or an ``x`` sharded along ``axis``.
+            shape, an ``x`` sharded along ``axis``, or a float16 ``x`` with more than 65504
+            items along ``axis`` (its ranks would overflow float16 to inf; cast to float32).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -308,7 +311,8 @@ def projection_permutahedron(
 
     Raises:
         TypeError: for a non-floating ``z`` or ``w``, or a non-boolean ``where``.
-        ValueError: for a bad ``regularization``, ``axis``, ``method``, ``w`` or ``where`` shape.
+        ValueError: for a bad ``regularization``, ``axis``, ``method``, ``w`` or ``where`` shape,
+            or a float16 ``z`` with more than 65504 items and the default ``w`` (overflow).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -318,6 +322,8 @@ def projection_permutahedron(
     """
     z, ax, mask, _ = _common(z, axis, regularization, method, where)
     n = z.shape[ax]
+    if w is None:
+        _checks.ranks_fit(z.dtype, n, "z")
     if w is not None:
         w = _checks.floating(w, "w")
         if w.ndim == 1 and w.shape[0] == n and z.ndim > 1:

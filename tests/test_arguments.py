@@ -284,6 +284,19 @@ CASES = [
     ),
     ("max_iter", lambda x: softops.soft_topk(x, 1, max_iter=10.0), TypeError, r"`max_iter`.*10\.0"),
     ("tol", lambda x: softops.sinkhorn(COST, epsilon=0.1, tol=-1.0), ValueError, r"`tol`.*-1\.0"),
+    # float16 ranks above 65504 are inf (issue 9)
+    (
+        "rank_f16_overflow",
+        lambda x: softops.soft_rank(jnp.zeros((2, 65505), jnp.float16)),
+        ValueError,
+        r"`x`.*65505.*float16",
+    ),
+    (
+        "proj_f16_overflow",
+        lambda x: softops.projection_permutahedron(jnp.zeros((65505, 1), jnp.float16), axis=0),
+        ValueError,
+        r"`z`.*65505.*float16",
+    ),
 ]
 
 
@@ -320,6 +333,14 @@ def test_accepted_inputs():
         np.asarray(losses.soft_lts_loss(X, trim=jnp.array(0.5, F32))),
         np.asarray(losses.soft_lts_loss(X, trim=0.5)),
     )
+
+
+def test_float16_ranks_up_to_65504():
+    # The largest float16 row whose ranks are finite runs; bfloat16 rows of any length do.
+    r = softops.soft_rank(jnp.zeros(65504, jnp.float16))
+    assert r.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(r)))
+    x = jnp.arange(65505, dtype=jnp.bfloat16)
+    assert softops.soft_rank(x, regularization_strength=1e-3).dtype == jnp.bfloat16
 
 
 def test_fgd_accepts_optax_schedules():

@@ -147,3 +147,32 @@ def test_fast_argsort_last_goes_after_all():
     last = jnp.asarray([[False, True, False, False]])
     np.testing.assert_array_equal(_sort.argsort(x, last=last), [[3, 2, 0, 1]])
     np.testing.assert_array_equal(_sort.argsort(x, descending=True, last=last), [[0, 2, 3, 1]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_solver_matches_pav(dtype):
+    # Short L2 rows (method "auto") use the loop-free min-max solver: the same blocks as both
+    # PAV solvers on random data, ties, weights and barriers.
+    from softops import _dense
+
+    rng = np.random.default_rng(1)
+    n = 100
+    fams = _families(n, rng)
+    fams["int_ties"] = rng.integers(-3, 4, n).astype(float)
+    fams["quarter_ties"] = np.round(rng.standard_normal(n) * 4) / 4 + np.arange(n) * 0.25
+    y = np.stack(list(fams.values()))
+    w = np.ones_like(y)
+    w[::2] = np.round(rng.random((len(y[::2]), n)) * 4 + 1) / 4  # weighted rows
+    barrier = rng.random(y.shape) < 0.05
+    barrier[:, 0] = True
+    with jax.enable_x64(dtype == np.float64):
+        a, b = jnp.asarray(w * y, dtype), jnp.asarray(w, dtype)
+        for rows in (slice(0, 1), slice(None)):
+            assert _dense.use("l2", a[rows].shape) == (rows == slice(0, 1))
+        dense = np.asarray(_dense.block_starts(a, b, jnp.asarray(barrier)))
+        auto = np.asarray(_pav.block_starts(a[:1], b[:1], "l2", "auto", barrier[:1]))
+        for method in ("sequential", "parallel"):
+            want = np.asarray(_pav.block_starts(a, b, "l2", method, barrier))
+            for row, name in enumerate(fams):
+                np.testing.assert_array_equal(dense[row], want[row], err_msg=f"{name} {method}")
+    np.testing.assert_array_equal(auto, dense[:1])
