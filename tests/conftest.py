@@ -1,5 +1,8 @@
 """Test configuration: float64 and strict promotion, as lineax does."""
 
+import ctypes
+import gc
+
 import jax
 import pytest
 
@@ -24,13 +27,20 @@ def float32_default():
 
 @pytest.fixture(autouse=True)
 def _release_executables():
-    # Every compiled XLA:CPU executable keeps a few hundred memory mappings alive until its cache
-    # entry goes; a test session compiles thousands of programs and would reach the kernel's
-    # per-process limit (vm.max_map_count, 65530 by default). Users compile far fewer. Clearing
-    # after every test would recompile the kernels the tests share, so clear only near the limit.
+    # Compiled XLA:CPU executables stay alive as long as their cache entries: each keeps a few
+    # hundred memory mappings (a session compiles thousands of programs and would reach the
+    # kernel's per-process limit, vm.max_map_count, 65530 by default) and its code and buffers
+    # resident. Clearing after every test would recompile the kernels the tests share, so clear
+    # only near the mapping limit or when this worker's resident memory passes RSS_LIMIT (the
+    # suite's budget is 3 GB for two workers), and hand the freed heap back to the system.
     yield
-    if _mappings() > 30000:
+    if _mappings() > 30000 or _rss() > RSS_LIMIT:
         jax.clear_caches()
+        gc.collect()
+        _malloc_trim()
+
+
+RSS_LIMIT = 1.1 * 2**30
 
 
 def _mappings() -> int:
@@ -39,3 +49,21 @@ def _mappings() -> int:
             return sum(1 for _ in f)
     except OSError:  # not Linux: no such limit to track
         return 0
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -149,8 +149,9 @@ def test_fast_argsort_last_goes_after_all():
     np.testing.assert_array_equal(_sort.argsort(x, descending=True, last=last), [[0, 2, 3, 1]])
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dense_solver_matches_pav(dtype):
+@pytest.mark.parametrize("method", ["sequential", pytest.param("parallel", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("dtype", [pytest.param(np.float32, marks=pytest.mark.slow), np.float64])
+def test_dense_solver_matches_pav(dtype, method):
     # Short L2 rows (method "auto") use the loop-free min-max solver: the same blocks as both
     # PAV solvers on random data, ties, weights and barriers.
     from softops import _dense
@@ -171,8 +172,7 @@ def test_dense_solver_matches_pav(dtype):
             assert _dense.use("l2", a[rows].shape) == (rows == slice(0, 1))
         dense = np.asarray(_dense.block_starts(a, b, jnp.asarray(barrier)))
         auto = np.asarray(_pav.block_starts(a[:1], b[:1], "l2", "auto", barrier[:1]))
-        for method in ("sequential", "parallel"):
-            want = np.asarray(_pav.block_starts(a, b, "l2", method, barrier))
-            for row, name in enumerate(fams):
-                np.testing.assert_array_equal(dense[row], want[row], err_msg=f"{name} {method}")
+        want = np.asarray(_pav.block_starts(a, b, "l2", method, barrier))
+        for row, name in enumerate(fams):
+            np.testing.assert_array_equal(dense[row], want[row], err_msg=f"{name} {method}")
     np.testing.assert_array_equal(auto, dense[:1])

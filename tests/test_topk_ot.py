@@ -94,7 +94,8 @@ def test_sinkhorn_matches_reference():
 # ----------------------------------------------------------------------------- derivatives
 
 
-@pytest.mark.parametrize("largest", [pytest.param(True, marks=pytest.mark.slow), False])
+@pytest.mark.slow  # about 18 s; the fast pass checks the mask's derivative in the tests below
+@pytest.mark.parametrize("largest", [True, False])
 def test_mask_derivative_battery(largest):
     battery(lambda x: soft_topk_mask(x, 3, largest=largest, temperature=0.5), X8)
     battery(lambda x: soft_topk_mask(x, 3, largest=largest, temperature=0.4), X8_TIES)
