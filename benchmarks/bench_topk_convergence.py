@@ -1,6 +1,7 @@
 """Convergence of ``soft_topk_solve`` per solver, dtype and ε (the table of docs/topk.md).
 
     python benchmarks/bench_topk_convergence.py --json PATH   # prints the rows, writes PATH
+    python benchmarks/bench_topk_convergence.py --quick       # 8 rows of n = 256 (CI smoke)
     python scripts/update_tables.py       # renders the recorded run into docs/topk.md
 
 The recorded run is ``benchmarks/results/bench_topk_convergence.json``.
@@ -60,13 +61,18 @@ def case(batch: int, n: int, k: int, solver: str, dtype: str, eps: float) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="8 x 256, k = 4, no Sinkhorn at 1e-4")
+    parser.add_argument("--batch", type=int, default=None, help="rows (default 64; quick: 8)")
+    parser.add_argument("--n", type=int, default=None, help="items (default 1000; quick: 256)")
+    parser.add_argument("--k", type=int, default=None, help="k (default 8; quick: 4)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results here")
     args = parser.parse_args()
+    batch = args.batch or (8 if args.quick else 64)
+    n = args.n or (256 if args.quick else 1000)
+    k = args.k or (4 if args.quick else 8)
+    cases = CASES[:-1] if args.quick else CASES  # Sinkhorn at 1e-4 runs to max_iter
     start = time.perf_counter()
-    rows = [case(args.batch, args.n, args.k, *c) for c in CASES]
+    rows = [case(batch, n, k, *c) for c in cases]
     for r in rows:
         print(r)
     meta = {
