@@ -8,10 +8,10 @@ operator's (the hard one is held constant). A row whose soft result is NaN stays
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
+from softops._sharding import scatter_last, take_last
 
 
 def straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
@@ -28,12 +28,10 @@ def mask_rows(x: jax.Array, k: jax.Array, valid: jax.Array | None, largest: bool
     x = lax.stop_gradient(x)
     last = None if valid is None else ~valid
     order = _sort.argsort(x, descending=largest, last=last)
-    n = x.shape[-1]
-    flat = order.reshape(-1, n)
-    chosen = jnp.arange(n, dtype=k.dtype)[None, :] < k.reshape(-1, 1)  # by sorted position
-    rows = jnp.arange(flat.shape[0])[:, None]
-    mask = jnp.zeros(flat.shape, bool).at[rows, flat].set(chosen)
-    mask = mask.reshape(x.shape)
+    position = lax.broadcasted_iota(k.dtype, x.shape, x.ndim - 1)
+    chosen = (position < k[..., None]).astype(x.dtype)  # by sorted position
+    # A scatter with batching dimensions: it runs where each batch shard lives.
+    mask = scatter_last(x.shape, x.dtype, order, chosen) > 0
     if valid is not None:
         mask = mask & valid
     return mask.astype(x.dtype)
@@ -42,13 +40,12 @@ def mask_rows(x: jax.Array, k: jax.Array, valid: jax.Array | None, largest: bool
 def sorted_rows(x: jax.Array, k: int, valid: jax.Array | None, largest: bool):
     """``(values [..., k], assignment [..., k, n])`` of the hard sorted top-k of rows ``x``.
 
-    ``lax.top_k`` of the scores (negated for the smallest), invalid items last; the assignment is
-    the one-hot matrix of the chosen indices.
+    The first k items of the stable order (the largest, or smallest, first; ties by index; invalid
+    items last): ``lax.top_k``'s choice. The assignment is the one-hot matrix of their indices.
+    (softops' own argsort, not ``lax.top_k``: XLA's partitioner gathers the latter's rows.)
     """
     x = lax.stop_gradient(x)
-    s = x if largest else -x
-    if valid is not None:
-        s = jnp.where(valid, s, -jnp.inf)
-    _, index = lax.top_k(s, k)
-    values = jnp.take_along_axis(x, index, axis=-1)
+    last = None if valid is None else ~valid
+    index = _sort.argsort(x, descending=largest, last=last)[..., :k]
+    values = take_last(x, index)
     return values, jax.nn.one_hot(index, x.shape[-1], dtype=x.dtype)

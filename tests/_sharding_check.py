@@ -50,6 +50,9 @@ OPS = {
     "soft_topk_mask_straight_through": lambda x, a: softops.soft_topk_mask(
         x, 2, straight_through=True
     ),
+    "soft_topk_straight_through": lambda x, a: softops.soft_topk(
+        x, 2, epsilon=0.05, straight_through=True
+    )[0],
     "spearman_loss": lambda x, a: losses.spearman_loss(x, a["t"]),
     "soft_ndcg": lambda x, a: losses.soft_ndcg(x, jnp.abs(a["t"]), k=5),
     "soft_topk_rank_loss": lambda x, a: losses.soft_topk_rank_loss(x, a["labels"], k=2),

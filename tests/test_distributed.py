@@ -212,9 +212,9 @@ def test_sharded_step_communicates_only_the_gradient(backprop_runs):
         count = _count(hlo)
         print(f"collectives in the {run} train step:", count)
         assert count == {c: int(c == "all-reduce") for c in COLLECTIVES}, count
-        # The softops solvers loop (while) on each device's rows; no collective in any loop.
+        # No collective inside any loop. (Lists of 32 items take the loop-free dense structure
+        # on CPU, so the step may hold no solver loop at all; longer lists loop per device.)
         loops = _loop_computations(hlo)
-        assert loops, "expected the solvers' while loops in the step"
         comps = _computations(hlo)
         inside = [c for c in loops if any(_count(line)["all-reduce"] for line in comps[c])]
         assert not inside, inside
