@@ -26,6 +26,8 @@ of about n (only exact-arithmetic ties, where the derivative jumps, can be decid
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -37,10 +39,7 @@ MAX_WORK = 2**14  # largest batch * n * n solved here (the PAV is faster beyond)
 def use(kind: str, shape: tuple) -> bool:
     """Whether rows of ``shape`` [..., n] go through the dense solver (static)."""
     n = shape[-1]
-    rows = 1
-    for d in shape[:-1]:
-        rows *= d
-    return kind == "l2" and 2 <= n <= MAX_N and rows * n * n <= MAX_WORK
+    return kind == "l2" and 2 <= n <= MAX_N and math.prod(shape[:-1]) * n * n <= MAX_WORK
 
 
 def block_starts(a: jax.Array, b: jax.Array, barrier: jax.Array) -> jax.Array:

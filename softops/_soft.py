@@ -159,6 +159,11 @@ def _project(z, inv_eps, w_desc, valid, regularization, method):
     return _unsort(out, perm)
 
 
+def with_soft_derivative(hard, soft):
+    """``hard`` in value (exactly: ``soft - stop_gradient(soft)`` is 0), ``soft``'s derivative."""
+    return lax.stop_gradient(hard) + (soft - lax.stop_gradient(soft))
+
+
 def rank_rows(
     x, eps, valid, *, descending: bool, regularization: str, method: str, straight_through=False
 ):
@@ -171,7 +176,7 @@ def rank_rows(
     w = _ranks_desc(valid, x.shape, x.dtype)
     out = _project(z, 1 / eps[..., None], w, valid, regularization, method)
     if straight_through:
-        out = _hard_ranks(z, w, valid) + out - lax.stop_gradient(out)
+        out = with_soft_derivative(_hard_ranks(z, w, valid), out)
     return _finish(out, x, eps, valid, valid)
 
 
@@ -230,7 +235,7 @@ def sort_rows(
         u = (w - take_last(w, pivot)) * inv_eps  # <= 0
         out = sp + jnp.log(block_sum(jnp.exp(d))) + u - jnp.log(block_sum(jnp.exp(u)))
     if straight_through:
-        out = lax.stop_gradient(s) + out - lax.stop_gradient(out)
+        out = with_soft_derivative(s, out)
     return _finish(sign * out, x, eps, valid, vs)
 
 

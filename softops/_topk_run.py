@@ -65,7 +65,7 @@ def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, 
         if nan_bad:
             mask = jnp.where(ok[..., None], mask, jnp.nan)
         if hard:
-            mask = _hard_topk.straight_through(_hard_topk.mask_rows(x, k, valid, largest), mask)
+            mask = _hard_topk.with_soft_derivative(_hard_topk.mask_rows(x, k, valid, largest), mask)
         return mask, (thr, it, res, ok)
 
     mask, (thr, it, res, ok) = _sharding.run_items(
@@ -113,8 +113,8 @@ def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver
             assign = jnp.where(ok[..., None, None], assign, jnp.nan)
         if hard:
             hard_values, hard_assign = _hard_topk.sorted_rows(x, k, valid, largest)
-            values = _hard_topk.straight_through(hard_values, values)
-            assign = _hard_topk.straight_through(hard_assign, assign)
+            values = _hard_topk.with_soft_derivative(hard_values, values)
+            assign = _hard_topk.with_soft_derivative(hard_assign, assign)
         return values, (assign, it, res, ok)
 
     values, (assign, it, res, ok) = _sharding.run_items(

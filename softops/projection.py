@@ -324,7 +324,7 @@ def projection_permutahedron(
     n = z.shape[ax]
     if w is None:
         _checks.ranks_fit(z.dtype, n, "z")
-    if w is not None:
+    else:
         w = _checks.floating(w, "w")
         if w.ndim == 1 and w.shape[0] == n and z.ndim > 1:
             w = jnp.moveaxis(jnp.broadcast_to(w, jnp.moveaxis(z, ax, -1).shape), -1, ax)
