@@ -144,11 +144,24 @@ def _potentials_at(cost, a, b, eps, f, g):
     return f, g
 
 
+def _column_target_tangent(a, b, da, db):
+    """Tangent of the column marginal the iteration reaches, :math:`\beta = b\,\sum a/\sum b`.
+
+    Rows are exact, so the loop's limit (gauge fixed) solves the problem with marginals
+    ``(a, β)``; for mass-balanced tangents (``sum(da) == sum(db)`` at ``sum(a) == sum(b)``)
+    ``dβ == db``.
+    """
+    sa, sb = a.sum(axis=-1, keepdims=True), b.sum(axis=-1, keepdims=True)
+    dsa, dsb = da.sum(axis=-1, keepdims=True), db.sum(axis=-1, keepdims=True)
+    return (sa * db + b * dsa) / sb - b * (sa * dsb) / (sb * sb)
+
+
 @_potentials_at.defjvp
 def _potentials_at_jvp(primals, tangents):
     cost, a, b, eps, f, g = primals
     dcost, da, db, deps = tangents[:4]
     f, g = _potentials_at(cost, a, b, eps, f, g)  # so that higher orders see the fixed point
+    db = _column_target_tangent(a, b, da, db)
     m = cost.shape[-1]
     e = eps[..., None, None]
     h = (f[..., :, None] + g[..., None, :] - cost) / e
