@@ -22,6 +22,12 @@ Derivative (forward mode, implicit). With :math:`p = df/\varepsilon`, :math:`q =
 Eliminating :math:`p` leaves :math:`(\mathrm{diag}(c) - P^\top D_r^{-1} P) q = db - P^\top D_r^{-1}
 (da + u) + v`, singular along :math:`1`; the gauge :math:`q_{m-1} = 0` leaves an (m-1)×(m-1)
 symmetric positive-definite system, solved densely: O(nm + m³), no loop in the tangent.
+
+Marginal tangents that change the mass (:math:`\sum da \ne \sum db`) leave the feasible set. The
+rows of the loop's iterates are exact, so for any positive masses its limit (gauge fixed) solves the
+problem with marginals :math:`(a, \beta)`, :math:`\beta = b \sum a / \sum b`; the tangent is
+that of this map: ``db`` is replaced by :math:`d\beta` (equal to ``db`` when the masses balance),
+which keeps the dropped last column equation satisfied and agrees with unrolled differentiation.
 """
 
 from __future__ import annotations
@@ -145,7 +151,7 @@ def _potentials_at(cost, a, b, eps, f, g):
 
 
 def _column_target_tangent(a, b, da, db):
-    """Tangent of the column marginal the iteration reaches, :math:`\beta = b\,\sum a/\sum b`.
+    r"""Tangent of the column marginal the iteration reaches, :math:`\beta = b\,\sum a/\sum b`.
 
     Rows are exact, so the loop's limit (gauge fixed) solves the problem with marginals
     ``(a, β)``; for mass-balanced tangents (``sum(da) == sum(db)`` at ``sum(a) == sum(b)``)

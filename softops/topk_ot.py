@@ -362,7 +362,11 @@ def sinkhorn(
     ``differentiation="implicit"`` differentiates the optimality conditions (an (m-1)×(m-1)
     solve after fixing the gauge ``g[-1] = 0``): O(nm + m³), independent of the iterations.
     ``"unrolled"`` runs exactly ``max_iter`` iterations in a ``lax.scan`` and differentiates
-    through them (for comparison; memory grows with ``max_iter`` in reverse mode).
+    through them (for comparison; memory grows with ``max_iter`` in reverse mode). Both give
+    the OT derivative along tangents with ``sum(da) == sum(db)``; other tangents leave the feasible
+    set, and get the derivative of the map the iteration computes for any masses (its rows are
+    exact): the solution with marginals ``a`` and ``b * sum(a) / sum(b)``. So ``b`` scaled alone
+    has zero derivative, and mass added to ``a`` reaches the columns in proportion to ``b``.
 
     Args:
         cost: cost matrix, ``[..., n, m]``.
