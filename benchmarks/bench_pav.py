@@ -14,8 +14,9 @@ Inputs (one row of n float32 values each):
 
 For each input and each solver (``method="sequential"``, ``"parallel"``) it reports:
 
-- ``pool_rounds``: the parallel pooling rounds run first by both solvers (at most
-  ``softops._pav.ROUNDS``; each pools every run of adjacent violators of every row at once);
+- ``pool_rounds``: the parallel pooling rounds each solver runs first (at most
+  ``softops._pav.SEQUENTIAL_ROUNDS`` and ``softops._pav.ROUNDS``; each pools every run of
+  adjacent violators of every row at once);
 - ``blocks_left``: the blocks still unsolved after them;
 - ``loop_steps``: the sequential solver's stack-PAV ``while_loop`` steps (one push or one merge
   each), or the parallel solver's merge-tree levels (``ceil(log2 n)``, each a fixed number of
@@ -30,6 +31,7 @@ timed op. Times on a shared CPU are noisy: read the ratios, not the seconds.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import pathlib
@@ -93,8 +95,8 @@ def solver_problem(name: str, x: jax.Array):
     return -x, jnp.ones_like(x)
 
 
-@jax.jit
-def _counts(a, b):
+@functools.partial(jax.jit, static_argnames="max_rounds")
+def _counts(a, b, max_rounds):
     """Pooling rounds run, blocks left after them, and the final number of blocks of unsolved
     rows (the solvers' own steps: ``softops._pav._round``)."""
     bsz, n = a.shape
@@ -104,7 +106,7 @@ def _counts(a, b):
 
     def cond(state):
         it, blk = state
-        return (it < _pav.ROUNDS) & ~jnp.all(blk.done)
+        return (it < max_rounds) & ~jnp.all(blk.done)
 
     def body(state):
         it, blk = state
@@ -157,7 +159,10 @@ def run(sizes, inputs, methods, quick: bool = False, time_up_to: int | None = No
     for n in sizes:
         for name in inputs:
             x = jnp.asarray(make_input(name, n))
-            rounds, left, final_left = (int(v) for v in _counts(*solver_problem(name, x)))
+            counts = {
+                method: [int(v) for v in _counts(*solver_problem(name, x), max_rounds=r)]
+                for method, r in (("sequential", _pav.SEQUENTIAL_ROUNDS), ("parallel", _pav.ROUNDS))
+            }
             fns = {"argsort": lambda x=x: _argsort(x)}
             for method in methods:
                 fns[method] = lambda f=op(name, method), x=x: f(x)
@@ -165,6 +170,7 @@ def run(sizes, inputs, methods, quick: bool = False, time_up_to: int | None = No
             times = _median_times(fns, _repeats(n, quick)) if timed else None
             levels, search = merge_tree_steps(n)
             for method in methods:
+                rounds, left, final_left = counts[method]
                 row = {
                     "input": name,
                     "n": n,
@@ -239,7 +245,7 @@ def main(argv=None) -> list[dict]:
                 "device": jax.devices()[0].device_kind,
                 "platform": platform.platform(),
                 "dtype": "float32",
-                "pool_rounds_max": _pav.ROUNDS,
+                "pool_rounds_max": {"sequential": _pav.SEQUENTIAL_ROUNDS, "parallel": _pav.ROUNDS},
                 "relu_rank_strength": RELU_EPS,
                 "quick": args.quick,
                 "timed_up_to_n": args.time_up_to,

@@ -20,8 +20,9 @@ implementations do.
 Solvers (both exact, both start with a few *rounds*):
 
 - rounds: pool every run of adjacent violating blocks at once, in "block space" (each round
-  compacts the blocks of every row), O(n) vectorized work per round. Soft sort/rank inputs usually
-  finish here (one or two rounds);
+  compacts the blocks of every row), O(n) vectorized work per round; a row is done when its pooled
+  blocks no longer violate the order. Soft sort/rank inputs often finish in one round. The
+  sequential solver runs one round, the parallel one up to ``ROUNDS``;
 - ``"sequential"`` then runs stack-based PAV over the blocks of the rows not yet solved, all rows
   laid end to end in one ``lax.while_loop`` of O(1) steps: O(n) in all, the fast shape on CPU;
 - ``"parallel"`` instead merges solved chunks pairwise in a tree of depth log2(n) (each merge
@@ -47,7 +48,8 @@ from softops._blocks import Kind, combine, segment_combine, value
 
 Method = Literal["auto", "sequential", "parallel"]
 METHODS = ("auto", "sequential", "parallel")
-ROUNDS = 4  # parallel rounds before the finishing solver
+ROUNDS = 4  # pooling rounds before the merge tree of the parallel solver
+SEQUENTIAL_ROUNDS = 1  # before the stack PAV: on CPU a second round costs more than it saves
 
 
 class _Blocks(NamedTuple):
@@ -65,25 +67,32 @@ class _Blocks(NamedTuple):
     done: jax.Array
 
 
-def _round(kind: Kind, blk: _Blocks) -> _Blocks:
-    """Pools every run of adjacent violating blocks of every row at once."""
-    n = blk.a.shape[1]
+def _violations(kind: Kind, blk: _Blocks) -> tuple[jax.Array, jax.Array]:
+    """Live blocks, and whether each block (from the second) violates the order with its left."""
     pos = lax.broadcasted_iota(jnp.int32, blk.a.shape, 1)
     live = pos < blk.count[:, None]
     v = value(kind, blk.a, blk.b)
-    viol = live[:, 1:] & ~blk.bar[:, 1:] & (v[:, :-1] <= v[:, 1:])
+    return live, live[:, 1:] & ~blk.bar[:, 1:] & (v[:, :-1] <= v[:, 1:])
+
+
+def _round(kind: Kind, blk: _Blocks) -> _Blocks:
+    """Pools every run of adjacent violating blocks of every row at once.
+
+    A row is done once its blocks no longer violate the order; that is checked on the pooled
+    blocks, so a row that one round solves costs one round, not two.
+    """
+    n = blk.a.shape[1]
+    live, viol = _violations(kind, blk)
     new = live & jnp.concatenate([jnp.ones((live.shape[0], 1), bool), ~viol], axis=1)
     ids = jnp.where(live, jnp.cumsum(new, axis=1, dtype=jnp.int32) - 1, n)
     tgt = jnp.where(new, ids, n)
-    keep = functools.partial(_scatter_rows, tgt)
-    return _Blocks(
-        segment_combine(kind, blk.a, ids, n),
-        segment_combine(kind, blk.b, ids, n),
-        keep(blk.first),
-        keep(blk.bar),
-        new.sum(axis=1, dtype=jnp.int32),
-        blk.done | ~jnp.any(viol, axis=1),
-    )
+    a, b = segment_combine(kind, (blk.a, blk.b), ids, n)
+    # first and bar in one scatter: a barrier block's first item is stored as ~first (< 0)
+    enc = _scatter_rows(tgt, jnp.where(blk.bar, ~blk.first, blk.first))
+    bar = enc < 0
+    first = jnp.where(bar, ~enc, enc)
+    out = _Blocks(a, b, first, bar, new.sum(axis=1, dtype=jnp.int32), blk.done)
+    return out._replace(done=blk.done | ~jnp.any(_violations(kind, out)[1], axis=1))
 
 
 def _scatter_rows(tgt: jax.Array, x: jax.Array) -> jax.Array:
@@ -105,6 +114,10 @@ def _rounds(kind: Kind, a, b, barrier, max_rounds: int) -> _Blocks:
         it, blk = state
         return it + 1, _round(kind, blk)
 
+    # A loop even for one round: its carry holds the statistics as stored values. Fused into a
+    # straight-line round, XLA recomputes them per use and may contract one use into an FMA
+    # (a * b - m rounded once), so the KL shift x - max(x) of a singleton is not 0 (inf at 1e23;
+    # an optimization_barrier did not prevent it).
     return lax.while_loop(cond, body, _sharding.like_vma((jnp.int32(0), blk), a))[1]
 
 
@@ -197,10 +210,9 @@ def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
 
 
 def _solve(kind: Kind, method: str, a, b, barrier):
-    blk = _rounds(kind, a, b, barrier, ROUNDS)
     if method == "sequential":  # an empty loop when every row is done
-        return _finish_sequential(kind, blk)
-    return _merge_tree.finish(kind, blk)
+        return _finish_sequential(kind, _rounds(kind, a, b, barrier, SEQUENTIAL_ROUNDS))
+    return _merge_tree.finish(kind, _rounds(kind, a, b, barrier, ROUNDS))
 
 
 @_sharding.batch_local(item_ndims=(1, 1, 1), out_item_ndims=(1,), name="x")
