@@ -21,6 +21,14 @@ item (from the largest x) whose mass fits in :math:`b_0 + \dots + b_j` and the n
 there at the target ε (measured: fewer steps than ε-continuation, at every ε), or, for a diffuse
 row (ε above the x-span times the anchor gap), from the ε → ∞ solution :math:`\pi_i = b`.
 
+**Step.** Far from the solution (error above an eighth of the first m - 1 anchors' mass), an
+over-full anchor's residual :math:`b_j - c_j` (:math:`c = P^\top 1`) is replaced by :math:`c_j
+\log(b_j / c_j)`: Newton on :math:`\log c = \log b`, exact for an isolated anchor, whose column
+is exponential in :math:`g_j` (plain Newton moves such a :math:`g_j` by at most ε and divides
+the excess by about e per step). The plain step is kept where that one is not an ascent
+direction of F. Measured (float32, standard-normal rows): 3 steps instead of 4-5 at ε = 0.1,
+9 instead of 10-12 at ε = 1e-2; the same counts at small ε.
+
 **Screening** (:func:`newton_rows`, top-k marginals): the solve runs first on the ``head`` largest
 items, the rest held on the last anchor. When every threshold lies above the rest, an item i of
 the rest has :math:`\sum_{j < m-1} \pi_{ij} \le (m-1) e^{L_{i,m-2}}` (its logits decrease
@@ -37,7 +45,8 @@ the shard is done::
 
     t = sorted_assignment_thresholds(x, a, b)
     while sum(abs(P(t).sum(0) - b)) > tol and it < max_iter:
-        z = solve(H(t)[:-1, :-1], (b - P(t).sum(0))[:-1]); dt = -eps * diff(append(z, 0)) / (2 dy)
+        r = (b - P(t).sum(0))[:-1]  # far: c log(b / c) on the over-full anchors (see Step)
+        z = solve(H(t)[:-1, :-1], r); dt = -eps * diff(append(z, 0)) / (2 dy)
         alpha = 1  # halve until F(t + alpha dt) >= F(t) + 1e-4 alpha <grad, eps z>
         t = t + alpha * dt
 
