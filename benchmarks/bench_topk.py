@@ -12,8 +12,10 @@ Three tables, all float32 unless said otherwise, batches of standard-normal scor
    same array in the same run; gradient finiteness; compiled temporary memory
    (``jax.jit(f).lower(x).compile().memory_analysis()``).
 3. ott-jax (optional, ``pip install ott-jax``) at equal marginal error: its Sinkhorn ``threshold``
-   is set to softops' tolerance, and both marginal errors are measured on the plans (ott's from
-   ``transport_for_sort`` with the same arguments as its ``sort(topk=k)`` / ``topk_mask``).
+   is set to softops' achieved marginal error, or to the sorted op's tolerance where that is
+   larger (never more accuracy than softops reached), and both marginal errors are measured on
+   the plans (ott's from ``transport_for_sort`` with the same arguments as its
+   ``sort(topk=k)`` / ``topk_mask``).
    Reports the speed-up of softops over ott-jax and whether float32 gradients are finite.
 """
 
@@ -139,8 +141,10 @@ def ott_case(batch: int, n: int, k: int, eps: float, repeats: int, sorted_op: bo
             )
 
         w = um
-    # ott's stopping rule is its marginal error in the units of b: aim at softops' achieved error.
-    threshold = max(our_err, 1e-7) / n
+    # ott's stopping rule is its marginal error in the units of b: aim at softops' achieved error,
+    # but never below the tolerance softops was given (Newton often lands far below it; asking
+    # ott for that runs it to its iteration cap). Both achieved errors are reported.
+    threshold = max(our_err, tol, 1e-7) / n
 
     def ott_error(row):
         a = jnp.full((n,), 1 / n, jnp.float32)
