@@ -89,23 +89,24 @@ __all__ = ["chunk_size", "head_size", "newton_plan", "newton_rows", "newton_sums
 # The solution with its implicit tangent.
 
 
-def _plan_logits(x, t, dy, eps, frozen):
-    """Logits [..., m, n] at t; a frozen item's are -inf but on the last anchor (one-hot)."""
-    logits = _logits(x, t, dy, eps, jnp.mean(t, axis=-1))
+def _plan_logits(x, t, d, dy, eps, frozen):
+    """Logits [..., m, n] at t + d; a frozen item's are -inf but on the last anchor (one-hot)."""
+    logits = _logits(x, t, d, dy, eps, jnp.mean(t, axis=-1))
     m = logits.shape[-2]
     first = (jnp.arange(m) < m - 1).reshape((1,) * (logits.ndim - 2) + (m, 1))
     return jnp.where(frozen[..., None, :] & first, -jnp.inf, logits)
 
 
 @jax.custom_jvp
-def _plan_at(x, dy, a, b, eps, t, frozen, hess):
-    """The plan pi [..., m, n] at the thresholds t (found without gradient), and t.
+def _plan_at(x, dy, a, b, eps, t, d, frozen, hess):
+    """The plan pi [..., m, n] at the thresholds t + d (found without gradient), and t + d.
 
-    ``frozen`` items are exactly one-hot on the last anchor (screened rows); ``hess`` is H at t
+    ``t + d``: a reference and the offsets from it, as the solver carries them (float32 could
+    not resolve the thresholds from their sum). ``frozen`` items are exactly one-hot on the last anchor (screened rows); ``hess`` is H at t
     from the solver (used by the tangent).
     """
     del a, b, hess
-    return _softmax(_plan_logits(x, t, dy, eps, frozen))[0], t
+    return _softmax(_plan_logits(x, t, d, dy, eps, frozen))[0], t + d
 
 
 @jax.custom_jvp
@@ -130,9 +131,9 @@ _hess_at.defjvp(_hess_at_jvp, symbolic_zeros=True)
 
 
 def _plan_at_jvp(primals, tangents):
-    x, dy, a, b, eps, t, frozen, hess = primals
+    x, dy, a, b, eps, t_ref, d, frozen, hess = primals
     dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
-    pi, t = _plan_at(x, dy, a, b, eps, t, frozen, hess)  # so that higher orders see the solution
+    pi, t = _plan_at(x, dy, a, b, eps, t_ref, d, frozen, hess)  # higher orders see the solution
     m1 = dy.shape[-1]
     c = jnp.mean(t, axis=-1)
     scale = (2 / eps)[..., None]
@@ -149,7 +150,7 @@ def _plan_at_jvp(primals, tangents):
         dl = scale[..., None] * (_suffix(ddy)[..., :, None] * u[..., None, :] - dv[..., :, None])
         dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
     if deps is not None:
-        logits = jnp.where(pi > 0, _logits(x, t, dy, eps, c), 0)
+        logits = jnp.where(pi > 0, _logits(x, t_ref, d, dy, eps, jnp.mean(t_ref, axis=-1)), 0)
         dl = -(deps / eps)[..., None, None] * logits
         dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
     rhs = -_columns(a, dpi)
@@ -184,19 +185,19 @@ def _shifted(pi, q, zeta):
 
 
 @jax.custom_jvp
-def _sums_at(x, dy, a, b, eps, t, frozen, hess, w):
+def _sums_at(x, dy, a, b, eps, t, d, frozen, hess, w):
     """sum_i pi_ji w_i [..., m] at the solved thresholds (the plan of :func:`_plan_at`)."""
-    return _mv(_plan_at(x, dy, a, b, eps, t, frozen, hess)[0], w)
+    return _mv(_plan_at(x, dy, a, b, eps, t, d, frozen, hess)[0], w)
 
 
 def _sums_at_jvp(primals, tangents):
     # The tangent of _plan_at contracted with items, as products of pi with item vectors: no
     # [..., m, n] tangent is formed, so reverse mode reads pi a few times and writes nothing
     # of that size (pi is the only [..., m, n] residual).
-    x, dy, a, b, eps, t, frozen, hess, w = primals
+    x, dy, a, b, eps, t_ref, d, frozen, hess, w = primals
     dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
-    dw = None if isinstance(tangents[8], SymbolicZero) else tangents[8]
-    pi = _plan_at(x, dy, a, b, eps, t, frozen, hess)[0]  # higher orders see the solution
+    dw = None if isinstance(tangents[9], SymbolicZero) else tangents[9]
+    pi, t = _plan_at(x, dy, a, b, eps, t_ref, d, frozen, hess)  # higher orders see the solution
     out = _mv(pi, w)
     m1 = dy.shape[-1]
     c = jnp.mean(t, axis=-1)
@@ -255,10 +256,10 @@ def _solved(x, y, a, b, eps, max_iter: int, tol: float, head):
     size = head_size(n, m) if isinstance(head, str) else head
     size = None if size is not None and size >= n else size
     sg = lax.stop_gradient
-    t, frozen, it, err, hess = _solve(
+    t, d, frozen, it, err, hess = _solve(
         sg(x), sg(dy), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol, head=size
     )
-    return (x, dy, a, b, eps, t, frozen, hess), it, err
+    return (x, dy, a, b, eps, t, d, frozen, hess), it, err
 
 
 def _one_anchor(x, a, b):
@@ -320,6 +321,6 @@ def newton_rows(x, y, a, b, eps, max_iter: int, tol: float, head: int | None | s
     dy = y[..., :-1] - y[..., 1:]
     g = _suffix(dy * (y[..., :-1] + y[..., 1:] - 2 * t))
     c = lax.stop_gradient(jnp.mean(t, axis=-1))
-    _, lse = _softmax(_logits(x, t, dy, eps, c))
+    _, lse = _softmax(_logits(x, t, None, dy, eps, c))
     f = jnp.where(pos, eps[..., None] * (log_a - lse), -jnp.inf)
     return f + (x - y[..., -1:]) ** 2, g, plan, it, error

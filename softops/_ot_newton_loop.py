@@ -25,7 +25,7 @@ class _Eval(NamedTuple):
 
 
 class _State(NamedTuple):
-    t: jax.Array
+    d: jax.Array  # offsets of the thresholds from their reference
     value: jax.Array
     scale: jax.Array
     error: jax.Array
@@ -63,12 +63,21 @@ def _suffix(v):
     return jnp.concatenate([s, jnp.zeros_like(v[..., :1])], axis=-1)
 
 
-def _logits(x, t, dy, eps, c):
-    """L [..., m, n]: logits relative to the last anchor, with x and t centred at c [...]."""
+def _logits(x, t, d, dy, eps, c):
+    r"""L [..., m, n]: logits relative to the last anchor at the thresholds ``t + d``.
+
+    ``d``: offsets from a reference ``t`` (or None), x and t centred at c [...]:
+    :math:`L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
+    \sum_{l \ge j} \Delta y_l d_l)`. The offsets enter last, so that they resolve thresholds
+    far below the ulp of t (float32 rows with ties: see :func:`_newton_loop`).
+    """
     v = _suffix(dy * (t - c[..., None]))
     u = x - c[..., None]
     big_y = _suffix(dy)
-    return (2 / eps)[..., None, None] * (big_y[..., :, None] * u[..., None, :] - v[..., :, None])
+    base = big_y[..., :, None] * u[..., None, :] - v[..., :, None]
+    if d is not None:
+        base = base - _suffix(dy * d)[..., :, None]
+    return (2 / eps)[..., None, None] * base
 
 
 def _softmax(logits):
@@ -154,14 +163,15 @@ def _threshold_step(z, dy, eps):
 # The loop, on rows [B, n] without gradient.
 
 
-def _sums(x, a, t, dy, eps, c):
-    pi, lse = _softmax(_logits(x, t, dy, eps, c))
+def _sums(x, a, t, d, dy, eps, c):
+    pi, lse = _softmax(_logits(x, t, d, dy, eps, c))
     return _columns(a, pi), _hessian(a, pi), jnp.sum(a * lse, 1), jnp.sum(a * jnp.abs(lse), 1)
 
 
-def _evaluate(x, a, b, t, dy, eps, c, chunk: int | None) -> _Eval:
+def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None) -> _Eval:
+    """The semi-dual and its derivatives at the thresholds ``t + d`` (``c``: centre of t)."""
     if chunk is None:
-        col, hess, ent, ent_abs = _sums(x, a, t, dy, eps, c)
+        col, hess, ent, ent_abs = _sums(x, a, t, d, dy, eps, c)
     else:
         nb, n = x.shape
         xs, as_ = (
@@ -170,22 +180,26 @@ def _evaluate(x, a, b, t, dy, eps, c, chunk: int | None) -> _Eval:
         )
 
         def step(acc, xa):
-            return jax.tree.map(jnp.add, acc, _sums(*xa, t, dy, eps, c)), None
+            return jax.tree.map(jnp.add, acc, _sums(*xa, t, d, dy, eps, c)), None
 
         m1, zero = t.shape[1], jnp.zeros((nb,), x.dtype)
         init = (jnp.zeros((nb, m1), x.dtype), jnp.zeros((nb, m1, m1), x.dtype), zero, zero)
         (col, hess, ent, ent_abs), _ = lax.scan(step, like_vma(init, x), (xs, as_))
     grad, error = _errors(col, a, b)
-    lin = 2 * dy * (t - c[:, None]) * jnp.cumsum(b[:, :-1], axis=1)
+    lin = 2 * dy * ((t - c[:, None]) + d) * jnp.cumsum(b[:, :-1], axis=1)
     value = -jnp.sum(lin, axis=1) - eps * ent
     scale = jnp.sum(jnp.abs(lin), axis=1) + eps * ent_abs
     return _Eval(value, scale, error, grad, hess)
 
 
-def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk=None, hess=None):
-    """Damped Newton from ``t`` on rows [B, n]: returns (t, iterations, error, H at t).
+def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, chunk=None,
+                 hess=None):  # fmt: skip
+    """Damped Newton from ``t + d`` on rows [B, n]: returns (d, iterations, error, H at t + d).
 
-    ``done`` rows are left alone (no evaluation at all when every row is done); at most
+    The thresholds are carried as offsets ``d`` from the reference ``t`` (their start): in
+    float32, t alone cannot resolve a threshold on a tie finely enough (measured: 200 equal items
+    at ε = 1e-4, the float32 t nearest the solution leaves a residual of 5.5e-4 in mask units,
+    above the tolerance). ``done`` rows are left alone (no evaluation at all when every row is done); at most
     ``max_iter`` evaluations per row. ``hess``: H at the starting t where known (default zero;
     a row that is never evaluated keeps it).
     """
@@ -198,13 +212,13 @@ def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk
     zero = jnp.zeros(it.shape, dtype)
     # A fresh state: the first evaluation (at t, alpha = 0, value -inf) is always accepted.
     hess = jnp.zeros(t.shape + t.shape[-1:], dtype) if hess is None else hess
-    init = _State(t, zero - jnp.inf, zero, zero + jnp.inf, jnp.zeros_like(t), zero, zero,
+    init = _State(d, zero - jnp.inf, zero, zero + jnp.inf, jnp.zeros_like(t), zero, zero,
                   done | (max_iter <= 0), it, hess)  # fmt: skip
     slack = 32 * jnp.finfo(dtype).eps
 
     def body(s: _State) -> _State:
-        trial = s.t + s.alpha[:, None] * s.step
-        ev = _evaluate(x, a, b, trial, dy, eps, c, chunk)
+        trial = s.d + s.alpha[:, None] * s.step
+        ev = _evaluate(x, a, b, t, trial, dy, eps, c, chunk)
         armijo = ev.value >= s.value + 1e-4 * s.alpha * s.slope
         # Near the solution F is flat to rounding: also accept a step that lowers the error
         # while F stays within its rounding.
@@ -220,7 +234,7 @@ def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk
         done = (error <= tol) | (alpha < 2.0**-30) | (it >= limit) | bad_data
         o1 = ok[:, None]
         new = _State(
-            jnp.where(o1, trial, s.t), jnp.where(ok, ev.value, s.value),
+            jnp.where(o1, trial, s.d), jnp.where(ok, ev.value, s.value),
             jnp.where(ok, ev.scale, s.scale), error, jnp.where(o1, step, s.step),
             jnp.where(ok, eps * jnp.sum(ev.grad * z, axis=1), s.slope), alpha, done, it,
             jnp.where(ok[:, None, None], ev.hess, s.hess),
@@ -231,7 +245,7 @@ def _newton_loop(x, a, b, dy, eps, t, it, done, max_iter: int, tol: float, chunk
         )
 
     out = lax.while_loop(lambda s: jnp.any(~s.done), body, like_vma(init, x))
-    return out.t, out.it, out.error, out.hess
+    return out.d, out.it, out.error, out.hess
 
 
 def _start(x, a, b, dy, eps, size: int):
@@ -277,10 +291,11 @@ def _tail_bound(x, a, in_head, t, dy, eps):
     return jnp.where(below | ~jnp.any(tail, axis=1), bound, jnp.inf)
 
 
-@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 0, 0, 2), name="x")
+@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 1, 0, 0, 2), name="x")
 def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
-    """Thresholds t [..., m-1], frozen items [..., n], iterations, error and H [..., m-1, m-1].
+    """Thresholds t + d [..., m-1], frozen items [..., n], iterations, error, H [..., m-1, m-1].
 
+    t is the start and d the offsets from it (see :func:`_newton_loop`).
     Runs on values without gradient, shard by shard. ``head``: screening size (None: off). H is
     the Hessian of the last evaluation that accepted t (frozen items add exact zeros to it, so
     a certified row's head solve gives the full row's H); zero for a row never evaluated.
@@ -292,8 +307,10 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
     it0 = jnp.zeros((nb,), jnp.int32)
     chunk = chunk_size(nb, m1 + 1, n)
     if head is None:
-        t0 = _start(x, a, b, dy, eps, n)[0]
-        t, it, err, hess = _newton_loop(x, a, b, dy, eps, t0, it0, it0 < 0, max_iter, tol, chunk)
+        t = _start(x, a, b, dy, eps, n)[0]
+        d, it, err, hess = _newton_loop(
+            x, a, b, dy, eps, t, jnp.zeros_like(t), it0, it0 < 0, max_iter, tol, chunk
+        )
         frozen = jnp.zeros(x.shape, bool)
     else:
         t0, idx, diffuse, t_inf = _start(x, a, b, dy, eps, head)
@@ -303,20 +320,21 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
         rest = jnp.sum(a_h, axis=1) - jnp.sum(b[:, :-1], axis=1)
         b_h = jnp.concatenate([b[:, :-1], rest[:, None]], axis=1)
         solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
-        t_h, it_h, err_h, hess_h = _newton_loop(
-            x_h, a_h, b_h, dy, eps, t0, it0, ~solve_head, max_iter, tol
+        d_h, it_h, err_h, hess_h = _newton_loop(
+            x_h, a_h, b_h, dy, eps, t0, jnp.zeros_like(t0), it0, ~solve_head, max_iter, tol
         )
         in_head = scatter_last(x.shape, jnp.int32, idx, jnp.ones(idx.shape, jnp.int32)) > 0
-        bound = _tail_bound(x, a, in_head, t_h, dy, eps)
+        bound = _tail_bound(x, a, in_head, t0 + d_h, dy, eps)
         fine = (bound <= tol / 8) & (err_h <= tol) & solve_head
-        start = jnp.where((rest > 0)[:, None], t_h, t_inf)
+        t = jnp.where((rest > 0)[:, None], t0, t_inf)
+        d0 = jnp.where((rest > 0)[:, None], d_h, 0)
         hess0 = jnp.where(fine[:, None, None], hess_h, 0)
-        t, it, err, hess = _newton_loop(
-            x, a, b, dy, eps, start, it_h, fine, max_iter, tol, chunk, hess0
+        d, it, err, hess = _newton_loop(
+            x, a, b, dy, eps, t, d0, it_h, fine, max_iter, tol, chunk, hess0
         )
         err = jnp.where(fine, err_h, err)
         frozen = fine[:, None] & ~in_head
     return (
-        t.reshape(*batch, m1), frozen.reshape(*batch, n), it.reshape(batch),
+        t.reshape(*batch, m1), d.reshape(*batch, m1), frozen.reshape(*batch, n), it.reshape(batch),
         err.reshape(batch), hess.reshape(*batch, m1, m1),
     )  # fmt: skip
