@@ -102,8 +102,8 @@ def _plan_at(x, dy, a, b, eps, t, d, frozen, hess):
     """The plan pi [..., m, n] at the thresholds t + d (found without gradient), and t + d.
 
     ``t + d``: a reference and the offsets from it, as the solver carries them (float32 could
-    not resolve the thresholds from their sum). ``frozen`` items are exactly one-hot on the last anchor (screened rows); ``hess`` is H at t
-    from the solver (used by the tangent).
+    not resolve the thresholds from their sum). ``frozen`` items are exactly one-hot on the last
+    anchor (screened rows); ``hess`` is H at t + d from the solver (used by the tangent).
     """
     del a, b, hess
     return _softmax(_plan_logits(x, t, d, dy, eps, frozen))[0], t + d

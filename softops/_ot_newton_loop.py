@@ -199,9 +199,9 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
     The thresholds are carried as offsets ``d`` from the reference ``t`` (their start): in
     float32, t alone cannot resolve a threshold on a tie finely enough (measured: 200 equal items
     at ε = 1e-4, the float32 t nearest the solution leaves a residual of 5.5e-4 in mask units,
-    above the tolerance). ``done`` rows are left alone (no evaluation at all when every row is done); at most
-    ``max_iter`` evaluations per row. ``hess``: H at the starting t where known (default zero;
-    a row that is never evaluated keeps it).
+    above the tolerance). ``done`` rows are left alone (no evaluation at all when every row is
+    done); at most ``max_iter`` evaluations per row. ``hess``: H at the start where known
+    (default zero; a row that is never evaluated keeps it).
     """
     dtype = x.dtype
     limit = it + max_iter
