@@ -152,6 +152,28 @@ def test_converges_on_hard_data():
         np.testing.assert_allclose(200 * plan[1, :, :6], 1 / 200, atol=1e-9)
 
 
+def test_float32_ties_converge_at_small_epsilon():
+    # All equal, integer scores, clusters: the thresholds on a tie are carried as offsets from
+    # their start (float32 t alone stalled at a residual of 5.5e-4 / 6.4e-4 in mask units).
+    from softops.topk_ot import soft_topk_solve
+
+    rng = np.random.default_rng(3)
+    x = np.stack([
+        np.ones(200), rng.integers(0, 4, 200), rng.integers(-2, 3, 200),
+        np.repeat(rng.standard_normal(5), 40) + 1e-4 * rng.random(200),
+    ])  # fmt: skip
+    x = jnp.asarray(x, jnp.float32)
+    for epsilon in [1.0, 1e-3, 1e-4]:
+        out = soft_topk_solve(x, 6, epsilon=epsilon, max_iter=100)
+        assert bool(jnp.all(out.converged)), (epsilon, out.residual, out.iterations)
+        assert int(out.iterations.max()) <= 40
+    # At epsilon = 1e-4 the tied items share the slots and the values are lax.top_k's.
+    np.testing.assert_allclose(out.values, lax.top_k(x, 6)[0], atol=1e-4)
+    for row, top in [(0, 200), (1, int(np.sum(np.asarray(x[1]) == 3)))]:
+        share = np.where(np.asarray(x[row]) == np.asarray(x[row]).max(), 6 / top, 0)
+        np.testing.assert_allclose(out.assignment[row].sum(0), share, atol=1e-4)
+
+
 def test_float32_small_epsilon_converges_with_finite_gradients():
     n, k = 400, 8  # screened: head_size(400, 9) = 50
     x = jnp.asarray(RNG.standard_normal((4, n)), jnp.float32)
