@@ -10,6 +10,7 @@ import pytest
 from jax import lax
 
 from softops._ot_newton import head_size, newton_rows
+from softops.topk_ot import soft_topk_solve
 from tests._ot_reference import sinkhorn_ref, soft_topk_ref
 from tests._ot_semidual_reference import semidual_ref
 from tests.helpers import derivative_battery, fd_jvp
@@ -155,8 +156,6 @@ def test_converges_on_hard_data():
 def test_float32_ties_converge_at_small_epsilon():
     # All equal, integer scores, clusters: the thresholds on a tie are carried as offsets from
     # their start (float32 t alone stalled at a residual of 5.5e-4 / 6.4e-4 in mask units).
-    from softops.topk_ot import soft_topk_solve
-
     rng = np.random.default_rng(3)
     x = np.stack([
         np.ones(200), rng.integers(0, 4, 200), rng.integers(-2, 3, 200),
