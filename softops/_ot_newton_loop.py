@@ -271,8 +271,7 @@ def _start(x, a, b, dy, eps, size: int):
     log_b = jnp.log(b)
     t_inf = mean[:, None] - eps[:, None] * (log_b[:, :-1] - log_b[:, 1:]) / (2 * dy)
     diffuse = eps >= (high - low) * jnp.max(dy, axis=1)
-    sorted_t = (above + below) / 2
-    return jnp.where(diffuse[:, None], t_inf, sorted_t), idx, diffuse, t_inf
+    return jnp.where(diffuse[:, None], t_inf, (above + below) / 2), idx, diffuse, t_inf
 
 
 def _tail_bound(x, a, in_head, t, dy, eps):
