@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-Kind = Literal["l2", "kl"]
+Kind = Literal["l2", "kl", "kl_desc"]  # kl_desc: kl, statistics nonincreasing along rows
 
 
 def combine(kind: Kind, p, q):

@@ -145,31 +145,56 @@ def _stack_pav(kind: Kind, a, b, barrier, nxt, first):
     step reads and writes O(1) scalars. XLA copies a loop buffer at every step (an O(n^2) loop) if
     a cheap function of a value read from it feeds another buffer's in-place update, because it
     then duplicates that read into each consumer. So every value read from the stacks passes
-    through a division XLA counts as expensive and computes once: ``a / b``, ``(a - b) / one``
-    and ``lax.div(start, one)``, with ``one`` equal to 1 at run time, unknown to XLA
-    (``tests/test_pav.py`` checks the compiled loop for copies).
+    through a division XLA counts as expensive and computes once (by ``one`` equal to 1 at run
+    time, unknown to XLA; ``tests/test_pav.py`` checks the compiled loop for copies).
+
+    ``"kl_desc"`` stacks hold, instead of the two logsumexps, the sums of ``exp`` of the slot
+    statistics relative to the block's first slot ``f``: ``A = sum exp(a - a[f])`` and likewise
+    ``B``. A merge is ``A2 + A1 * exp(a[f1] - a[f2])``: one ``exp`` per statistic and no ``log``
+    (2 instead of 4 transcendentals a step, -35% time), and the sums, in ``[1, n^2]``, keep their
+    relative precision where repeated ``logaddexp`` loses the digits of a large logsumexp (block
+    values 1e-6 instead of 2e-3 from the float64 solution, float32, n = 3.2e5). Nonincreasing
+    statistics bound ``a[f1] - a[f2]`` by ``log n``, so nothing overflows.
     """
     size = a.shape[0]
     dtype = a.dtype
     tiny = jnp.asarray(2.0**-60 if dtype == jnp.float32 else 2.0**-90, dtype)
+    anchored = kind == "kl_desc"
+    gap = a - b
+
+    def read(sa, sb, start, t, one_f, one_i):
+        """A stack block: statistics, signed start slot, value."""
+        s = lax.div(start[t], one_i)
+        if kind == "l2":
+            return sa[t], sb[t], s, sa[t] / sb[t]
+        if not anchored:
+            return sa[t], sb[t], s, (sa[t] - sb[t]) / one_f
+        x, y = sa[t] / one_f, sb[t] / one_f
+        return x, y, s, gap[jnp.where(s < 0, ~s, s)] + jnp.log(x / y)
+
+    def merged(blk2, blk1):
+        (a2, b2, s2, _), (a1, b1, s1, _) = blk2, blk1
+        if not anchored:
+            return combine(kind, a2, a1), combine(kind, b2, b1)
+        f2, f1 = jnp.where(s2 < 0, ~s2, s2), jnp.where(s1 < 0, ~s1, s1)
+        return a2 + a1 * jnp.exp(a[f1] - a[f2]), b2 + b1 * jnp.exp(b[f1] - b[f2])
 
     def body(st):
         i, top, start, sa, sb, _ = st
         t1, t2 = jnp.maximum(top - 1, 0), jnp.maximum(top - 2, 0)
         one_f = 1 + top.astype(dtype) * tiny  # exactly 1 (top < 2**31)
         one_i = 1 + (top >> 31)  # exactly 1 (top >= 0)
-        a1, b1, s1 = sa[t1], sb[t1], start[t1]
-        a2, b2, s2 = sa[t2], sb[t2], start[t2]
-        if kind == "l2":
-            v1, v2 = a1 / b1, a2 / b2
-        else:
-            v1, v2 = (a1 - b1) / one_f, (a2 - b2) / one_f
-        merge = (top >= 2) & (lax.div(s1, one_i) >= 0) & (v2 <= v1)
+        blk1 = read(sa, sb, start, t1, one_f, one_i)
+        blk2 = read(sa, sb, start, t2, one_f, one_i)
+        (a1, b1, s1, v1), (_, _, s2, v2) = blk1, blk2
+        merge = (top >= 2) & (s1 >= 0) & (v2 <= v1)
         push = ~merge & (i < size)
         ic = jnp.minimum(i, size - 1)
         pos = jnp.where(merge, t2, jnp.where(push, top, t1))
-        na = jnp.where(merge, combine(kind, a2, a1), jnp.where(push, a[ic], a1))
-        nb = jnp.where(merge, combine(kind, b2, b1), jnp.where(push, b[ic], b1))
+        ma, mb = merged(blk2, blk1)
+        pa, pb = (jnp.ones((), dtype),) * 2 if anchored else (a[ic], b[ic])
+        na = jnp.where(merge, ma, jnp.where(push, pa, a1))
+        nb = jnp.where(merge, mb, jnp.where(push, pb, b1))
         ns = jnp.where(push, jnp.where(barrier[ic], -i - 1, i), jnp.where(merge, s2, s1))
         mi, pi = merge.astype(jnp.int32), push.astype(jnp.int32)
         return (

@@ -146,7 +146,7 @@ def _project(z, inv_eps, w_desc, valid, regularization, method):
         starts = _pav.block_starts(theta0 - wd, jnp.ones_like(wd), "l2", method, barrier)
     else:
         log_w = jnp.log(jnp.where(wd > 0, wd, 1))
-        starts = _pav.block_starts(theta0, log_w, "kl", method, barrier)
+        starts = _pav.block_starts(theta0, log_w, "kl_desc", method, barrier)
     seg = _segments(starts)
     block_sum = seg.sum
     t = (zs - take_last(zs, seg.pivot)) * inv_eps  # theta_i - theta_p <= 0
@@ -223,7 +223,7 @@ def sort_rows(
     if regularization == "l2":
         starts = _structure("l2", a - s0, jnp.ones_like(a), vs, method)
     else:
-        starts = _structure("kl", a, s0, vs, method)
+        starts = _structure("kl_desc", a, s0, vs, method)
     seg = _segments(starts)
     block_sum, pivot = seg.sum, seg.pivot
     sp = take_last(s, pivot)
