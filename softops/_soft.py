@@ -18,8 +18,9 @@ sort, KL      :math:`x_{p(i)} \pm (\log\sum_B e^{\pm d} + \log\mathrm{softmax}_B
 
 These equal the paper's :math:`z - v` (rank) and :math:`\rho/\varepsilon - v` (sort) but never
 subtract two large numbers, so float32 keeps its digits at any ε: a block of one item gives
-exactly :math:`w_i` (rank) or :math:`x_i` (sort). JAX differentiates them exactly; the pivot
-:math:`x_{p(i)}` cancels out of every derivative. Rows with a non-finite entry (among the valid
+exactly :math:`w_i` (rank) or :math:`x_i` (sort). JAX differentiates them exactly. The pivot
+:math:`x_{p(i)}` cancels out of every derivative (each formula is the same function for any value
+of it), so it is held constant: its gather then has no transpose, a scatter-add in reverse mode. Rows with a non-finite entry (among the valid
 ones) or a strength that is not positive and finite give NaN. Masked entries (``valid`` False)
 sort after the valid ones, never pool with them, and get 0.
 """
@@ -149,7 +150,7 @@ def _project(z, inv_eps, w_desc, valid, regularization, method):
         starts = _pav.block_starts(theta0, log_w, "kl_desc", method, barrier)
     seg = _segments(starts)
     block_sum = seg.sum
-    t = (zs - take_last(zs, seg.pivot)) * inv_eps  # theta_i - theta_p <= 0
+    t = (zs - take_last(zs0, seg.pivot)) * inv_eps  # theta_i - theta_p <= 0
     count = block_sum(jnp.ones_like(t))
     if regularization == "l2":
         out = (block_sum(w_desc) + t * count - block_sum(t)) / count
@@ -226,7 +227,7 @@ def sort_rows(
         starts = _structure("kl_desc", a, s0, vs, method)
     seg = _segments(starts)
     block_sum, pivot = seg.sum, seg.pivot
-    sp = take_last(s, pivot)
+    sp = take_last(lax.stop_gradient(s), pivot)
     d = s - sp  # <= 0
     count = block_sum(jnp.ones_like(d))
     if regularization == "l2":
