@@ -218,12 +218,16 @@ def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
     bsz, n = blk.a.shape
     size = bsz * n
     pos = lax.broadcasted_iota(jnp.int32, blk.a.shape, 1)
-    todo = ((pos < blk.count[:, None]) & ~blk.done[:, None]).ravel()
-    # nxt[i]: the next slot to visit after slot i (size when none), a reverse running minimum.
-    slot = jnp.arange(size, dtype=jnp.int32)
-    after = jnp.where(todo, slot, size)
-    nxt = lax.cummin(jnp.concatenate([after[1:], jnp.full((1,), size, jnp.int32)]), reverse=True)
-    first = jnp.min(after)
+    live = ~blk.done & (blk.count > 0)
+    # nxt[i]: the next slot to visit after slot i (size when none): the next block of its row, or
+    # the first block of the next unfinished row (a running minimum over rows only).
+    row_first = jnp.where(live, jnp.arange(bsz, dtype=jnp.int32) * n, size)
+    later = lax.cummin(
+        jnp.concatenate([row_first[1:], jnp.full((1,), size, jnp.int32)]), reverse=True
+    )
+    slot = jnp.arange(size, dtype=jnp.int32).reshape(bsz, n)
+    nxt = jnp.where(pos + 1 < blk.count[:, None], slot + 1, later[:, None]).ravel()
+    first = jnp.min(row_first)
     start, top = _stack_pav(
         kind, blk.a.ravel(), blk.b.ravel(), (blk.bar | (pos == 0)).ravel(), nxt, first
     )

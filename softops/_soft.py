@@ -20,9 +20,10 @@ These equal the paper's :math:`z - v` (rank) and :math:`\rho/\varepsilon - v` (s
 subtract two large numbers, so float32 keeps its digits at any ε: a block of one item gives
 exactly :math:`w_i` (rank) or :math:`x_i` (sort). JAX differentiates them exactly. The pivot
 :math:`x_{p(i)}` cancels out of every derivative (each formula is the same function for any value
-of it), so it is held constant: its gather then has no transpose, a scatter-add in reverse mode. Rows with a non-finite entry (among the valid
-ones) or a strength that is not positive and finite give NaN. Masked entries (``valid`` False)
-sort after the valid ones, never pool with them, and get 0.
+of it), so it is held constant: its gather then needs no transpose (a scatter-add in reverse
+mode). Rows with a non-finite entry (among the valid ones) or a strength that is not positive and
+finite give NaN. Masked entries (``valid`` False) sort after the valid ones, never pool with them,
+and get 0.
 """
 
 from __future__ import annotations
