@@ -6,6 +6,10 @@ kind  per-element (a, b)     combine two blocks           block value
 l2    (weight * y, weight)   (a1 + a2, b1 + b2)           a / b
 kl    (s, w)                 (logaddexp, logaddexp)       a - b
 ====  =====================  ===========================  ==================
+
+``kl_desc`` is ``kl`` for statistics that do not increase along a row between barriers (soft
+sort, soft rank, projections): the same blocks and values; only the stack PAV carries them
+differently (:func:`softops._pav._stack_pav`).
 """
 
 from __future__ import annotations

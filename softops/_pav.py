@@ -10,6 +10,10 @@ l2    (weight * y, weight)   (a1 + a2, b1 + b2)           a / b
 kl    (s, w)                 (logaddexp, logaddexp)       a - b
 ====  =====================  ===========================  ==================
 
+``kl_desc`` is ``kl`` for statistics that do not increase along a row between barriers (soft
+sort, soft rank, projections): the same blocks and values; only the stack PAV carries them
+differently (:func:`softops._pav._stack_pav`).
+
 The kernels return only the *structure* of the solution, a boolean ``[B, n]`` array that marks
 the first element of each block; values, and through them every derivative, are closed-form
 functions of the blocks (``softops._soft``). The structure is integer data, so no tangent ever
