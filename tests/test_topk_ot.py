@@ -148,6 +148,7 @@ def test_sinkhorn_derivative_battery(order):
     battery(by_eps, [0.3], order=order)
 
 
+@pytest.mark.slow  # 8 s; the fast pass checks these derivatives against finite differences
 def test_implicit_matches_unrolled_to_convergence():
     x = jnp.asarray(X8)
     v = jnp.asarray(RNG.standard_normal(8))
