@@ -164,24 +164,24 @@ def _stack_pav(kind: Kind, a, b, barrier, nxt, first):
     dtype = a.dtype
     tiny = jnp.asarray(2.0**-60 if dtype == jnp.float32 else 2.0**-90, dtype)
     anchored = kind == "kl_desc"
-    gap = a - b
 
     def read(sa, sb, start, t, one_f, one_i):
-        """A stack block: statistics, signed start slot, value."""
+        """A stack block: statistics, signed start, value, first slot's statistics (kl_desc)."""
         s = lax.div(start[t], one_i)
         if kind == "l2":
-            return sa[t], sb[t], s, sa[t] / sb[t]
+            return sa[t], sb[t], s, sa[t] / sb[t], None
         if not anchored:
-            return sa[t], sb[t], s, (sa[t] - sb[t]) / one_f
+            return sa[t], sb[t], s, (sa[t] - sb[t]) / one_f, None
         x, y = sa[t] / one_f, sb[t] / one_f
-        return x, y, s, gap[jnp.where(s < 0, ~s, s)] + jnp.log(x / y)
+        f = _slot(s)
+        head = a[f], b[f]
+        return x, y, s, (head[0] - head[1]) + jnp.log(x / y), head
 
     def merged(blk2, blk1):
-        (a2, b2, s2, _), (a1, b1, s1, _) = blk2, blk1
+        (a2, b2, _, _, h2), (a1, b1, _, _, h1) = blk2, blk1
         if not anchored:
             return combine(kind, a2, a1), combine(kind, b2, b1)
-        f2, f1 = jnp.where(s2 < 0, ~s2, s2), jnp.where(s1 < 0, ~s1, s1)
-        return a2 + a1 * jnp.exp(a[f1] - a[f2]), b2 + b1 * jnp.exp(b[f1] - b[f2])
+        return a2 + a1 * jnp.exp(h1[0] - h2[0]), b2 + b1 * jnp.exp(h1[1] - h2[1])
 
     def body(st):
         i, top, start, sa, sb, _ = st
@@ -190,7 +190,7 @@ def _stack_pav(kind: Kind, a, b, barrier, nxt, first):
         one_i = 1 + (top >> 31)  # exactly 1 (top >= 0)
         blk1 = read(sa, sb, start, t1, one_f, one_i)
         blk2 = read(sa, sb, start, t2, one_f, one_i)
-        (a1, b1, s1, v1), (_, _, s2, v2) = blk1, blk2
+        (a1, b1, s1, v1, _), (_, _, s2, v2, _) = blk1, blk2
         merge = (top >= 2) & (s1 >= 0) & (v2 <= v1)
         push = ~merge & (i < size)
         ic = jnp.minimum(i, size - 1)
@@ -214,7 +214,12 @@ def _stack_pav(kind: Kind, a, b, barrier, nxt, first):
     init = (first, zero, jnp.zeros((size,), jnp.int32), jnp.zeros_like(a), jnp.zeros_like(b), True)
     init = _sharding.like_vma(init, a)
     _, top, start, _, _, _ = lax.while_loop(lambda st: st[5], body, init)
-    return jnp.where(start < 0, -start - 1, start), top
+    return _slot(start), top
+
+
+def _slot(start):
+    """The slot of a signed stack start (``~slot``, i.e. ``-slot - 1``, marks a barrier)."""
+    return jnp.where(start < 0, ~start, start)
 
 
 def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
