@@ -25,6 +25,19 @@ def _families(n, rng):
     }
 
 
+def _reference(s, w, kind, cut):
+    """Reference solution of one row with a forced block start at ``cut``, and its block starts.
+
+    The blocks start where the solution changes value (the reference pools ties) and at ``cut``.
+    """
+    want = np.concatenate(
+        [pav_decreasing(s[:cut], w[:cut], kind), pav_decreasing(s[cut:], w[cut:], kind)]
+    )
+    starts = np.r_[True, want[1:] != want[:-1]]
+    starts[cut] = True
+    return want, starts
+
+
 @pytest.mark.parametrize("method", ["sequential", pytest.param("parallel", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["l2", "kl"])
 def test_solvers_exact_on_hard_inputs(method, kind):
@@ -44,17 +57,9 @@ def test_solvers_exact_on_hard_inputs(method, kind):
         jax.jit(lambda a, b, bar: _pav.block_starts(a, b, kind, method, bar))(a, b, barrier)
     )
     for row, name in enumerate(fams):
-        want = np.concatenate(
-            [
-                pav_decreasing(s[row, :150], w[row, :150], kind),
-                pav_decreasing(s[row, 150:], w[row, 150:], kind),
-            ]
-        )
-        # Block starts where the reference solution changes value (the reference pools ties).
+        _, want_starts = _reference(s[row], w[row], kind, 150)
         ids = np.cumsum(starts[row]) - 1
         got_blocks = len(set(ids))
-        want_starts = np.r_[True, want[1:] != want[:-1]]
-        want_starts[150] = True
         assert starts[row, 0] and starts[row, 150], name
         np.testing.assert_array_equal(starts[row], want_starts, err_msg=f"{name} {kind} {method}")
         assert got_blocks == want_starts.sum()
@@ -87,22 +92,12 @@ def test_kl_desc_exact_on_nonincreasing_statistics(method):
     w = np.stack([f[1] for f in fams.values()])
     barrier = np.zeros(s.shape, bool)
     barrier[:, 200] = True
-    want = [
-        np.concatenate(
-            [
-                pav_decreasing(s[r, :200], w[r, :200], "kl"),
-                pav_decreasing(s[r, 200:], w[r, 200:], "kl"),
-            ]
-        )
-        for r in range(len(s))
-    ]
     solve = jax.jit(lambda a, b, bar: _pav.block_starts(a, b, "kl_desc", method, bar))
     with jax.enable_x64(True):
         starts64 = np.asarray(solve(jnp.asarray(s), jnp.asarray(w), barrier))
     starts32 = np.asarray(solve(jnp.asarray(s, jnp.float32), jnp.asarray(w, jnp.float32), barrier))
     for row, name in enumerate(fams):
-        want_starts = np.r_[True, want[row][1:] != want[row][:-1]]
-        want_starts[200] = True
+        want, want_starts = _reference(s[row], w[row], "kl", 200)
         np.testing.assert_array_equal(starts64[row], want_starts, err_msg=name)
         ids = np.cumsum(starts32[row]) - 1
         got = np.empty(n)
@@ -110,7 +105,7 @@ def test_kl_desc_exact_on_nonincreasing_statistics(method):
             m = ids == j
             got[m] = logsumexp(s[row][m]) - logsumexp(w[row][m])
         np.testing.assert_allclose(
-            got, want[row], rtol=0, atol=1e-5 * (1 + np.abs(want[row]).max()), err_msg=name
+            got, want, rtol=0, atol=1e-5 * (1 + np.abs(want).max()), err_msg=name
         )
 
 
