@@ -98,21 +98,9 @@ def solver_problem(name: str, x: jax.Array):
 @functools.partial(jax.jit, static_argnames="max_rounds")
 def _counts(a, b, max_rounds):
     """Pooling rounds run, blocks left after them, and the final number of blocks of unsolved
-    rows (the solvers' own steps: ``softops._pav._round``)."""
-    bsz, n = a.shape
+    rows (the solvers' own rounds: ``softops._pav._rounds``)."""
     barrier = lax.broadcasted_iota(jnp.int32, a.shape, 1) == 0
-    iota = lax.broadcasted_iota(jnp.int32, a.shape, 1)
-    blk = _pav._Blocks(a, b, iota, barrier, jnp.full((bsz,), n, jnp.int32), jnp.zeros((bsz,), bool))
-
-    def cond(state):
-        it, blk = state
-        return (it < max_rounds) & ~jnp.all(blk.done)
-
-    def body(state):
-        it, blk = state
-        return it + 1, _pav._round("l2", blk)
-
-    rounds, blk = lax.while_loop(cond, body, (jnp.int32(0), blk))
+    rounds, blk = _pav._rounds("l2", a, b, barrier, max_rounds)
     left = jnp.sum(jnp.where(blk.done, 0, blk.count))
     final = _pav.block_starts(a, b, "l2", "sequential")
     final_left = jnp.sum(jnp.where(blk.done[:, None], False, final))

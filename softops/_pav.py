@@ -105,7 +105,8 @@ def _scatter_rows(tgt: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.zeros_like(x).at[rows, tgt].set(x, mode="drop")
 
 
-def _rounds(kind: Kind, a, b, barrier, max_rounds: int) -> _Blocks:
+def _rounds(kind: Kind, a, b, barrier, max_rounds: int) -> tuple[jax.Array, _Blocks]:
+    """Up to ``max_rounds`` pooling rounds (fewer once every row is done): (rounds run, blocks)."""
     bsz, n = a.shape
     iota = lax.broadcasted_iota(jnp.int32, a.shape, 1)
     blk = _Blocks(a, b, iota, barrier, jnp.full((bsz,), n, jnp.int32), jnp.zeros((bsz,), bool))
@@ -122,7 +123,7 @@ def _rounds(kind: Kind, a, b, barrier, max_rounds: int) -> _Blocks:
     # straight-line round, XLA recomputes them per use and may contract one use into an FMA
     # (a * b - m rounded once), so the KL shift x - max(x) of a singleton is not 0 (inf at 1e23;
     # an optimization_barrier did not prevent it).
-    return lax.while_loop(cond, body, _sharding.like_vma((jnp.int32(0), blk), a))[1]
+    return lax.while_loop(cond, body, _sharding.like_vma((jnp.int32(0), blk), a))
 
 
 def _starts_of(blk: _Blocks) -> jax.Array:
@@ -249,8 +250,8 @@ def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
 
 def _solve(kind: Kind, method: str, a, b, barrier):
     if method == "sequential":  # an empty loop when every row is done
-        return _finish_sequential(kind, _rounds(kind, a, b, barrier, SEQUENTIAL_ROUNDS))
-    return _merge_tree.finish(kind, _rounds(kind, a, b, barrier, ROUNDS))
+        return _finish_sequential(kind, _rounds(kind, a, b, barrier, SEQUENTIAL_ROUNDS)[1])
+    return _merge_tree.finish(kind, _rounds(kind, a, b, barrier, ROUNDS)[1])
 
 
 @_sharding.batch_local(item_ndims=(1, 1, 1), out_item_ndims=(1,), name="x")
