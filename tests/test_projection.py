@@ -177,6 +177,7 @@ def test_degenerate_inputs():
         assert op(jnp.zeros((2, 0))).shape == (2, 0)
 
 
+@pytest.mark.slow  # the default method is checked in the fast pass by test_nonfinite.py
 def test_nan_stays_in_its_row():
     x = jnp.asarray(np.random.default_rng(8).standard_normal((3, 6)))
     for op in (soft_rank, soft_sort):

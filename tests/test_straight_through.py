@@ -46,7 +46,14 @@ OPS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        # soft_topk's hard values and assignment stay checked in the fast pass (test below)
+        pytest.param(name, marks=pytest.mark.slow) if name == "soft_topk_values" else name
+        for name in sorted(OPS)
+    ],
+)
 def test_value_is_hard_and_derivative_is_soft(name):
     op, hard = OPS[name]
     x = jnp.asarray(X)
@@ -65,8 +72,9 @@ def test_value_is_hard_and_derivative_is_soft(name):
 
 def test_sorted_topk_assignment_is_one_hot_of_top_k():
     x = jnp.asarray(X)
-    _, assign = softops.soft_topk(x, 3, epsilon=0.2, straight_through=True)
-    _, index = jax.lax.top_k(x, 3)
+    values, assign = softops.soft_topk(x, 3, epsilon=0.2, straight_through=True)
+    top, index = jax.lax.top_k(x, 3)
+    np.testing.assert_array_equal(values, top)
     np.testing.assert_array_equal(assign, jax.nn.one_hot(index, X.shape[-1], dtype=x.dtype))
     _, smallest = softops.soft_topk(x, 2, epsilon=0.2, largest=False, straight_through=True)
     np.testing.assert_array_equal(smallest.argmax(-1), np.argsort(X, axis=-1)[:, :2])
