@@ -69,8 +69,9 @@ CONFIGS = [
     for reg in ("l2", "kl")
     for desc in (False, True)
 ]
-# Descending is a negation of the scores around the same kernels (checked in the fast pass by the
-# straight-through and non-finite tests); its reference cases run in the slow pass.
+# Descending is a negation of the scores around the same kernels (checked in the fast pass against
+# the NumPy reference by test_projection.py::test_matches_numpy_reference); its reference cases
+# run in the slow pass.
 CONFIG_PARAMS = [pytest.param(c, marks=pytest.mark.slow) if c[2] else c for c in CONFIGS]
 
 
