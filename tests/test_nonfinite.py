@@ -23,6 +23,7 @@ import pytest
 
 import softops
 from softops import losses
+from tests._marks import slow_where
 
 F32 = jnp.float32
 GOOD = np.array([0.3, -1.2, 2.5, 0.0, 0.7, -0.4], np.float32)
@@ -186,10 +187,7 @@ TOPK_OPS = {
 @pytest.mark.parametrize(
     "name",
     # the temperature= variants share the kernels of the epsilon ones: slow pass
-    [
-        pytest.param(n, marks=pytest.mark.slow) if n.endswith("_temp") else n
-        for n in sorted(TOPK_OPS)
-    ],
+    slow_where(sorted(TOPK_OPS), lambda n: n.endswith("_temp")),
 )
 def test_nan_row_does_not_leak_into_topk_gradients(name):
     # Issue 9: the NaN row's gradient was NaN even when the loss did not use that row, or masked
@@ -256,10 +254,7 @@ LOSS_STRENGTHS = {"spearman", "soft_ndcg", "soft_median", "soft_lts_loss", "soft
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.slow) if n in LOSS_STRENGTHS else n
-        for n in sorted(STRENGTH_OPS)
-    ],
+    slow_where(sorted(STRENGTH_OPS), lambda n: n in LOSS_STRENGTHS),
 )
 def test_traced_bad_strength_gives_nan_row(name):
     # Issue 9: a traced strength of -1 gave descending ranks, 0/NaN/inf gave all-zero results,

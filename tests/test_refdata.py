@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import softops
+from tests._marks import slow_where
 
 REFDATA = Path(
     os.environ.get("SOFTOPS_REFDATA", Path(__file__).resolve().parents[2] / "shared" / "refdata")
@@ -72,7 +73,7 @@ CONFIGS = [
 # Descending is a negation of the scores around the same kernels (checked in the fast pass against
 # the NumPy reference by test_projection.py::test_matches_numpy_reference); its reference cases
 # run in the slow pass.
-CONFIG_PARAMS = [pytest.param(c, marks=pytest.mark.slow) if c[2] else c for c in CONFIGS]
+CONFIG_PARAMS = slow_where(CONFIGS, lambda c: c[2])
 
 
 def _stack(group, width):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import softops
+from tests._marks import slow_where
 
 X = np.array([[0.3, -1.2, 2.5, 0.3, 1.1, -0.4], [4.0, 1.0, 1.0, -2.0, 0.5, 3.0]], dtype=np.float64)
 U = np.random.default_rng(0).normal(size=X.shape)
@@ -48,11 +49,8 @@ OPS = {
 
 @pytest.mark.parametrize(
     "name",
-    [
-        # soft_topk's hard values and assignment stay checked in the fast pass (test below)
-        pytest.param(name, marks=pytest.mark.slow) if name == "soft_topk_values" else name
-        for name in sorted(OPS)
-    ],
+    # soft_topk's hard values and assignment stay checked in the fast pass (test below)
+    slow_where(sorted(OPS), lambda name: name == "soft_topk_values"),
 )
 def test_value_is_hard_and_derivative_is_soft(name):
     op, hard = OPS[name]
