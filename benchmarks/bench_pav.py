@@ -15,8 +15,8 @@ Inputs (one row of n float32 values each):
 For each input and each solver (``method="sequential"``, ``"parallel"``) it reports:
 
 - ``pool_rounds``: the parallel pooling rounds each solver runs first (at most
-  ``softops._pav.SEQUENTIAL_ROUNDS`` and ``softops._pav.ROUNDS``; each pools every run of
-  adjacent violators of every row at once);
+  ``softops._isotonic.pav.SEQUENTIAL_ROUNDS`` and ``softops._isotonic.pav.ROUNDS``; each pools
+  every run of adjacent violators of every row at once);
 - ``blocks_left``: the blocks still unsolved after them;
 - ``loop_steps``: the sequential solver's stack-PAV ``while_loop`` steps (one push or one merge
   each), or the parallel solver's merge-tree levels (``ceil(log2 n)``, each a fixed number of
@@ -24,8 +24,8 @@ For each input and each solver (``method="sequential"``, ``"parallel"``) it repo
 - ``seconds``: median time of the jitted op (forward), and ``ratio``: that over the median time of
   ``jnp.argsort`` of the same array, timed interleaved in the same loop.
 
-The counts come from the solvers' own private pieces (``softops._pav``), run once outside the
-timed op. Times on a shared CPU are noisy: read the ratios, not the seconds.
+The counts come from the solvers' own private pieces (``softops._isotonic.pav``), run once
+outside the timed op. Times on a shared CPU are noisy: read the ratios, not the seconds.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 from jax import lax
 
 import softops
-from softops import _pav
+from softops._isotonic import pav as _pav
 
 SIZES = [10**3, 10**4, 10**5, 10**6]
 QUICK_SIZES = [10**3]
@@ -83,10 +83,10 @@ def op(name: str, method: str):
 
 
 def solver_problem(name: str, x: jax.Array):
-    """The ``(a, b)`` statistics (kind l2) the op hands to the solver, as ``softops._soft`` builds
-    them: increasing isotonic regression of y is the decreasing one of -y; soft rank solves it on
-    ``theta - w`` with theta the decreasingly sorted values over eps (shifted to max 0) and
-    ``w = (n, ..., 1)``."""
+    """The ``(a, b)`` statistics (kind l2) the op hands to the solver, as
+    ``softops._isotonic.rows`` builds them: increasing isotonic regression of y is the decreasing
+    one of -y; soft rank solves it on ``theta - w`` with theta the decreasingly sorted values over
+    eps (shifted to max 0) and ``w = (n, ..., 1)``."""
     if name == "relu_rank":
         zs = -jnp.sort(-x, axis=-1)
         n = x.shape[-1]
@@ -98,7 +98,7 @@ def solver_problem(name: str, x: jax.Array):
 @functools.partial(jax.jit, static_argnames="max_rounds")
 def _counts(a, b, max_rounds):
     """Pooling rounds run, blocks left after them, and the final number of blocks of unsolved
-    rows (the solvers' own rounds: ``softops._pav._rounds``)."""
+    rows (the solvers' own rounds: ``softops._isotonic.pav._rounds``)."""
     barrier = lax.broadcasted_iota(jnp.int32, a.shape, 1) == 0
     rounds, blk = _pav._rounds("l2", a, b, barrier, max_rounds)
     left = jnp.sum(jnp.where(blk.done, 0, blk.count))
@@ -109,8 +109,8 @@ def _counts(a, b, max_rounds):
 
 def merge_tree_steps(n: int) -> tuple[int, int]:
     """Levels of the parallel solver's merge tree and their binary-search loop steps in all
-    (``softops._merge_tree``: per level two searches of s steps, each step evaluating F with two
-    inner searches of s steps; s = ceil(log2(p + 1)) for chunks of p blocks)."""
+    (``softops._isotonic.merge_tree``: per level two searches of s steps, each step evaluating F
+    with two inner searches of s steps; s = ceil(log2(p + 1)) for chunks of p blocks)."""
     size = 1 << max(0, (n - 1).bit_length())
     levels, steps, p = 0, 0, 1
     while p < size:

@@ -17,8 +17,8 @@ directions :math:`q_k` (Haar-random), :math:`v_k = \sqrt{d}\, q_k` gives
 gradient.
 
 Tangents come from a counter-based integer hash of (leaf seed, element index) (see
-``softops/_fg_random.py``): one independent stream per parameter leaf, reproducible from the key,
-and far cheaper on CPU than ``jax.random``'s threefry for millions of parameters.
+``softops/_forward/noise.py``): one independent stream per parameter leaf, reproducible from the
+key, and far cheaper on CPU than ``jax.random``'s threefry for millions of parameters.
 
 Reference: Baydin, Pearlmutter, Syme, Wood, Torr, Gradients without Backpropagation,
 arXiv:2202.08587, 2022.
@@ -35,7 +35,7 @@ import numpy as np
 from jax import lax
 
 from softops import _checks
-from softops._fg_tangents import (
+from softops._forward.tangents import (
     DISTRIBUTIONS,
     Distribution,
     check_num_tangents,
@@ -55,7 +55,7 @@ def sample_tangents(
     """Random tangents shaped like ``params``, one independent stream per leaf.
 
     Float leaves get entries with mean 0 and variance 1 in the leaf's dtype: ``"rademacher"`` (±1,
-    exact), ``"normal"`` (Box–Muller on a 24-bit grid, see ``_fg_random.normal``), or
+    exact), ``"normal"`` (Box–Muller on a 24-bit grid, see ``_forward.noise.normal``), or
     ``"orthogonal"`` (``sqrt(d)`` times Haar-random orthonormal directions over all ``d`` float
     entries, from a QR of a ``[d, K]`` Gaussian matrix: O(dK^2), for moderate ``d * K``). Other
     leaves (ints, bools, PRNG keys) get ``float0`` zeros, the tangent ``jax.jvp`` expects.
@@ -207,10 +207,10 @@ def forward_value_and_grad(
 
 
 # Re-exported from private modules: one public face for forward gradients.
-from softops._fg_activity import activity_value_and_grad  # noqa: E402
-from softops._fg_local import local_value_and_grad  # noqa: E402
-from softops._fg_optax import fgd, perturbed_dim_factor, scale_by_perturbed_dim  # noqa: E402
-from softops._fg_tap import no_tap  # noqa: E402
+from softops._forward.activity import activity_value_and_grad  # noqa: E402
+from softops._forward.local import local_value_and_grad  # noqa: E402
+from softops._forward.tap import no_tap  # noqa: E402
+from softops._forward.transforms import fgd, perturbed_dim_factor, scale_by_perturbed_dim  # noqa: E402
 
 __all__ = [
     "activity_value_and_grad",

@@ -39,15 +39,16 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from softops import _checks, _pav, _sharding, _soft
-from softops._pav import Method
+from softops import _checks, _sharding
+from softops._isotonic import pav, rows
+from softops._isotonic.pav import Method
 
 __all__ = ["isotonic_kl", "isotonic_l2", "isotonic_regression"]
 
 
 def _pair(s: ArrayLike, w: ArrayLike, axis, method, names=("s", "w")):
     """Validates ``(s, w)``: returns both with ``s``'s shape, the axis and the result dtype."""
-    _checks.choice(method, _pav.METHODS, "method")
+    _checks.choice(method, pav.METHODS, "method")
     s = _checks.floating(s, names[0])
     w = _checks.floating(w, names[1])
     ax = _checks.axis(axis, s.ndim)
@@ -73,9 +74,9 @@ def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
     def kernel(s, w, _):
         if kind == "l2":  # sign * y * weights, weights (sign = 0: isotonic_l2 of s - w)
             a, b = (s - w, jnp.ones_like(s)) if sign == 0 else (sign * s * w, w)
-            out = _soft.isotonic_rows(a, b, kind="l2", method=method)
+            out = rows.isotonic_rows(a, b, kind="l2", method=method)
             return out if sign == 0 else sign * out
-        return _soft.isotonic_rows(s, w, kind="kl", method=method)
+        return rows.isotonic_rows(s, w, kind="kl", method=method)
 
     dtype = jnp.result_type(s.dtype, w.dtype)
     return _sharding.run_items(kernel, axis, (s, w.astype(s.dtype)), out_dtype=dtype, name="s")

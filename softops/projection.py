@@ -49,9 +49,10 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from softops import _checks, _pav, _sharding, _soft
-from softops._pav import Method
-from softops._quantize import soft_quantile_normalization, soft_quantize
+from softops import _checks, _sharding
+from softops._isotonic import pav, rows
+from softops._isotonic.pav import Method
+from softops._isotonic.quantize import soft_quantile_normalization, soft_quantize
 
 __all__ = [
     "projection_permutahedron",
@@ -73,7 +74,7 @@ def _common(
 ) -> tuple[jax.Array, int, jax.Array | None, jax.Array | None]:
     """Validates the arguments shared by the three ops."""
     _checks.choice(regularization, REGULARIZATIONS, "regularization")
-    _checks.choice(method, _pav.METHODS, "method")
+    _checks.choice(method, pav.METHODS, "method")
     x = _checks.floating(x, "x")
     ax = _checks.axis(axis, x.ndim)
     mask = _checks.where(where, x.shape)
@@ -90,7 +91,7 @@ def _common(
     static_argnames=("axis", "op", "descending", "regularization", "method", "straight_through"),
 )
 def _soft_op(x, eps, where, *, axis, op, descending, regularization, method, straight_through):
-    kernel = _soft.rank_rows if op == "rank" else _soft.sort_rows
+    kernel = rows.rank_rows if op == "rank" else rows.sort_rows
     kernel = functools.partial(
         kernel,
         descending=descending,
@@ -273,7 +274,7 @@ def soft_sort(
 def _projection(z, w, where, *, axis, regularization, method):
     def kernel(z, *rest):
         w, where = rest if len(rest) == 2 else (None, rest[0])
-        return _soft.project_rows(z, w, where, regularization=regularization, method=method)
+        return rows.project_rows(z, w, where, regularization=regularization, method=method)
 
     items = (z,) if w is None else (z, w)
     dtype = z.dtype if w is None else jnp.result_type(z.dtype, w.dtype)

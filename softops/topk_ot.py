@@ -55,9 +55,9 @@ from typing import Literal, NamedTuple
 import jax
 from jax.typing import ArrayLike
 
-from softops import _topk_run
-from softops._sinkhorn import SinkhornOutput
-from softops._sort_tools import soft_permutation, sort_with
+from softops._ot import ops
+from softops._ot.permutation import soft_permutation, sort_with
+from softops._ot.sinkhorn import SinkhornOutput
 
 __all__ = [
     "SinkhornOutput",
@@ -143,7 +143,7 @@ def soft_topk_mask_solve(
         >>> out.mask.round(3).tolist(), bool(out.converged)
         ([0.0, 1.0, 0.0, 1.0], True)
     """
-    out = _topk_run.mask_op(
+    out = ops.mask_op(
         x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, False
     )
     return TopKMaskOutput(*out)
@@ -218,7 +218,7 @@ def soft_topk_mask(
         2.0
     """
     args = (x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, True)
-    return _topk_run.mask_op(*args, straight_through)[0]
+    return ops.mask_op(*args, straight_through)[0]
 
 
 # ----------------------------------------------------------------------------- sorted top-k
@@ -252,7 +252,7 @@ def soft_topk_solve(
         >>> [round(float(v), 2) for v in out.values], bool(out.converged)
         ([0.9, 0.7], True)
     """
-    out = _topk_run.sorted_op(
+    out = ops.sorted_op(
         x, k, axis, largest, epsilon, temperature, where, tol, max_iter, differentiation, solver,
         False,
     )  # fmt: skip
@@ -324,7 +324,7 @@ def soft_topk(
         >>> [round(float(v), 2) for v in vals], [round(float(r), 2) for r in assign.sum(-1)]
         ([0.9, 0.7], [1.0, 1.0])
     """
-    values, assignment, *_ = _topk_run.sorted_op(
+    values, assignment, *_ = ops.sorted_op(
         x, k, axis, largest, epsilon, temperature, where, tol, max_iter, differentiation, solver,
         True, straight_through,
     )  # fmt: skip
@@ -393,4 +393,4 @@ def sinkhorn(
         >>> [round(float(v), 3) for v in out.plan.sum(axis=0)]
         [0.5, 0.5]
     """
-    return _topk_run.sinkhorn_op(cost, a, b, epsilon, tol, max_iter, differentiation)
+    return ops.sinkhorn_op(cost, a, b, epsilon, tol, max_iter, differentiation)

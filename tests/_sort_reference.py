@@ -1,4 +1,4 @@
-"""Float64 NumPy references for softops._sort_tools, written from the definitions.
+"""Float64 NumPy references for softops._ot.permutation, written from the definitions.
 
 Hard quantile normalization and quantization (the ε → 0 limits, which are also the limits of
 ott-jax's operators), and the soft versions built from a plain-Python PAV (Blondel et al., 2020).

@@ -1,4 +1,4 @@
-"""Tests for softops._ot_newton: 1-D entropic OT onto sorted anchors by semi-dual Newton."""
+"""Tests for softops._ot.newton: 1-D entropic OT onto sorted anchors by semi-dual Newton."""
 
 import itertools
 from functools import partial
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from softops._ot_newton import head_size, newton_rows
+from softops._ot.newton import head_size, newton_rows
 from softops.topk_ot import soft_topk_solve
 from tests._ot_reference import sinkhorn_ref, soft_topk_ref
 from tests._ot_semidual_reference import semidual_ref

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from softops import _pav, _sort
+from softops import _sort
+from softops._isotonic import pav as _pav
 from tests._np_reference import pav_decreasing
 
 
@@ -204,7 +205,7 @@ def test_fast_argsort_last_goes_after_all():
 def test_dense_solver_matches_pav(dtype, method):
     # Short L2 rows (method "auto") use the loop-free min-max solver: the same blocks as both
     # PAV solvers on random data, ties, weights and barriers.
-    from softops import _dense
+    from softops._isotonic import dense as _dense
 
     rng = np.random.default_rng(1)
     n = 100

@@ -1,4 +1,4 @@
-"""Tests for softops._sort_tools and softops._quantize: parity with ott.tools.soft_sort."""
+"""Tests for softops._ot.permutation and softops._isotonic.quantize: parity with ott's soft_sort."""
 
 import doctest
 import re
@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from softops import _quantize as quantize_module
-from softops import _sort_tools
-from softops._quantize import soft_quantile_normalization, soft_quantize
-from softops._sort_tools import soft_permutation, sort_with
+from softops._isotonic import quantize as quantize_module
+from softops._isotonic.quantize import soft_quantile_normalization, soft_quantize
+from softops._ot import permutation as permutation_module
+from softops._ot.permutation import soft_permutation, sort_with
 from tests import _sort_reference as ref
 from tests._ot_reference import sinkhorn_ref, soft_topk_ref
 from tests.helpers import derivative_battery
@@ -33,7 +33,7 @@ def test_doctests():
         jax.numpy_dtype_promotion("standard"),
         jax.numpy_rank_promotion("allow"),
     ):
-        for module in [_sort_tools, quantize_module]:
+        for module in [permutation_module, quantize_module]:
             result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
             assert result.failed == 0 and result.attempted >= 2
 

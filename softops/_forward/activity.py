@@ -29,8 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _checks
-from softops._fg_sharding import explicit_spec, to_varying
-from softops._fg_tangents import (
+from softops._forward.tangents import (
     check_num_tangents,
     derive_seeds,
     example_tangents,
@@ -39,7 +38,8 @@ from softops._fg_tangents import (
     key_seeds,
     nan_flags,
 )
-from softops._fg_tap import TapInfo, as_layer, layer_grads
+from softops._forward.tap import TapInfo, as_layer, layer_grads
+from softops._sharding import explicit_spec, to_varying
 
 Estimator = Literal["per_example", "batch"]
 ESTIMATORS = ("per_example", "batch")

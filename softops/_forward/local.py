@@ -10,8 +10,8 @@ from typing import Literal
 
 import numpy as np
 
-from softops._fg_activity import Estimator, _check_options, make_block_estimator
-from softops._fg_tangents import derive_seeds, key_seeds
+from softops._forward.activity import Estimator, _check_options, make_block_estimator
+from softops._forward.tangents import derive_seeds, key_seeds
 
 
 def local_value_and_grad(

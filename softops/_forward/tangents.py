@@ -1,7 +1,7 @@
 """Random tangents for forward gradients (private): parameter tangents and per-example tangents.
 
 Parameter tangents (:func:`sample_float_leaves`) are shaped like parameter leaves; every element is
-a pure function of (leaf seed, element index) (see ``_fg_random``). Per-example activity tangents
+a pure function of (leaf seed, element index) (see ``noise``). Per-example activity tangents
 (:func:`example_tangents`) index their elements by the *global* example index, so a batch split
 over devices (``shard_map``, or ``jit`` with a sharded batch) draws, on each device, exactly the
 slice of the tangent that one device would draw for the whole batch: no communication, and the
@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from softops import _checks, _fg_random
+from softops import _checks
 from softops._checks import compute_dtype
+from softops._forward import noise
 
 Distribution = Literal["rademacher", "normal", "orthogonal"]
 DISTRIBUTIONS = ("rademacher", "normal", "orthogonal")
@@ -54,7 +55,7 @@ def sample_float_leaves(
     seeds = jax.random.bits(key, (num_leaves + 1, 2), jnp.uint32)
     k = num_tangents
     if distribution != "orthogonal":
-        gen = _fg_random.rademacher if distribution == "rademacher" else _fg_random.normal
+        gen = noise.rademacher if distribution == "rademacher" else noise.normal
         return [gen(seeds[i], (k,) + np.shape(x), jnp.result_type(x)) for i, x in zip(ids, leaves)]
     sizes = [math.prod(np.shape(x)) for x in leaves]
     d = sum(sizes)
@@ -64,7 +65,7 @@ def sample_float_leaves(
             f"distribution='orthogonal', got num_tangents={k}"
         )
     dtype = compute_dtype(max((jnp.result_type(x) for x in leaves), key=lambda t: t.itemsize))
-    gauss = _fg_random.normal(seeds[num_leaves], (d, k), dtype)
+    gauss = noise.normal(seeds[num_leaves], (d, k), dtype)
     q, r = jnp.linalg.qr(gauss)  # Haar column space; signs of diag(r) fixed below.
     sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
     v = (q * sign * math.sqrt(d)).T  # [K, d]
@@ -80,17 +81,17 @@ def _uniform_grid(bits: jax.Array, nbits: int) -> jax.Array:
 
 
 def _noise(idx: jax.Array, seeds: jax.Array, distribution: str) -> jax.Array:
-    """float32 noise from uint32 element indices: the same law and bits as ``_fg_random``."""
-    h1 = _fg_random.hash_u32(idx, seeds[0], seeds[1])
+    """float32 noise from uint32 element indices: the same law and bits as ``noise``."""
+    h1 = noise.hash_u32(idx, seeds[0], seeds[1])
     one = jnp.uint32(0x3F800000)  # bit pattern of float32 1.0
     if distribution == "rademacher":
         return lax.bitcast_convert_type((h1 & jnp.uint32(0x80000000)) | one, jnp.float32)
-    h2 = _fg_random.hash_u32(idx, seeds[1], seeds[0] ^ jnp.uint32(_fg_random._GOLDEN))
+    h2 = noise.hash_u32(idx, seeds[1], seeds[0] ^ jnp.uint32(noise._GOLDEN))
     u1 = _uniform_grid(h1 >> 8, 24)
     u = _uniform_grid((h2 >> 8) & jnp.uint32(0x7FFFFF), 23)
     sign = lax.bitcast_convert_type((h2 & jnp.uint32(0x80000000)) | one, jnp.float32)
     r = jnp.sqrt(jnp.float32(-2.0) * jnp.log(u1))
-    return r * sign * _fg_random._cos_quarter(jnp.float32(math.pi / 2) * u)
+    return r * sign * noise._cos_quarter(jnp.float32(math.pi / 2) * u)
 
 
 def example_tangents(
@@ -108,14 +109,14 @@ def example_tangents(
 
     Element ``(k, n, j)`` is noise at index ``(k * batch_total + batch_offset + n) * R + j`` (``R``
     the size of ``rest``): with ``batch_offset = 0`` and ``batch_total = B`` this equals
-    ``_fg_random``'s draw for the shape ``[K, B, *rest]``; a shard of examples ``[o, o + B)`` of a
+    ``noise``'s draw for the shape ``[K, B, *rest]``; a shard of examples ``[o, o + B)`` of a
     batch of ``batch_total`` gets exactly its slice of the whole-batch draw.
     """
     shape = (num_tangents,) + tuple(like.shape)
     b = shape[1]
     rest = math.prod(shape[2:])
     total = b if batch_total is None else batch_total
-    if num_tangents * total * rest > _fg_random.MAX_STREAM:
+    if num_tangents * total * rest > noise.MAX_STREAM:
         raise ValueError(
             f"an activity times `num_tangents` must have at most 2**32 elements, got "
             f"{num_tangents} x {total} x {rest}"
@@ -149,8 +150,8 @@ def key_seeds(key) -> jax.Array:
     s0, s1 = jnp.uint32(0x243F6A88), jnp.uint32(0x85A308D3)  # digits of pi
     for i in range(data.shape[0]):
         s0, s1 = (
-            _fg_random.hash_u32(data[i], s0, s1),
-            _fg_random.hash_u32(data[i], s1, s0 ^ jnp.uint32(_fg_random._GOLDEN)),
+            noise.hash_u32(data[i], s0, s1),
+            noise.hash_u32(data[i], s1, s0 ^ jnp.uint32(noise._GOLDEN)),
         )
     return jnp.stack([s0, s1])
 
@@ -158,7 +159,7 @@ def key_seeds(key) -> jax.Array:
 def derive_seeds(seeds: jax.Array, count: int) -> jax.Array:
     """``count`` seed pairs ``uint32[count, 2]`` derived from one pair."""
     idx = lax.iota(jnp.uint32, 2 * count)
-    return _fg_random.hash_u32(idx, seeds[0], seeds[1]).reshape(count, 2)
+    return noise.hash_u32(idx, seeds[0], seeds[1]).reshape(count, 2)
 
 
 def nan_flags(x, batch: int):

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from softops._fg_tangents import is_float
+from softops._forward.tangents import is_float
 
 
 def as_layer(layer, args) -> tuple[Callable, Any, Any]:

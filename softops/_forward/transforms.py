@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from softops import _checks
-from softops._fg_tangents import DISTRIBUTIONS, KURTOSIS, Distribution, check_num_tangents
+from softops._forward.tangents import DISTRIBUTIONS, KURTOSIS, Distribution, check_num_tangents
 
 
 def _num_float_entries(tree) -> int:

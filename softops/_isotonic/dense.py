@@ -1,6 +1,6 @@
 r"""Loop-free block structure of the decreasing L2 isotonic problem for short rows (private).
 
-For short rows the fixed cost of the PAV solvers (``softops._pav``: a ``while_loop`` of pooling
+For short rows the fixed cost of the PAV solvers (``pav``: a ``while_loop`` of pooling
 rounds, then a second loop) dominates a soft sort/rank call. Here the structure comes from the
 exact min–max characterization instead, O(n^2) data-parallel work with no control flow.
 

@@ -1,6 +1,6 @@
 r"""Bounded-depth finisher of the parallel isotonic solver: a merge tree over blocks (private).
 
-The blocks left by the parallel rounds (``softops._pav``) are merged bottom-up: at level
+The blocks left by the parallel rounds (``softops._isotonic.pav``) are merged bottom-up: at level
 :math:`\ell` every row is cut into chunks of :math:`2^\ell` blocks whose solutions are known
 (non-increasing block values), and each pair of neighbouring chunks (L, R) is solved at once.
 Pooling L and R only ever pools a suffix of L with a prefix of R into one new block, of value
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from softops._blocks import combine, value
+from softops._isotonic.blocks import combine, value
 from softops._sharding import like_vma
 
 
@@ -122,7 +122,7 @@ def _merge_level(kind, p, v, start, bar, a, b):
 
 
 def finish(kind, blk) -> jax.Array:
-    """Element block starts ``[B, n]`` from the block-space state ``blk`` of ``softops._pav``."""
+    """Element block starts ``[B, n]`` from the block-space state ``blk`` of ``pav``."""
     bsz, n = blk.a.shape
     size = 1 << max(0, (n - 1).bit_length())
     pos = lax.broadcasted_iota(jnp.int32, (bsz, size), 1)

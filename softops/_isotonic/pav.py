@@ -12,11 +12,11 @@ kl    (s, w)                 (logaddexp, logaddexp)       a - b
 
 ``kl_desc`` is ``kl`` for statistics that do not increase along a row between barriers (soft
 sort, soft rank, projections): the same blocks and values; only the stack PAV carries them
-differently (:func:`softops._pav._stack_pav`).
+differently (:func:`softops._isotonic.pav._stack_pav`).
 
 The kernels return only the *structure* of the solution, a boolean ``[B, n]`` array that marks
 the first element of each block; values, and through them every derivative, are closed-form
-functions of the blocks (``softops._soft``). The structure is integer data, so no tangent ever
+functions of the blocks (``rows``). The structure is integer data, so no tangent ever
 enters a loop. Elements flagged in ``barrier`` always start a block (rows of a batch, masked
 entries). PAV pools equal neighbours too (``value_left <= value_right``), as the reference
 implementations do.
@@ -33,7 +33,7 @@ Solvers (both exact, both start with a few *rounds*):
   pools a suffix of the left chunk with a prefix of the right one, found by binary search): no
   sequential dependence longer than O(log^3 n), the shape for GPU/TPU.
 
-``"auto"`` solves short L2 rows (``softops._dense``) without any loop, by the min–max
+``"auto"`` solves short L2 rows (``softops._isotonic.dense``) without any loop, by the min–max
 characterization of the solution (O(n^2) work), and otherwise picks ``"sequential"`` on CPU and
 ``"parallel"`` elsewhere.
 """
@@ -47,8 +47,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from softops import _dense, _merge_tree, _sharding
-from softops._blocks import Kind, combine, segment_combine, value
+from softops import _sharding
+from softops._isotonic import dense, merge_tree
+from softops._isotonic.blocks import Kind, combine, segment_combine, value
 
 Method = Literal["auto", "sequential", "parallel"]
 METHODS = ("auto", "sequential", "parallel")
@@ -251,7 +252,7 @@ def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
 def _solve(kind: Kind, method: str, a, b, barrier):
     if method == "sequential":  # an empty loop when every row is done
         return _finish_sequential(kind, _rounds(kind, a, b, barrier, SEQUENTIAL_ROUNDS)[1])
-    return _merge_tree.finish(kind, _rounds(kind, a, b, barrier, ROUNDS)[1])
+    return merge_tree.finish(kind, _rounds(kind, a, b, barrier, ROUNDS)[1])
 
 
 @_sharding.batch_local(item_ndims=(1, 1, 1), out_item_ndims=(1,), name="x")
@@ -259,8 +260,8 @@ def _structure(a, b, barrier, *, kind: Kind, method: str):
     """Block starts of rows with any leading axes (run per batch shard, vmap folded in)."""
     shape = a.shape
     a, b, barrier = (t.reshape(-1, shape[-1]) for t in (a, b, barrier))
-    if method == "auto" and _dense.use(kind, a.shape):  # short rows: no loop at all
-        out = _dense.block_starts(a, b, barrier)
+    if method == "auto" and dense.use(kind, a.shape):  # short rows: no loop at all
+        out = dense.block_starts(a, b, barrier)
     elif method != "auto":
         out = _solve(kind, method, a, b, barrier)
     else:

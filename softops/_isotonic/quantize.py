@@ -19,7 +19,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from softops import _checks, _sharding, _soft, _sort
+from softops import _checks, _sharding, _sort
+from softops._isotonic import rows
 
 __all__ = ["soft_quantile_normalization", "soft_quantize"]
 
@@ -55,7 +56,7 @@ def _permutahedron(z, w):
     """L2 projection of z [..., n] onto the permutahedron of w [..., n], per batch shard."""
 
     def kernel(z, w, where):
-        return _soft.project_rows(z, w, where, regularization="l2", method="auto")
+        return rows.project_rows(z, w, where, regularization="l2", method="auto")
 
     return _sharding.run_items(kernel, -1, (z, w), (), name="z")
 

@@ -2,7 +2,7 @@ r"""Row kernels of soft sort, soft rank and the permutahedron projection (privat
 
 All kernels take rows ``[B, n]`` (items along the last axis), a per-row strength ``eps [B]`` and an
 optional validity mask, and follow Blondel et al. (2020): sort once (descending), find the block
-structure of one isotonic problem (``softops._pav``), then write every output in closed form
+structure of one isotonic problem (``pav``), then write every output in closed form
 from its block. In sorted order, with :math:`w` the weights sorted in decreasing order
 (:math:`w_i = n_v - i` for ranks) and :math:`d_i = x_i - x_{p(i)}` the difference between an item
 and the first item :math:`p(i)` of its block (exact: both are neighbours in sorted order),
@@ -34,8 +34,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from softops import _pav, _sort
+from softops import _sort
+from softops._isotonic import pav
 from softops._sharding import scatter_last, take_last
+from softops._straight_through import with_soft_derivative
 
 
 class _Segments(NamedTuple):
@@ -105,7 +107,7 @@ def _unsort(out_sorted, perm):
 
 def _structure(kind, a, b, vs, method):
     barrier = None if vs is None else ~vs
-    return _pav.block_starts(a, b, kind, method, barrier)
+    return pav.block_starts(a, b, kind, method, barrier)
 
 
 def _cuts(zs, inv_eps, wd, vs, regularization):
@@ -145,10 +147,10 @@ def _project(z, inv_eps, w_desc, valid, regularization, method):
     zs0 = lax.stop_gradient(zs)
     theta0 = (zs0 - take_last(zs0, _segments(barrier).pivot)) * lax.stop_gradient(inv_eps)
     if regularization == "l2":
-        starts = _pav.block_starts(theta0 - wd, jnp.ones_like(wd), "l2", method, barrier)
+        starts = pav.block_starts(theta0 - wd, jnp.ones_like(wd), "l2", method, barrier)
     else:
         log_w = jnp.log(jnp.where(wd > 0, wd, 1))
-        starts = _pav.block_starts(theta0, log_w, "kl_desc", method, barrier)
+        starts = pav.block_starts(theta0, log_w, "kl_desc", method, barrier)
     seg = _segments(starts)
     block_sum = seg.sum
     t = (zs - take_last(zs0, seg.pivot)) * inv_eps  # theta_i - theta_p <= 0
@@ -159,11 +161,6 @@ def _project(z, inv_eps, w_desc, valid, regularization, method):
         e = jnp.exp(t)
         out = block_sum(w_desc) * e / block_sum(e)
     return _unsort(out, perm)
-
-
-def with_soft_derivative(hard, soft):
-    """``hard`` in value (exactly: ``soft - stop_gradient(soft)`` is 0), ``soft``'s derivative."""
-    return lax.stop_gradient(hard) + (soft - lax.stop_gradient(soft))
 
 
 def rank_rows(

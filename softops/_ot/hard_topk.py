@@ -1,8 +1,8 @@
 """Hard top-k for the ``straight_through=True`` option of the top-k operators (private).
 
-The straight-through output is ``softops._soft.with_soft_derivative(hard, soft)``, shared with
-soft sort/rank: the hard operator's value (exactly), the soft operator's derivative. A row whose
-soft result is NaN stays NaN.
+The straight-through output is ``softops._straight_through.with_soft_derivative(hard, soft)``,
+shared with soft sort/rank: the hard operator's value (exactly), the soft operator's derivative.
+A row whose soft result is NaN stays NaN.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from jax import lax
 
 from softops import _sort
 from softops._sharding import scatter_last, take_last
-from softops._soft import with_soft_derivative
 
-__all__ = ["mask_rows", "sorted_rows", "with_soft_derivative"]
+__all__ = ["mask_rows", "sorted_rows"]
 
 
 def mask_rows(x: jax.Array, k: jax.Array, valid: jax.Array | None, largest: bool) -> jax.Array:

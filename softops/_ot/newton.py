@@ -72,7 +72,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from softops._ot_newton_loop import (
+from softops._ot.newton_loop import (
     _columns,
     _dot_m,
     _hessian,

@@ -1,8 +1,8 @@
-r"""The semi-dual Newton loop of :mod:`softops._ot_newton` and its row helpers (private).
+r"""The semi-dual Newton loop of :mod:`softops._ot.newton` and its row helpers (private).
 
 The helpers take rows with any leading batch axes (items last, anchors second to last); the loop
 runs on rows [B, n] without gradient, per batch shard (:func:`_solve`). The math, the start,
-the screening and the reference semantics are in :mod:`softops._ot_newton`.
+the screening and the reference semantics are in :mod:`softops._ot.newton`.
 """
 
 from __future__ import annotations

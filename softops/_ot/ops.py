@@ -2,7 +2,7 @@
 
 :mod:`softops.topk_ot` validates through :func:`mask_op`, :func:`sorted_op` and
 :func:`sinkhorn_op`, which check every argument on the shared layer (:mod:`softops._checks`)
-and run the row kernels of :mod:`softops._topk` where the batch lives
+and run the row kernels of :mod:`softops._ot.topk_rows` where the batch lives
 (:func:`softops._sharding.run_items`).
 """
 
@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softops import _checks, _hard_topk, _sharding, _topk
-from softops._sinkhorn import SinkhornOutput, plan_of, sinkhorn_implicit, sinkhorn_unrolled
+from softops import _checks, _sharding
+from softops._ot import hard_topk, topk_rows
+from softops._ot.sinkhorn import SinkhornOutput, plan_of, sinkhorn_implicit, sinkhorn_unrolled
+from softops._straight_through import with_soft_derivative
 
 DIFFERENTIATIONS = ("implicit", "unrolled")
 SOLVERS = ("newton", "sinkhorn")
@@ -58,14 +60,14 @@ def _top_args(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, t
 )
 def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad, hard):
     def kernel(x, k, strength, valid):
-        mask, thr, it, res, ok = _topk.mask_rows(
+        mask, thr, it, res, ok = topk_rows.mask_rows(
             x, k, strength, valid, kind=kind, largest=largest, solver=solver,
             max_iter=max_iter, tol=tol,
         )  # fmt: skip
         if nan_bad:
             mask = jnp.where(ok[..., None], mask, jnp.nan)
         if hard:
-            mask = _hard_topk.with_soft_derivative(_hard_topk.mask_rows(x, k, valid, largest), mask)
+            mask = with_soft_derivative(hard_topk.mask_rows(x, k, valid, largest), mask)
         return mask, (thr, it, res, ok)
 
     mask, (thr, it, res, ok) = _sharding.run_items(
@@ -104,7 +106,7 @@ def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, sol
 )  # fmt: skip
 def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver, nan_bad, hard):
     def kernel(x, strength, valid):
-        values, assign, it, res, ok = _topk.sorted_rows(
+        values, assign, it, res, ok = topk_rows.sorted_rows(
             x, strength, valid, kind=kind, k=k, largest=largest, max_iter=max_iter, tol=tol,
             solver=solver,
         )  # fmt: skip
@@ -112,9 +114,9 @@ def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver
             values = jnp.where(ok[..., None], values, jnp.nan)
             assign = jnp.where(ok[..., None, None], assign, jnp.nan)
         if hard:
-            hard_values, hard_assign = _hard_topk.sorted_rows(x, k, valid, largest)
-            values = _hard_topk.with_soft_derivative(hard_values, values)
-            assign = _hard_topk.with_soft_derivative(hard_assign, assign)
+            hard_values, hard_assign = hard_topk.sorted_rows(x, k, valid, largest)
+            values = with_soft_derivative(hard_values, values)
+            assign = with_soft_derivative(hard_assign, assign)
         return values, (assign, it, res, ok)
 
     values, (assign, it, res, ok) = _sharding.run_items(

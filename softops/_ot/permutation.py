@@ -1,12 +1,12 @@
 r"""What ``ott.tools.soft_sort`` offers beyond soft sort, rank and top-k, on softops' kernels.
 
 - :func:`soft_permutation` and :func:`sort_with`: entropic optimal transport of the scores onto
-  sorted positions (the semi-dual Newton kernel of :mod:`softops._ot_newton`), because the
+  sorted positions (the semi-dual Newton kernel of :mod:`softops._ot.newton`), because the
   permutahedron ops give no smooth permutation matrix: the Jacobian of the L2 soft sort is
   block averaging ∘ permutation, doubly stochastic but piecewise constant in the scores (its
   derivative is zero and it jumps where blocks merge).
-- :func:`softops._quantize.soft_quantile_normalization` and
-  :func:`softops._quantize.soft_quantize`: exact permutahedron ops (Blondel et al., 2020).
+- :func:`softops._isotonic.quantize.soft_quantile_normalization` and
+  :func:`softops._isotonic.quantize.soft_quantize`: exact permutahedron ops (Blondel et al., 2020).
 - Quantiles at an array of levels in one call: :func:`softops.soft_quantile` already takes a 1-D
   ``q``.
 
@@ -28,7 +28,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from softops import _checks
-from softops._ot_newton import newton_rows
+from softops._ot.newton import newton_rows
 
 __all__ = ["soft_permutation", "sort_with"]
 

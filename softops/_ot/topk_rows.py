@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from softops._ot_newton import newton_sums
-from softops._sinkhorn import plan_of, sinkhorn_implicit, sinkhorn_unrolled
-from softops._topk_mask import topk_mask_rows
+from softops._ot.mask_root import topk_mask_rows
+from softops._ot.newton import newton_sums
+from softops._ot.sinkhorn import plan_of, sinkhorn_implicit, sinkhorn_unrolled
 
 
 def sorted_anchors(k: int, n: int, largest: bool) -> np.ndarray:
