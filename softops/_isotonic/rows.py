@@ -70,11 +70,20 @@ def _segments(starts: jax.Array) -> _Segments:
     return _Segments(ids, take_last(first, ids))
 
 
-def _finish(out, x, eps, valid, out_valid):
-    """NaN for rows with a non-finite valid entry or a bad strength; 0 at masked outputs."""
-    finite = jnp.isfinite(x) if valid is None else jnp.isfinite(x) | ~valid
+def _nan_rows(out, good):
+    """``out`` where ``good`` [...] holds; NaN in value and in every derivative elsewhere.
+
+    A product, not a ``where``: the derivative of a bad row is NaN, never a silent 0.
+    """
+    return out * jnp.where(good, 1, jnp.nan).astype(out.dtype)[..., None]
+
+
+def _finish(out, x, eps, valid, out_valid, w=None):
+    """NaN rows (a non-finite valid entry of x or w, a bad strength); 0 at masked outputs."""
+    finite = jnp.isfinite(x) if w is None else jnp.isfinite(x) & jnp.isfinite(w)
+    finite = finite if valid is None else finite | ~valid
     good = jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
-    out = jnp.where(good[..., None], out, jnp.nan)
+    out = _nan_rows(out, good)
     return out if out_valid is None else jnp.where(out_valid, out, 0)
 
 
@@ -202,7 +211,7 @@ def project_rows(z, w, valid, *, regularization: str, method: str):
         w_desc = _sort_desc(w, valid)[1]
     one = jnp.ones(z.shape[:-1], z.dtype)
     out = _project(z, 1.0, w_desc, valid, regularization, method)
-    return _finish(out, z, one, valid, valid)
+    return _finish(out, z, one, valid, valid, w)
 
 
 def sort_rows(
@@ -246,5 +255,4 @@ def isotonic_rows(a, b, *, kind: str, method: str):
     """
     seg = _segments(_structure(kind, a, b, None, method))
     out = seg.sum(a) / seg.sum(b) if kind == "l2" else seg.lse(a) - seg.lse(b)
-    good = jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1, keepdims=True)
-    return jnp.where(good, out, jnp.nan)
+    return _nan_rows(out, jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1))
