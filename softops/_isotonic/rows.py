@@ -70,7 +70,7 @@ def _segments(starts: jax.Array) -> _Segments:
     return _Segments(ids, take_last(first, ids))
 
 
-def _nan_rows(out, good):
+def nan_rows(out, good):
     """``out`` where ``good`` [...] holds; NaN in value and in every derivative elsewhere.
 
     A product, not a ``where``: the derivative of a bad row is NaN, never a silent 0.
@@ -83,7 +83,7 @@ def _finish(out, x, eps, valid, out_valid, w=None):
     finite = jnp.isfinite(x) if w is None else jnp.isfinite(x) & jnp.isfinite(w)
     finite = finite if valid is None else finite | ~valid
     good = jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
-    out = _nan_rows(out, good)
+    out = nan_rows(out, good)
     return out if out_valid is None else jnp.where(out_valid, out, 0)
 
 
@@ -255,4 +255,4 @@ def isotonic_rows(a, b, *, kind: str, method: str):
     """
     seg = _segments(_structure(kind, a, b, None, method))
     out = seg.sum(a) / seg.sum(b) if kind == "l2" else seg.lse(a) - seg.lse(b)
-    return _nan_rows(out, jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1))
+    return nan_rows(out, jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1))
