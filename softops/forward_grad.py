@@ -90,14 +90,14 @@ def sample_tangents(
     _checks.choice(distribution, DISTRIBUTIONS, "distribution")
     k = 1 if num_tangents is None else check_num_tangents(num_tangents)
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    ids = float_positions(leaves)
+    float_ids = float_positions(leaves)
     prefix = () if num_tangents is None else (k,)
     out: list[Any] = [float0_zeros(x, prefix) for x in leaves]
-    if ids:
+    if float_ids:
         sampled = sample_float_leaves(
-            key, [leaves[i] for i in ids], ids, len(leaves), k, distribution
+            key, [leaves[i] for i in float_ids], float_ids, len(leaves), k, distribution
         )
-        out = replace_at(out, ids, (t[0] if num_tangents is None else t for t in sampled))
+        out = replace_at(out, float_ids, (t[0] if num_tangents is None else t for t in sampled))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -169,13 +169,13 @@ def forward_value_and_grad(
         if not -len(args) <= argnums < len(args):
             raise ValueError(f"`argnums`={argnums} is out of range for {len(args)} arguments")
         leaves, treedef = jax.tree_util.tree_flatten(args[argnums])
-        ids = float_positions(leaves)
-        primals = [jnp.asarray(leaves[i]) for i in ids]
+        float_ids = float_positions(leaves)
+        primals = [jnp.asarray(leaves[i]) for i in float_ids]
 
         def f_float(*float_leaves: jax.Array) -> tuple[jax.Array, Any]:
             new_args = list(args)
             new_args[argnums] = jax.tree_util.tree_unflatten(
-                treedef, replace_at(leaves, ids, float_leaves)
+                treedef, replace_at(leaves, float_ids, float_leaves)
             )
             out = fun(*new_args, **kwargs)
             value, aux = out if has_aux else (out, None)
@@ -186,7 +186,7 @@ def forward_value_and_grad(
                 )
             return value, aux
 
-        tangents = sample_float_leaves(key, primals, ids, len(leaves), k, distribution)
+        tangents = sample_float_leaves(key, primals, float_ids, len(leaves), k, distribution)
         value, dvals, aux = jvp_tangents(f_float, primals, tangents, k)
         if axis_name is not None:
             value, dvals = lax.pmean((value, dvals), axis_name)
@@ -195,7 +195,7 @@ def forward_value_and_grad(
             c = dvals.astype(t.dtype)
             return (c[0] * t[0]) if k == 1 else jnp.tensordot(c, t, axes=1) * (1.0 / k)
 
-        est = replace_at([float0_zeros(x) for x in leaves], ids, map(weighted_mean, tangents))
+        est = replace_at([float0_zeros(x) for x in leaves], float_ids, map(weighted_mean, tangents))
         estimate = jax.tree_util.tree_unflatten(treedef, est)
         return ((value, aux) if has_aux else value), estimate
 

@@ -111,17 +111,24 @@ class BlockEstimator:
         avals, batch = self.trace_activities(params, x)
         tangents, probes = self.draw_tangents(seeds, avals, x, batch)
         h, h_dot, records, infos = self.perturbed_jvp(params, x, leaves, tangents, probes)
-        fids = float_positions(leaves)
-        vleaves = replace_at(leaves, fids, to_varying([leaves[i] for i in fids], self.axis_name))
-        ell, head_grads, g_h = self.local_loss(treedef, vleaves, fids, h, targets, batch)
+        float_ids = float_positions(leaves)
+        # Inside shard_map, the float leaves typed as varying over the axis (see to_varying).
+        varying_leaves = replace_at(
+            leaves, float_ids, to_varying([leaves[i] for i in float_ids], self.axis_name)
+        )
+        ell, head_grads, g_h = self.local_loss(
+            treedef, varying_leaves, float_ids, h, targets, batch
+        )
         coef = self.directional_derivatives(g_h, h_dot)
         grads = self.layer_estimates(
-            leaves, vleaves, fids, head_grads, coef, infos, records, tangents
+            leaves, varying_leaves, float_ids, head_grads, coef, infos, records, tangents
         )
         value = jnp.mean(ell)
         if self.axis_name is not None:
             value = lax.pmean(value, self.axis_name)
-            grads = replace_at(grads, fids, lax.pmean([grads[i] for i in fids], self.axis_name))
+            grads = replace_at(
+                grads, float_ids, lax.pmean([grads[i] for i in float_ids], self.axis_name)
+            )
         return (value, h), jax.tree_util.tree_unflatten(treedef, grads)
 
     def trace_activities(self, params: Any, x: Any) -> tuple[list[jax.ShapeDtypeStruct], int]:
@@ -187,8 +194,8 @@ class BlockEstimator:
     def local_loss(
         self,
         treedef: Any,
-        vleaves: list[Any],
-        fids: list[int],
+        varying_leaves: list[Any],
+        float_ids: list[int],
         h: jax.Array,
         targets: Sequence[Any],
         batch: int,
@@ -196,10 +203,12 @@ class BlockEstimator:
         """Per-example losses, the head's gradients and ``g_h = dL/dh`` (``L`` their mean)."""
 
         def head_loss(float_leaves: list[jax.Array], h: jax.Array) -> jax.Array:
-            tree = jax.tree_util.tree_unflatten(treedef, replace_at(vleaves, fids, float_leaves))
+            tree = jax.tree_util.tree_unflatten(
+                treedef, replace_at(varying_leaves, float_ids, float_leaves)
+            )
             return self.loss(self.head(tree, h), *targets)
 
-        ell, pullback = jax.vjp(head_loss, [vleaves[i] for i in fids], h)
+        ell, pullback = jax.vjp(head_loss, [varying_leaves[i] for i in float_ids], h)
         if jnp.shape(ell) != (batch,) or not jnp.issubdtype(jnp.result_type(ell), jnp.floating):
             raise ValueError(
                 f"`loss` must return one real loss per example, shape ({batch},), got shape "
@@ -224,8 +233,8 @@ class BlockEstimator:
     def layer_estimates(
         self,
         leaves: list[Any],
-        vleaves: list[Any],
-        fids: list[int],
+        varying_leaves: list[Any],
+        float_ids: list[int],
         head_grads: list[jax.Array],
         coef: jax.Array,
         infos: list[TapInfo],
@@ -233,7 +242,7 @@ class BlockEstimator:
         tangents: list[jax.Array],
     ) -> list[Any]:
         """The gradient of every leaf: the head's exact one plus the tapped layers' estimates."""
-        grads: list[Any] = replace_at([None] * len(leaves), fids, head_grads)
+        grads: list[Any] = replace_at([None] * len(leaves), float_ids, head_grads)
         for info, (a, z, s), u in zip(infos, records, tangents):
             est = _combine(coef, u, self.groups, self.per_example)
             if info.activation is not None:  # units whose true gradient is 0 get exactly 0
@@ -242,7 +251,9 @@ class BlockEstimator:
             if info.norm is not None:
                 _, norm_vjp = jax.vjp(info.norm, z)
                 (est,) = norm_vjp(est.astype(jnp.result_type(s)))
-            for i, g in layer_grads(info, vleaves, a, est.astype(jnp.result_type(z))).items():
+            for i, g in layer_grads(
+                info, varying_leaves, a, est.astype(jnp.result_type(z))
+            ).items():
                 grads[i] = g if grads[i] is None else grads[i] + g.astype(grads[i].dtype)
         return [
             float0_zeros(leaf)

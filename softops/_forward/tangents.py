@@ -36,18 +36,22 @@ def check_num_tangents(num_tangents: Any) -> int:
 def sample_float_leaves(
     key: jax.Array,
     leaves: Sequence[Any],
-    ids: Sequence[int],
+    float_ids: Sequence[int],
     num_leaves: int,
     num_tangents: int,
     distribution: Distribution,
 ) -> list[jax.Array]:
-    """Tangents ``[K, *leaf.shape]`` for the float ``leaves`` (``ids``: positions in the tree)."""
+    """Tangents ``[K, *leaf.shape]`` for the float ``leaves`` at positions ``float_ids`` of a tree.
+
+    Leaf ``i`` of the tree (of ``num_leaves``) draws from stream ``i``; orthogonal directions from
+    stream ``num_leaves``.
+    """
     seeds = jax.random.bits(key, (num_leaves + 1, 2), jnp.uint32)
     k = num_tangents
     if distribution != "orthogonal":
         return [
             noise.sample(seeds[i], (k,) + np.shape(x), jnp.result_type(x), distribution)
-            for i, x in zip(ids, leaves)
+            for i, x in zip(float_ids, leaves)
         ]
     sizes = [math.prod(np.shape(x)) for x in leaves]
     d = sum(sizes)

@@ -176,20 +176,23 @@ def layer_grads(
     info: TapInfo, leaves: Sequence[Any], a: Any, ct: jax.Array
 ) -> dict[int, jax.Array]:
     """The exact transpose of ``params -> fn(params, a)`` at ``ct``, keyed by block position."""
-    lp = [leaves[i] for i in info.positions]
-    fids = float_positions(lp)
+    layer_leaves = [leaves[i] for i in info.positions]
+    float_ids = float_positions(layer_leaves)
 
     def linear(*float_leaves: jax.Array) -> Any:
         return info.fn(
-            jax.tree_util.tree_unflatten(info.treedef, replace_at(lp, fids, float_leaves)), a
+            jax.tree_util.tree_unflatten(
+                info.treedef, replace_at(layer_leaves, float_ids, float_leaves)
+            ),
+            a,
         )
 
     try:
-        cts = jax.linear_transpose(linear, *(lp[j] for j in fids))(ct)
+        cts = jax.linear_transpose(linear, *(layer_leaves[j] for j in float_ids))(ct)
     except (NotImplementedError, TypeError, ValueError) as err:
         raise ValueError(
             "a layer passed to `tap` must be linear in its parameters (dense, convolution or "
             "einsum layers, with their biases, are); transposing it failed with: "
             f"{type(err).__name__}: {err}"
         ) from err
-    return {info.positions[j]: c for j, c in zip(fids, cts)}
+    return {info.positions[j]: c for j, c in zip(float_ids, cts)}
