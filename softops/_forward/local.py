@@ -6,12 +6,13 @@ Public names are re-exported by :mod:`softops.forward_grad`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any
 
+import jax
 import numpy as np
 
-from softops._forward.activity import Estimator, _check_options, make_block_estimator
-from softops._forward.tangents import derive_seeds, key_seeds
+from softops._forward.block import Estimator, check_options, make_block_estimator
+from softops._forward.noise import IidDistribution, derive_seeds, key_seeds
 
 
 def local_value_and_grad(
@@ -20,7 +21,7 @@ def local_value_and_grad(
     loss: Callable,
     *,
     num_tangents: int = 1,
-    distribution: Literal["rademacher", "normal"] = "rademacher",
+    distribution: IidDistribution = "rademacher",
     num_groups: int | Sequence[int] = 1,
     estimator: Estimator = "per_example",
     axis_name: str | None = None,
@@ -110,8 +111,8 @@ def local_value_and_grad(
             f"num_groups={num_groups!r}"
         )
     for g in groups:
-        _check_options(num_tangents, distribution, g, estimator, axis_name)
-    fns = [
+        check_options(num_tangents, distribution, g, estimator, axis_name)
+    estimators = [
         make_block_estimator(
             b,
             h,
@@ -125,18 +126,20 @@ def local_value_and_grad(
         for b, h, g in zip(blocks, heads, groups)
     ]
 
-    def value_and_grad(key, params, x, *targets):
-        if not isinstance(params, (list, tuple)) or len(params) != len(fns):
+    def chain_value_and_grad(
+        key: jax.Array, params: Any, x: Any, *targets: Any
+    ) -> tuple[tuple[jax.Array, ...], list[Any] | tuple[Any, ...]]:
+        if not isinstance(params, (list, tuple)) or len(params) != len(estimators):
             raise ValueError(
-                f"`params` must be a list or tuple of {len(fns)} per-block parameter trees, "
-                f"got {type(params).__name__} of length {len(params)}"
+                f"`params` must be a list or tuple of {len(estimators)} per-block parameter "
+                f"trees, got {type(params).__name__} of length {len(params)}"
             )
-        seeds = derive_seeds(key_seeds(key), len(fns))
+        block_seeds = derive_seeds(key_seeds(key), len(estimators))
         values, grads = [], []
-        for fn, p, s in zip(fns, params, seeds):
-            (value, x), g = fn(s, p, x, *targets)
+        for estimate, p, s in zip(estimators, params, block_seeds):
+            (value, x), g = estimate(s, p, x, *targets)  # h of this block is the next one's x
             values.append(value)
             grads.append(g)
         return tuple(values), (tuple(grads) if isinstance(params, tuple) else grads)
 
-    return value_and_grad
+    return chain_value_and_grad

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +12,11 @@ import numpy as np
 import optax
 
 from softops import _checks
-from softops._forward.tangents import DISTRIBUTIONS, KURTOSIS, Distribution, check_num_tangents
+from softops._forward.noise import KURTOSIS
+from softops._forward.tangents import DISTRIBUTIONS, Distribution, check_num_tangents
 
 
-def _num_float_entries(tree) -> int:
+def _num_float_entries(tree: Any) -> int:
     return sum(
         math.prod(np.shape(x))
         for x in jax.tree_util.tree_leaves(tree)
@@ -76,7 +78,9 @@ def scale_by_perturbed_dim(
     """
     perturbed_dim_factor(1, num_tangents=num_tangents, distribution=distribution)  # validates
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: optax.EmptyState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, optax.EmptyState]:
         del params
         factor = perturbed_dim_factor(
             _num_float_entries(updates), num_tangents=num_tangents, distribution=distribution
@@ -85,10 +89,16 @@ def scale_by_perturbed_dim(
             lambda u: u * factor if jnp.issubdtype(jnp.result_type(u), jnp.floating) else u, updates
         ), state
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+    def init_fn(params: optax.Params) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _check_learning_rate(learning_rate):
+def _check_learning_rate(
+    learning_rate: float | jax.Array | optax.Schedule,
+) -> float | jax.Array | optax.Schedule:
     """A positive finite number, a scalar float array (traced: unchecked) or a schedule."""
     if callable(learning_rate):
         return learning_rate
@@ -144,7 +154,7 @@ def fgd(
     if decay == 0:
         return optax.sgd(learning_rate)
 
-    def schedule(count):
+    def schedule(count: jax.Array) -> jax.Array:
         rate = learning_rate(count) if callable(learning_rate) else learning_rate
         return rate * jnp.exp(count.astype(jnp.float32) * (-decay))
 
