@@ -37,6 +37,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from softops import _checks, _sharding
@@ -75,7 +76,10 @@ def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
         if kind == "l2":  # sign * y * weights, weights (sign = 0: isotonic_l2 of s - w)
             a, b = (s - w, jnp.ones_like(s)) if sign == 0 else (sign * s * w, w)
             out = rows.isotonic_rows(a, b, kind="l2", method=method)
-            return out if sign == 0 else sign * out
+            if sign == 0:
+                return out
+            # weights: a row with a negative one (traced; known ones raise) is NaN
+            return rows.nan_rows(sign * out, jnp.all(w >= 0, axis=-1))
         return rows.isotonic_rows(s, w, kind="kl", method=method)
 
     dtype = jnp.result_type(s.dtype, w.dtype)
@@ -184,7 +188,8 @@ def isotonic_regression(
     Args:
         y: ``[..., n, ...]`` floating array.
         weights: positive weights :math:`\omega`, of ``y``'s shape or broadcastable to it; None
-            means all ones. A block of zero total weight gives NaN.
+            means all ones. A block of zero total weight gives NaN; a known negative weight
+            raises, a traced one gives NaN for its row.
         increasing: the direction of the constraint.
         axis: the axis along which the constraint runs; the other axes are batch.
         method: ``"auto"``, ``"sequential"`` or ``"parallel"``.
@@ -206,5 +211,10 @@ def isotonic_regression(
     y = _checks.floating(y, "y")
     weights = jnp.ones_like(y) if weights is None else weights
     y, w, ax, _ = _pair(y, weights, axis, method, names=("y", "weights"))
+    known = _checks._concrete(weights)
+    if known is not None and known.size and np.any(known < 0):
+        raise ValueError(
+            f"`weights` must be non-negative, got weights={known[known < 0].ravel()[0].item()!r}"
+        )
     sign = -1.0 if increasing else 1.0
     return _isotonic(y, w, axis=ax, kind="l2", sign=sign, method=method)

@@ -47,6 +47,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from softops import _checks, _sharding
@@ -272,13 +273,13 @@ def soft_sort(
 
 @functools.partial(jax.jit, static_argnames=("axis", "regularization", "method"))
 def _projection(z, w, where, *, axis, regularization, method):
-    def kernel(z, *rest):
-        w, where = rest if len(rest) == 2 else (None, rest[0])
-        return rows.project_rows(z, w, where, regularization=regularization, method=method)
-
-    items = (z,) if w is None else (z, w)
-    dtype = z.dtype if w is None else jnp.result_type(z.dtype, w.dtype)
-    return _sharding.run_items(kernel, axis, items, (), where, out_dtype=dtype, name="z")
+    project = functools.partial(rows.project_rows, regularization=regularization, method=method)
+    if w is None:
+        return _sharding.run_items(
+            lambda z, where: project(z, None, where), axis, (z,), (), where, name="z"
+        )
+    dtype = jnp.result_type(z.dtype, w.dtype)
+    return _sharding.run_items(project, axis, (z, w), (), where, out_dtype=dtype, name="z")
 
 
 def projection_permutahedron(
@@ -294,7 +295,7 @@ def projection_permutahedron(
 
     ``"l2"``: :math:`\arg\min_{\mu \in \mathcal{P}(w)} \tfrac12\|\mu - z\|^2`.
     ``"kl"``: :math:`\arg\min_{\mu \in \mathcal{P}(w)} \mathrm{KL}(\mu, e^{z})`, which needs
-    ``w > 0``.
+    ``w > 0`` (a known ``w <= 0`` raises; a traced one gives NaN for its row).
 
     Args:
         z: ``[..., n, ...]`` floating array.
@@ -332,5 +333,11 @@ def projection_permutahedron(
         elif w.shape != z.shape:
             raise ValueError(
                 f"`w` must have shape ({n},) or the shape of `z` {z.shape}, got w.shape={w.shape}"
+            )
+        known = _checks._concrete(w)
+        if regularization == "kl" and known is not None and known.size and np.any(known <= 0):
+            raise ValueError(
+                "`w` must be positive with regularization='kl', got "
+                f"w={known[known <= 0].ravel()[0].item()!r}"
             )
     return _projection(z, w, mask, axis=ax, regularization=regularization, method=method)

@@ -372,10 +372,12 @@ def sinkhorn(
         cost: cost matrix, ``[..., n, m]``.
         a: row marginal, ``[..., n]``, non-negative (default uniform ``1/n``). Rows with
             ``a_i = 0`` get ``f_i = -inf`` and a zero row in the plan.
-        b: column marginal, ``[..., m]``, positive, with ``sum(b) == sum(a)`` (default ``1/m``).
+        b: column marginal, ``[..., m]``, positive, with ``sum(b) == sum(a)`` (default ``1/m``;
+            known marginals of different mass raise; traced ones are solved with ``b`` scaled
+            to the mass of ``a``, the map whose derivative is described above).
         epsilon: regularization, positive; a number or an array of the batch shape ``[...]``.
         tol: stopping tolerance on the column-marginal L1 error, in the units of ``b``.
-        max_iter: maximum number of iterations (exact number for ``"unrolled"``).
+        max_iter: maximum number of iterations, at least 1 (exact number for ``"unrolled"``).
         differentiation: ``"implicit"`` or ``"unrolled"``.
 
     Returns:
@@ -384,7 +386,7 @@ def sinkhorn(
 
     Raises:
         ValueError: bad shapes, ``epsilon`` not positive, known ``a`` negative or ``b`` not
-            positive, bad ``tol``/``max_iter``/option.
+            positive, known ``a`` and ``b`` of different mass, bad ``tol``/``max_iter``/option.
         TypeError: non-floating ``cost``, ``a`` or ``b``, non-int ``max_iter``.
 
     Examples:

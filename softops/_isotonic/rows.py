@@ -210,6 +210,9 @@ def project_rows(z, w, valid, *, regularization: str, method: str):
     else:
         w_desc = _sort_desc(w, valid)[1]
     one = jnp.ones(z.shape[:-1], z.dtype)
+    if regularization == "kl" and w is not None:  # log w: a row with a valid w <= 0 is NaN
+        positive = (w > 0) if valid is None else (w > 0) | ~valid
+        one = jnp.where(jnp.all(positive, axis=-1), one, jnp.nan)
     out = _project(z, 1.0, w_desc, valid, regularization, method)
     return _finish(out, z, one, valid, valid, w)
 

@@ -172,6 +172,22 @@ def _marginal(v, size, batch, dtype, name, *, positive: bool):
         ) from None
 
 
+def _same_mass(a, b) -> None:
+    """Known marginals must carry the same mass (to the dtype's rounding of their sums)."""
+    ka, kb = _checks._concrete(a), _checks._concrete(b)
+    if ka is None or kb is None or not ka.size or not kb.size:
+        return
+    sa, sb = ka.sum(-1), kb.sum(-1)
+    slack = 8 * np.finfo(ka.dtype).eps * (ka.shape[-1] + kb.shape[-1]) * np.maximum(sa, sb)
+    bad = np.abs(sa - sb) > slack
+    if np.any(bad):
+        raise ValueError(
+            "`a` and `b` must have the same total mass, got sum(a)="
+            f"{np.ravel(sa)[np.argmax(np.ravel(bad))].item()!r} and sum(b)="
+            f"{np.ravel(sb)[np.argmax(np.ravel(bad))].item()!r}"
+        )
+
+
 @functools.partial(jax.jit, static_argnames=("max_iter", "tol", "mode"))
 def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
     solver = sinkhorn_implicit if mode == "implicit" else sinkhorn_unrolled
@@ -193,14 +209,14 @@ def sinkhorn_op(cost, a, b, epsilon, tol, max_iter, differentiation) -> Sinkhorn
     cost = _checks.floating(cost, "cost")
     if cost.ndim < 2:
         raise ValueError(f"`cost` must have shape [..., n, m], got shape {cost.shape}")
-    minimum = 1 if differentiation == "unrolled" else 0
-    max_iter = _checks.integer(max_iter, "max_iter", minimum=minimum)
+    max_iter = _checks.integer(max_iter, "max_iter", minimum=1)
     tol = _checks.tolerance(tol, allow_none=False)
     dtype = _checks.compute_dtype(cost.dtype)
     *batch_list, n, m = cost.shape
     batch = tuple(batch_list)
     a = _marginal(a, n, batch, dtype, "a", positive=False)
     b = _marginal(b, m, batch, dtype, "b", positive=True)
+    _same_mass(a, b)
     eps = _checks.per_row(epsilon, "epsilon", batch, dtype)
     if n == 0 or m == 0 or 0 in batch:
         zeros = jnp.zeros

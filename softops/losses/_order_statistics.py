@@ -172,7 +172,8 @@ def soft_lts_loss(
         where: optional boolean ``[..., n]`` of the residuals to use.
 
     Returns:
-        The losses, shape ``[...]`` (NaN for a row with a NaN residual).
+        The losses, shape ``[...]``: NaN for a row with a NaN residual, no valid residual, or a
+        traced ``trim`` outside [0, 1) (a known one raises).
 
     Raises:
         TypeError: for non-floating residuals, a non-real ``trim`` or a non-boolean ``where``.
@@ -211,6 +212,9 @@ def _lts(r, trim, eps, valid, *, regularization):
         keep = nv - jnp.floor(trim[..., None] * nv + 1e-6)
         pos = jax.lax.broadcasted_iota(s.dtype, s.shape, s.ndim - 1)
         kept = jnp.where(pos < keep, s, 0)
-        return _common.safe_div(jnp.sum(kept, axis=-1), keep[..., 0])
+        # NaN for a row with no valid residual or a traced trim outside [0, 1) (known ones
+        # raise): the mean of nothing, as NumPy's.
+        ok = (keep[..., 0] > 0) & (trim >= 0) & (trim < 1)
+        return jnp.where(ok, _common.safe_div(jnp.sum(kept, axis=-1), keep[..., 0]), jnp.nan)
 
     return _sharding.on_batch_shards(body, r, trim, eps, valid, name="residuals")

@@ -6,6 +6,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -193,7 +194,8 @@ def soft_ndcg(
 
     Args:
         scores: ``[..., n]`` floating array (higher = ranked first).
-        relevance: ``[..., n]`` non-negative real array (graded relevance); no gradient.
+        relevance: ``[..., n]`` non-negative real array (graded relevance); no gradient. A
+            known negative value raises; a traced one gives NaN for its row.
         k: cutoff, ``1 <= k <= n``, or None for all items.
         regularization_strength: ε > 0, a number or an array of the batch shape.
         regularization: ``"l2"`` or ``"kl"``.
@@ -221,7 +223,13 @@ def soft_ndcg(
     dtype = _checks.compute_dtype(x_in.dtype)
     rel = lax.stop_gradient(_checks.real(relevance, "relevance", dtype))
     _checks.same_shape(x_in, rel, ("scores", "relevance"))
+    known = _checks._concrete(relevance)
+    if known is not None and known.size and np.any(known < 0):
+        bad = known[known < 0].ravel()[0].item()
+        raise ValueError(f"`relevance` must be non-negative, got relevance={bad!r}")
     n = x_in.shape[-1]
+    if n == 0:  # empty lists have no positive gain: NDCG 0, as for any such row
+        return jnp.zeros(x_in.shape[:-1], x_in.dtype)
     if k is not None:
         k = _checks.k_value(k, n, (), minimum=1)
     valid = _checks.where(where, x_in.shape)
@@ -255,6 +263,8 @@ def _ndcg_rows(x, rel, eps, valid, *, k, regularization, gain):
     else:
         g = rel
     g = jnp.where(in_row, g, 0)
+    # A traced negative relevance (known ones raise) makes its row NaN.
+    g = jnp.where(jnp.any(in_row & (rel < 0), axis=-1, keepdims=True), jnp.nan, g)
     r_safe = jnp.where(in_row, r, 1)
     disc = 1 / jnp.log2(1 + r_safe)
     if k is not None:
