@@ -43,7 +43,11 @@ def array(value: Any, name: str) -> jax.Array:
     dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else None
     if dtype is not None and dtype.kind not in "biuf" and dtype != jnp.bfloat16:
         raise TypeError(f"`{name}` must have a numeric dtype, got dtype {dtype}")
-    return jnp.asarray(value)
+    if isinstance(value, jax.Array):  # a device array or a tracer
+        return value
+    # A host value (Python number, NumPy array): an explicit transfer, with jnp.asarray's dtype
+    # rules, so that eager calls run under jax.transfer_guard("disallow").
+    return jax.device_put(value)
 
 
 def floating(value: Any, name: str) -> jax.Array:

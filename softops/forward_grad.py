@@ -141,7 +141,9 @@ def forward_value_and_grad(
         axis_name: the mapped axis to average directional derivatives over, or ``None``.
 
     Returns:
-        A function of ``(key, *args, **kwargs)``.
+        A function of ``(key, *args, **kwargs)``. Where the value is NaN or infinite, every
+        entry of the estimate is NaN: an optimizer step on it is visibly bad, never a silent
+        step along a finite direction.
 
     Raises:
         ValueError: for an unknown ``distribution`` or a bad ``num_tangents``.
@@ -190,6 +192,7 @@ def forward_value_and_grad(
         value, dvals, aux = jvp_tangents(f_float, primals, tangents, k)
         if axis_name is not None:
             value, dvals = lax.pmean((value, dvals), axis_name)
+        dvals = jnp.where(jnp.isfinite(value), dvals, jnp.nan)  # a bad value: a NaN estimate
 
         def weighted_mean(t: jax.Array) -> jax.Array:  # (1/K) sum_k dvals[k] t[k]
             c = dvals.astype(t.dtype)

@@ -209,7 +209,7 @@ def isotonic_regression(
     """
     increasing = _checks.boolean(increasing, "increasing")
     y = _checks.floating(y, "y")
-    weights = jnp.ones_like(y) if weights is None else weights
+    weights = _checks.array(np.ones((), y.dtype), "weights") if weights is None else weights
     y, w, ax, _ = _pair(y, weights, axis, method, names=("y", "weights"))
     known = _checks._concrete(weights)
     if known is not None and known.size and np.any(known < 0):

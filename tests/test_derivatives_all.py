@@ -33,6 +33,7 @@ from jax.test_util import check_grads
 
 import softops
 from softops import losses
+from tests.helpers import NOT_OPS
 
 RNG = np.random.default_rng(20261207)
 N = 6
@@ -235,21 +236,6 @@ CASES: dict[str, dict[str, Case]] = {
         "defaults": Case(lambda x: losses.soft_lts_loss(x)),
         "where": Case(lambda x, m: losses.soft_lts_loss(x, trim=0.4, where=m), X, (MASK,)),
     },
-}
-
-# Public names with no derivative of their own to check, and why.
-NOT_OPS = {
-    "SinkhornOutput": "a NamedTuple of results",
-    "SoftTopKOutput": "a NamedTuple of results",
-    "TopKMaskOutput": "a NamedTuple of results",
-    "activity_value_and_grad": "a gradient estimator (unbiasedness: tests/test_forward_grad*.py)",
-    "forward_value_and_grad": "a gradient estimator (unbiasedness: tests/test_forward_grad.py)",
-    "local_value_and_grad": "a gradient estimator (tests/test_forward_grad_local.py)",
-    "fgd": "an optax optimizer (tests/test_forward_grad.py)",
-    "scale_by_perturbed_dim": "an optax transform (tests/test_forward_grad.py)",
-    "perturbed_dim_factor": "a Python float of the dimension",
-    "sample_tangents": "random tangents (their law: tests/test_forward_grad.py)",
-    "no_tap": "the identity layer wrapper of the activity estimators",
 }
 
 

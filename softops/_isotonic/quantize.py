@@ -120,7 +120,9 @@ def soft_quantile_normalization(
     if targets.ndim != 1 or targets.shape[0] == 0:
         raise ValueError(f"`targets` must be 1-D and non-empty, got shape {targets.shape}")
     if weights is None:
-        weights = jnp.ones_like(targets)
+        weights = jnp.broadcast_to(
+            _checks.array(np.ones((), targets.dtype), "weights"), targets.shape
+        )
     else:
         weights = _checks.floating(weights, "weights")
         _checks.same_shape(weights, targets, ("weights", "targets"))
@@ -135,13 +137,17 @@ def soft_quantile_normalization(
 
 @partial(jax.jit, static_argnames=("axis",))
 def _quantile_normalization(x, targets, weights, eps, valid, *, axis):
-    def kernel(x, eps, valid):
-        n_valid = _count(x, valid)
-        quantiles = _target_quantiles(targets, weights, jnp.maximum(n_valid, 1), x.shape[-1],
-                                      x.dtype)  # fmt: skip
-        return _project(x, quantiles, n_valid, eps, valid)
+    # The targets are shared by every row: their quantiles [..., n] are computed here, outside
+    # the per-shard kernel (a kernel under shard_map may not close over arrays).
+    n_valid = _count(jnp.moveaxis(x, axis, -1), None if valid is None else
+                     jnp.moveaxis(valid, axis, -1)).astype(eps.dtype)  # fmt: skip
+    n = x.shape[axis]
+    quantiles = _target_quantiles(targets, weights, jnp.maximum(n_valid, 1), n, eps.dtype)
 
-    return _sharding.run_items(kernel, axis, (x,), (eps,), valid)
+    def kernel(x, quantiles, eps, valid):
+        return _project(x, quantiles, _count(x, valid), eps, valid)
+
+    return _sharding.run_items(kernel, axis, (x, jnp.moveaxis(quantiles, -1, axis)), (eps,), valid)
 
 
 def _project(x, w, n_valid, eps, valid):

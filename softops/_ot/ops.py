@@ -88,7 +88,7 @@ def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, sol
     if tol is None:  # |sum A - k| in mask units: the rounding of an n-term sum
         eps = jnp.finfo(dtype).eps
         tol = float(max(4 * x.shape[ax] * eps, 16 * eps))
-    k = jnp.broadcast_to(jnp.asarray(k, dtype), strength.shape)
+    k = jnp.broadcast_to(_checks.array(k, "k").astype(dtype), strength.shape)
     return _mask(
         x, k, strength, mask, axis=ax, largest=largest, kind=kind, solver=solver,
         max_iter=max_iter, tol=tol, nan_bad=nan_bad, hard=hard,
@@ -156,7 +156,8 @@ def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, m
 
 def _marginal(v, size, batch, dtype, name, *, positive: bool):
     if v is None:
-        return jnp.full(batch + (size,), 1 / max(size, 1), dtype)  # size 0: empty
+        uniform = _checks.array(np.asarray(1 / max(size, 1), dtype), name)  # size 0: empty
+        return jnp.broadcast_to(uniform, batch + (size,))
     arr = _checks.floating(v, name).astype(dtype)
     known = _checks._concrete(v)
     if known is not None and known.size:

@@ -20,7 +20,9 @@ def _quantile_levels(q, dtype) -> jax.Array:
     """``q``: a number or a 1-D array in [0, 1] (known values checked)."""
     if isinstance(q, (bool, np.bool_)) or q is None:
         raise TypeError(f"`q` must be a number or a 1-D array, got q={q!r}")
-    arr = _checks.real(q, "q", dtype) if not isinstance(q, numbers.Number) else jnp.asarray(q)
+    arr = (
+        _checks.real(q, "q", dtype) if not isinstance(q, numbers.Number) else _checks.array(q, "q")
+    )
     if arr.ndim > 1:
         raise ValueError(f"`q` must be a number or 1-D, got shape {arr.shape}")
     known = _checks._concrete(q)

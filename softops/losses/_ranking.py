@@ -162,7 +162,7 @@ def spearman_loss(
         regularization=regularization,
         where=where,
     )
-    return 1 - rho
+    return _common.one_minus(rho)
 
 
 def soft_ndcg(
