@@ -64,6 +64,9 @@ def test_item_axis_sharding_refused_and_two_dim_mesh():
     assert "x" in message and "'b'" in message
     auto = results["auto_item_axis"]  # Auto mesh: gathered, right values, a warning
     assert auto["value_equal"] and "must not be sharded" in auto["warning"]
+    assert results["mesh2d"]["value_equal"]
+    assert sum(results["mesh2d"]["collectives"].values()) == 0
+    assert results["mesh2d"]["out_spec"] == "P('x', 'y', None)"
 
 
 @pytest.mark.slow  # every op, eager and jitted, on 8 devices
@@ -75,6 +78,3 @@ def test_explicit_input_outside_a_mesh_context():
     for name, r in results.items():
         assert r["value_equal"], name
         assert r["out_spec"].startswith("P('b'"), (name, r["out_spec"])
-    assert results["mesh2d"]["value_equal"]
-    assert sum(results["mesh2d"]["collectives"].values()) == 0
-    assert results["mesh2d"]["out_spec"] == "P('x', 'y', None)"
