@@ -1,8 +1,8 @@
 """Random tangents for forward gradients (private): parameter tangents and per-example tangents.
 
-Parameter tangents (:func:`sample_float_leaves`) are shaped like parameter leaves; every element is
+Parameter tangents (`sample_float_leaves`) are shaped like parameter leaves; every element is
 a pure function of (leaf seed, element index) (see ``noise``). Per-example activity tangents
-(:func:`example_tangents`) index their elements by the *global* example index, so a batch split
+(`example_tangents`) index their elements by the *global* example index, so a batch split
 over devices (``shard_map``, or ``jit`` with a sharded batch) draws, on each device, exactly the
 slice of the tangent that one device would draw for the whole batch: no communication, and the
 same estimate as on one device.
@@ -142,7 +142,7 @@ def key_seeds(key) -> jax.Array:
     """A ``uint32[2]`` seed pair from a PRNG key (typed or raw), by the integer hash (no threefry).
 
     Distinct keys give distinct seed pairs with overwhelming probability; streams derived with
-    :func:`derive_seeds` from one pair are independent hash streams.
+    `derive_seeds` from one pair are independent hash streams.
     """
     if jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
         key = jax.random.key_data(key)

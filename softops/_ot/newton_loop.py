@@ -1,8 +1,8 @@
-r"""The semi-dual Newton loop of :mod:`softops._ot.newton` and its row helpers (private).
+r"""The semi-dual Newton loop of `softops._ot.newton` and its row helpers (private).
 
 The helpers take rows with any leading batch axes (items last, anchors second to last); the loop
-runs on rows [B, n] without gradient, per batch shard (:func:`_solve`). The math, the start,
-the screening and the reference semantics are in :mod:`softops._ot.newton`.
+runs on rows [B, n] without gradient, per batch shard (`_solve`). The math, the start,
+the screening and the reference semantics are in `softops._ot.newton`.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def _logits(x, t, d, dy, eps, c):
     r"""L [..., m, n]: logits relative to the last anchor at the thresholds ``t + d``.
 
     ``d``: offsets from a reference ``t`` (or None), x and t centred at c [...]:
-    :math:`L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
-    \sum_{l \ge j} \Delta y_l d_l)`. The offsets enter last, so that they resolve thresholds
-    far below the ulp of t (float32 rows with ties: see :func:`_newton_loop`).
+    $L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
+    \sum_{l \ge j} \Delta y_l d_l)$. The offsets enter last, so that they resolve thresholds
+    far below the ulp of t (float32 rows with ties: see `_newton_loop`).
     """
     v = _suffix(dy * (t - c[..., None]))
     u = x - c[..., None]
@@ -139,7 +139,7 @@ def _direction(ev: _Eval, b):
     An over-full anchor's column is about exponential in its g_j: plain Newton on b - col moves
     g_j by at most ε and divides the excess by about e per step. Far from the solution (error
     above an eighth of the first m - 1 anchors' mass) the over-full anchors' residuals are taken
-    as :math:`col_j \log(b_j / col_j)` (Newton on log col = log b: exact for an isolated anchor;
+    as $col_j \log(b_j / col_j)$ (Newton on log col = log b: exact for an isolated anchor;
     equal to b - col to first order). The plain step is kept where that is not an ascent
     direction of F, and near the solution (quadratic convergence, as measured).
     """
@@ -253,8 +253,8 @@ def _start(x, a, b, dy, eps, size: int):
 
     The sorted assignment (the ε → 0 solution) from the ``size`` largest items; for a diffuse
     row (ε at least the x-span times the largest anchor gap) the ε → ∞ solution instead, where
-    :math:`\pi_i \to b`: :math:`t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
-    y_j)`. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
+    $\pi_i \to b$: $t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
+    y_j)$. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
     """
     valid = a > 0
     top, idx = lax.top_k(jnp.where(valid, x, -jnp.inf), size)
@@ -294,7 +294,7 @@ def _tail_bound(x, a, in_head, t, dy, eps):
 def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
     """Thresholds t + d [..., m-1], frozen items [..., n], iterations, error, H [..., m-1, m-1].
 
-    t is the start and d the offsets from it (see :func:`_newton_loop`).
+    t is the start and d the offsets from it (see `_newton_loop`).
     Runs on values without gradient, shard by shard. ``head``: screening size (None: off). H is
     the Hessian of the last evaluation that accepted t (frozen items add exact zeros to it, so
     a certified row's head solve gives the full row's H); zero for a row never evaluated.

@@ -1,4 +1,4 @@
-"""Plots and Markdown tables of :mod:`softops.showcase.fg_training` results."""
+"""Plots and Markdown tables of `softops.showcase.fg_training` results."""
 
 from __future__ import annotations
 
