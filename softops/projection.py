@@ -29,7 +29,8 @@ numbers, so float32 keeps its digits at any ε (e.g. ε = 1e-8, or inputs of 1e3
 
 As ε → 0 they become the hard ranks and ``jnp.sort``; as ε → ∞ every soft rank tends to
 (n + 1)/2, and the L2 soft sort to ``mean(x)`` plus a spacing of 1/ε (the KL soft sort does not
-flatten: it tends to ``logsumexp(x) - log(n)`` minus the same spacing).
+flatten: with ``descending=True`` it tends to ``logsumexp(x) - log(n)`` minus the same spacing,
+in the ascending default to ``-(logsumexp(-x) - log(n))`` plus it).
 
 ``where=`` masks items: the valid items of each row are ranked (or sorted) among themselves, as
 if the others were absent; masked outputs are 0 with zero derivative. ``straight_through=True``
@@ -226,8 +227,9 @@ def soft_sort(
     monotone.
 
     Limits: ε → 0 gives ``jnp.sort(x)``; ε → ∞ gives ``mean(x)`` plus a spacing of 1/ε (L2;
-    under KL the values do not flatten to the mean). Under L2, sorted neighbours whose gap exceeds
-    1/ε get pooled: ε acts on the inverse scale of ``x``
+    under KL the values do not flatten to the mean: they tend to ``-(logsumexp(-x) - log(n))``,
+    or ``logsumexp(x) - log(n)`` with ``descending=True``). Under L2, sorted neighbours whose gap
+    exceeds 1/ε get pooled: ε acts on the inverse scale of ``x``
     (``soft_sort(c * x, ε / c) = c * soft_sort(x, ε)``).
 
     Args:

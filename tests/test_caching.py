@@ -59,6 +59,12 @@ def _cache_sizes():
     return {name: fn._cache_size() for name, fn in _jitted_impls().items()}
 
 
+# Import every softops module before any test compiles: the showcase's modules import flax, and
+# flax (0.12.12) adds JAX configuration states to the jit cache key when imported, so a first
+# import between two identical calls would recompile them (measured with jax 0.12.1).
+_jitted_impls()
+
+
 X = jnp.asarray(np.random.default_rng(0).standard_normal((8, 200)), jnp.float32)
 LABELS = jnp.arange(8, dtype=jnp.int32)
 TARGETS = jnp.asarray(np.random.default_rng(1).standard_normal((8, 200)), jnp.float32)

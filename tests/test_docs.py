@@ -2,12 +2,14 @@
 
 import doctest
 import inspect
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 import softops
@@ -40,6 +42,28 @@ def test_doctests(name):
             runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0
+
+
+PAGES = sorted(p for p in (ROOT / "docs").glob("*.md") if "```pycon" in p.read_text())
+PYCON = re.compile(r"```pycon\n(.*?)```", re.DOTALL)
+
+
+@pytest.mark.slow  # about a minute of compiles in all
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_docs_pages_examples(page):
+    """The ```pycon examples of each documentation page run and print what the page shows."""
+    source = "\n".join(PYCON.findall(page.read_text()))
+    test = doctest.DocTestParser().get_doctest(source, {}, page.name, str(page), 0)
+    assert test.examples
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    with (
+        np.printoptions(),  # the pages set a short print precision
+        jax.enable_x64(False),
+        jax.numpy_dtype_promotion("standard"),
+        jax.numpy_rank_promotion("allow"),
+    ):
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
 
 
 @pytest.mark.slow  # .ci/run also builds the site in its own step
