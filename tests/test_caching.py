@@ -23,6 +23,12 @@ import softops
 from softops import losses
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+# jax.monitoring.unregister_event_duration_listener is public from jax 0.8.1; 0.8.0 (the floor)
+# has the same function under a private name.
+_unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None) or getattr(
+    importlib.import_module("jax._src.monitoring"),
+    "_unregister_event_duration_listener_by_callback",
+)
 REPEATS = 5
 
 
@@ -39,7 +45,7 @@ def _count_compiles():
     try:
         yield counter
     finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        _unregister(listener)
 
 
 def _jitted_impls():

@@ -159,7 +159,7 @@ def write(
         "format": FORMAT,
         "name": name,
         "command": command or " ".join(["python", *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": seconds,
         "environment": environment(),
         "tables": tables,
