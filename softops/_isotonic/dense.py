@@ -33,12 +33,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softops import _compat
+
 MAX_N = 100  # longest row solved here (no gain measured at 128)
 MAX_WORK = 2**14  # largest batch * n * n solved here (the PAV is faster beyond)
 
 
 def use(kind: str, shape: tuple) -> bool:
     """Whether rows of ``shape`` [..., n] go through the dense solver (static)."""
+    if not _compat.is_static(*shape):  # a symbolic batch or length: the solver for any size
+        return False
     n = shape[-1]
     return kind == "l2" and 2 <= n <= MAX_N and math.prod(shape[:-1]) * n * n <= MAX_WORK
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softops import _compat
 from softops._sharding import batch_local, like_vma, scatter_last
 
 
@@ -40,11 +41,13 @@ class _State(NamedTuple):
 def head_size(n: int, m: int) -> int | None:
     """Screening size for n items and m anchors, or None when screening would not pay."""
     head = 2 * m + 16
-    return head if 4 * head <= n else None
+    return head if _compat.is_static(n) and 4 * head <= n else None
 
 
 def chunk_size(nb: int, m: int, n: int) -> int | None:
     """Items per chunk in full-row evaluations (about 2**18 plan entries), or None for one."""
+    if not _compat.is_static(nb, n):  # a symbolic batch or length: one chunk
+        return None
     chunk = max(128, 1 << max(0, (2**18 // max(nb * m, 1)).bit_length() - 1))
     return chunk if chunk < n else None
 
