@@ -4,7 +4,7 @@ Each rule raises a ``ValueError`` or ``TypeError`` that names the argument and t
 received, at trace time: shapes, dtypes, options and Python numbers are static under ``jit``.
 Values that are traced cannot be checked; the ops define what they do with them (NaN).
 
-Per-row arguments are broadcast to the batch shape (:func:`per_row`); the jitted side of each op
+Per-row arguments are broadcast to the batch shape (`per_row`); the jitted side of each op
 then moves the item axis last (``softops._sharding.run_items``) and its kernels see ``[..., n]``
 arrays with any leading axes.
 """

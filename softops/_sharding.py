@@ -4,12 +4,12 @@ Every op treats its leading axes as a batch of independent rows, so a batch-shar
 processed shard by shard. Three pieces make that happen for every kind of mesh axis:
 
 - **Explicit axes** (the default of ``jax.make_mesh``): the input's type carries its sharding, so
-  :func:`on_batch_shards` wraps the op in ``jax.shard_map`` over the mesh axes of the batch
+  `on_batch_shards` wraps the op in ``jax.shard_map`` over the mesh axes of the batch
   dimensions (the item axis must not be sharded: that raises a ``ValueError``).
 - **Auto axes** (and ``jax.jit(..., in_shardings=...)``): XLA's partitioner decides. The
   differentiable parts of every op use only gathers and scatters with batching dimensions
-  (:func:`take_last`, :func:`scatter_last`), which it partitions along the batch; solver loops,
-  which it cannot partition, go through :func:`batch_local`, a ``custom_partitioning`` that runs
+  (`take_last`, `scatter_last`), which it partitions along the batch; solver loops,
+  which it cannot partition, go through `batch_local`, a ``custom_partitioning`` that runs
   the loop on each shard (an item axis sharded there is gathered, with a ``UserWarning``: the
   partitioner chose it after tracing, where a ``ValueError`` would surface as an XLA error).
 - **Inside ``jax.shard_map``** everything is local already.

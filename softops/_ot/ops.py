@@ -1,9 +1,9 @@
 """Argument handling and the jitted, per-batch-shard sides of the top-k ops (private).
 
-:mod:`softops.topk_ot` validates through :func:`mask_op`, :func:`sorted_op` and
-:func:`sinkhorn_op`, which check every argument on the shared layer (:mod:`softops._checks`)
-and run the row kernels of :mod:`softops._ot.topk_rows` where the batch lives
-(:func:`softops._sharding.run_items`).
+[`softops.topk_ot`][softops.topk_ot] validates through `mask_op`, `sorted_op` and
+`sinkhorn_op`, which check every argument on the shared layer (`softops._checks`)
+and run the row kernels of `softops._ot.topk_rows` where the batch lives
+(`softops._sharding.run_items`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, 
 
 def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad,
             straight_through=False):  # fmt: skip
-    """(mask, threshold, iterations, residual, converged) of :func:`softops.soft_topk_mask`."""
+    """(mask, threshold, iterations, residual, converged) of `softops.soft_topk_mask`."""
     _checks.choice(solver, SOLVERS, "solver")
     hard = _checks.boolean(straight_through, "straight_through")
     x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
@@ -127,7 +127,7 @@ def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver
 
 def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, mode, solver,
               nan_bad, straight_through=False):  # fmt: skip
-    """(values, assignment, iterations, residual, converged) of :func:`softops.soft_topk`."""
+    """(values, assignment, iterations, residual, converged) of `softops.soft_topk`."""
     _checks.choice(mode, DIFFERENTIATIONS, "differentiation")
     hard = _checks.boolean(straight_through, "straight_through")
     _checks.choice(solver, SOLVERS, "solver")
@@ -205,7 +205,7 @@ def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
 
 
 def sinkhorn_op(cost, a, b, epsilon, tol, max_iter, differentiation) -> SinkhornOutput:
-    """:func:`softops.sinkhorn` after validation."""
+    """[`softops.sinkhorn`][softops.topk_ot.sinkhorn] after validation."""
     _checks.choice(differentiation, DIFFERENTIATIONS, "differentiation")
     cost = _checks.floating(cost, "cost")
     if cost.ndim < 2:
