@@ -272,3 +272,20 @@ def defined(fn: Callable, name: str) -> Callable:
     if not callable(fn):
         raise TypeError(f"`{name}` must be callable, got {name}={_describe(fn)}")
     return fn
+
+
+# The bad-row policy, in the ops (every family): a row with a non-finite valid entry, or a traced
+# parameter out of range, is NaN in value and carries exactly 0 derivative (its inputs are
+# replaced before the kernel), so a loss that masks it with `jnp.where` trains on the other rows.
+# (A NaN derivative where the row is used and 0 where it is masked cannot be had in reverse mode:
+# the cotangent 0 of a masked row times a NaN partial is NaN.)
+
+
+def clean_rows(good: jax.Array, x: jax.Array, fill: float = 0.0) -> jax.Array:
+    """Rows ``x`` [..., n] where ``good`` [...] holds, ``fill`` elsewhere (no derivative flows)."""
+    return jnp.where(good.reshape(good.shape + (1,) * (x.ndim - good.ndim)), x, fill)
+
+
+def nan_rows(out: jax.Array, good: jax.Array) -> jax.Array:
+    """Outputs ``out`` [..., *item] where ``good`` [...] holds, NaN elsewhere."""
+    return clean_rows(good, out, jnp.nan)

@@ -74,12 +74,13 @@ def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
 
     def kernel(s, w, _):
         if kind == "l2":  # sign * y * weights, weights (sign = 0: isotonic_l2 of s - w)
-            a, b = (s - w, jnp.ones_like(s)) if sign == 0 else (sign * s * w, w)
-            out = rows.isotonic_rows(a, b, kind="l2", method=method)
             if sign == 0:
-                return out
+                return rows.isotonic_rows(s - w, jnp.ones_like(s), kind="l2", method=method)
             # weights: a row with a negative one (traced; known ones raise) is NaN
-            return rows.nan_rows(sign * out, jnp.all(w >= 0, axis=-1))
+            good = jnp.all(w >= 0, axis=-1)
+            w = _checks.clean_rows(good, w, 1.0)
+            out = rows.isotonic_rows(sign * s * w, w, kind="l2", method=method)
+            return _checks.nan_rows(sign * out, good)
         return rows.isotonic_rows(s, w, kind="kl", method=method)
 
     dtype = jnp.result_type(s.dtype, w.dtype)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
+from softops._checks import clean_rows, nan_rows
 from softops._isotonic import pav
 from softops._sharding import scatter_last, take_last
 from softops._straight_through import with_soft_derivative
@@ -70,19 +71,15 @@ def _segments(starts: jax.Array) -> _Segments:
     return _Segments(ids, take_last(first, ids))
 
 
-def nan_rows(out, good):
-    """``out`` where ``good`` [...] holds; NaN in value and in every derivative elsewhere.
-
-    A product, not a ``where``: the derivative of a bad row is NaN, never a silent 0.
-    """
-    return out * jnp.where(good, 1, jnp.nan).astype(out.dtype)[..., None]
-
-
-def _finish(out, x, eps, valid, out_valid, w=None):
-    """NaN rows (a non-finite valid entry of x or w, a bad strength); 0 at masked outputs."""
+def _good(x, eps, valid, w=None):
+    """Rows [...] with finite valid entries of x (and w) and a positive finite strength."""
     finite = jnp.isfinite(x) if w is None else jnp.isfinite(x) & jnp.isfinite(w)
     finite = finite if valid is None else finite | ~valid
-    good = jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
+    return jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
+
+
+def _finish(out, good, out_valid):
+    """NaN rows where not ``good`` (see `_checks.nan_rows`); 0 at masked outputs."""
     out = nan_rows(out, good)
     return out if out_valid is None else jnp.where(out_valid, out, 0)
 
@@ -180,12 +177,14 @@ def rank_rows(
     Rank 1 is the smallest unless ``descending``. ``straight_through``: the hard ranks (ties
     averaged), with the soft derivative.
     """
+    good = _good(x, eps, valid)
+    x, eps = clean_rows(good, x), jnp.where(good, eps, 1)
     z = -x if descending else x
     w = _ranks_desc(valid, x.shape, x.dtype)
     out = _project(z, 1 / eps[..., None], w, valid, regularization, method)
     if straight_through:
         out = with_soft_derivative(_hard_ranks(z, w, valid), out)
-    return _finish(out, x, eps, valid, valid)
+    return _finish(out, good, valid)
 
 
 def _hard_ranks(z, w_desc, valid):
@@ -205,16 +204,17 @@ def _hard_ranks(z, w_desc, valid):
 
 def project_rows(z, w, valid, *, regularization: str, method: str):
     """Projection of rows ``z`` onto the permutahedron of rows ``w`` (None: ranks n..1)."""
+    good = _good(z, jnp.ones(z.shape[:-1], z.dtype), valid, w)
+    if regularization == "kl" and w is not None:  # log w: a row with a valid w <= 0 is NaN
+        positive = (w > 0) if valid is None else (w > 0) | ~valid
+        good = good & jnp.all(positive, axis=-1)
+    z = clean_rows(good, z)
     if w is None:
         w_desc = _ranks_desc(valid, z.shape, z.dtype)
     else:
-        w_desc = _sort_desc(w, valid)[1]
-    one = jnp.ones(z.shape[:-1], z.dtype)
-    if regularization == "kl" and w is not None:  # log w: a row with a valid w <= 0 is NaN
-        positive = (w > 0) if valid is None else (w > 0) | ~valid
-        one = jnp.where(jnp.all(positive, axis=-1), one, jnp.nan)
+        w_desc = _sort_desc(clean_rows(good, w, 1.0), valid)[1]
     out = _project(z, 1.0, w_desc, valid, regularization, method)
-    return _finish(out, z, one, valid, valid, w)
+    return _finish(out, good, valid)
 
 
 def sort_rows(
@@ -225,6 +225,8 @@ def sort_rows(
     Masked entries trail as 0. ``straight_through``: the hard sorted values, with the soft
     derivative.
     """
+    good = _good(x, eps, valid)
+    x, eps = clean_rows(good, x), jnp.where(good, eps, 1)
     sign = 1.0 if descending else -1.0
     _, s, vs = _sort_desc(sign * x, valid)  # s = sign * x, sorted decreasingly
     w = _ranks_desc(vs, x.shape, x.dtype)
@@ -247,7 +249,7 @@ def sort_rows(
         out = sp + jnp.log(block_sum(jnp.exp(d))) + u - jnp.log(block_sum(jnp.exp(u)))
     if straight_through:
         out = with_soft_derivative(s, out)
-    return _finish(sign * out, x, eps, valid, vs)
+    return _finish(sign * out, good, vs)
 
 
 def isotonic_rows(a, b, *, kind: str, method: str):
@@ -256,6 +258,8 @@ def isotonic_rows(a, b, *, kind: str, method: str):
     ``l2``: ``(w * y, w)``, the weighted mean of y per block; ``kl``: ``(s, w)``,
     ``logsumexp(s_B) - logsumexp(w_B)``. Rows with a non-finite statistic give NaN.
     """
+    good = jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1)
+    a, b = clean_rows(good, a), clean_rows(good, b, 1.0 if kind == "l2" else 0.0)
     seg = _segments(_structure(kind, a, b, None, method))
     out = seg.sum(a) / seg.sum(b) if kind == "l2" else seg.lse(a) - seg.lse(b)
-    return nan_rows(out, jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1))
+    return nan_rows(out, good)

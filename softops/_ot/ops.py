@@ -194,13 +194,27 @@ def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
     solver = sinkhorn_implicit if mode == "implicit" else sinkhorn_unrolled
 
     def kernel(cost, a, b, eps):
+        # A bad row (non-finite or out-of-range input, traced) is solved on clean inputs and
+        # returned as NaN with 0 derivative (the NaN policy of `_checks.nan_rows`).
+        n, m = cost.shape[-2:]
+        good = (
+            jnp.all(jnp.isfinite(cost), axis=(-2, -1))
+            & jnp.all(jnp.isfinite(a) & (a >= 0), axis=-1)
+            & jnp.all(jnp.isfinite(b) & (b > 0), axis=-1)
+            & (eps > 0)
+            & jnp.isfinite(eps)
+        )
+        cost = _checks.clean_rows(good, cost)
+        a, b = _checks.clean_rows(good, a, 1 / n), _checks.clean_rows(good, b, 1 / m)
+        eps = jnp.where(good, eps, 1)
         f, g, it, err = solver(cost, a, b, eps, max_iter, tol)
-        ok = (a.min(-1) >= 0) & (b.min(-1) > 0) & (eps > 0) & jnp.isfinite(eps)
-        nan = jnp.where(ok, 0, jnp.nan)
-        return f + nan[..., None], g + nan[..., None], it, err + nan
+        plan = plan_of(f, g, cost, eps)
+        bad = functools.partial(_checks.nan_rows, good=good)
+        return bad(f), bad(g), bad(plan), it, jnp.where(good, err, jnp.nan)
 
-    f, g, it, err = _sharding.on_batch_shards(kernel, cost, a, b, eps, name="cost", item_ndim=2)
-    plan = jnp.where(jnp.isnan(err)[..., None, None], jnp.nan, plan_of(f, g, cost, eps))
+    f, g, plan, it, err = _sharding.on_batch_shards(
+        kernel, cost, a, b, eps, name="cost", item_ndim=2
+    )
     return SinkhornOutput(f, g, plan, it, err, err <= tol)
 
 

@@ -211,6 +211,8 @@ def _lts(r, trim, eps, valid, *, regularization):
     def body(r, trim, eps, valid):
         if valid is not None:  # a masked NaN or inf must not reach r * r's derivative
             r = jnp.where(valid, r, 0)
+        good = jnp.all(jnp.isfinite(r), axis=-1)  # a bad row: NaN, 0 derivative (r * r too)
+        r = _checks.clean_rows(good, r)
         s = soft_sort(
             r * r, regularization=regularization, regularization_strength=eps, where=valid
         )
@@ -220,7 +222,7 @@ def _lts(r, trim, eps, valid, *, regularization):
         kept = jnp.where(pos < keep, s, 0)
         # NaN for a row with no valid residual or a traced trim outside [0, 1) (known ones
         # raise): the mean of nothing, as NumPy's.
-        ok = (keep[..., 0] > 0) & (trim >= 0) & (trim < 1)
+        ok = good & (keep[..., 0] > 0) & (trim >= 0) & (trim < 1)
         return jnp.where(ok, _common.safe_div(jnp.sum(kept, axis=-1), keep[..., 0]), jnp.nan)
 
     return _sharding.on_batch_shards(body, r, trim, eps, valid, name="residuals")
