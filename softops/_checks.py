@@ -147,7 +147,7 @@ def batch_shape(shape: tuple[int, ...], ax: int) -> tuple[int, ...]:
     return tuple(shape[:ax]) + tuple(shape[ax + 1 :])
 
 
-def _concrete(value) -> np.ndarray | None:
+def concrete(value) -> np.ndarray | None:
     """The value as a NumPy array if it is known at trace time, else None."""
     if isinstance(value, jax.core.Tracer):
         return None
@@ -171,7 +171,7 @@ def per_row(
     arr = array(value, name)
     if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
         raise TypeError(f"`{name}` must be real, got dtype {arr.dtype}")
-    known = _concrete(value)
+    known = concrete(value)
     if known is not None and known.size:
         ok = np.isfinite(known) & ((known > 0) if positive else True)
         if not np.all(ok):
@@ -254,7 +254,7 @@ def k_value(
     arr = array(value, "k")
     if not (jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
         raise TypeError(f"`k` must have an integer or floating dtype, got dtype {arr.dtype}")
-    known = _concrete(value)
+    known = concrete(value)
     if known is not None and known.size and not np.all((known >= minimum) & (known <= n)):
         bad = known[~((known >= minimum) & (known <= n))].ravel()[0].item()
         raise ValueError(f"`k` must satisfy {rule}, got k={bad!r} for n={n}")

@@ -215,7 +215,7 @@ def isotonic_regression(
     y = _checks.floating(y, "y")
     weights = _checks.array(np.ones((), y.dtype), "weights") if weights is None else weights
     y, w, ax, _ = _pair(y, weights, axis, method, names=("y", "weights"))
-    known = _checks._concrete(weights)
+    known = _checks.concrete(weights)
     if known is not None and known.size and np.any(known < 0):
         raise ValueError(
             f"`weights` must be non-negative, got weights={known[known < 0].ravel()[0].item()!r}"

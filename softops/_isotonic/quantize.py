@@ -128,7 +128,7 @@ def soft_quantile_normalization(
     else:
         weights = _checks.floating(weights, "weights")
         _checks.same_shape(weights, targets, ("weights", "targets"))
-        known = _checks._concrete(weights)
+        known = _checks.concrete(weights)
         if known is not None and np.any(known < 0):
             raise ValueError(f"`weights` must be non-negative, got weights={known.tolist()!r}")
     ax, valid, eps = _arguments(x, axis, where, regularization_strength)

@@ -159,7 +159,7 @@ def _marginal(v, size, batch, dtype, name, *, positive: bool):
         uniform = _checks.array(np.asarray(1 / max(size, 1), dtype), name)  # size 0: empty
         return jnp.broadcast_to(uniform, batch + (size,))
     arr = _checks.floating(v, name).astype(dtype)
-    known = _checks._concrete(v)
+    known = _checks.concrete(v)
     if known is not None and known.size:
         bad = (known <= 0) if positive else (known < 0)
         if np.any(bad | ~np.isfinite(known)):
@@ -175,7 +175,7 @@ def _marginal(v, size, batch, dtype, name, *, positive: bool):
 
 def _same_mass(a, b) -> None:
     """Known marginals must carry the same mass (to the dtype's rounding of their sums)."""
-    ka, kb = _checks._concrete(a), _checks._concrete(b)
+    ka, kb = _checks.concrete(a), _checks.concrete(b)
     if ka is None or kb is None or not ka.size or not kb.size:
         return
     sa, sb = ka.sum(-1), kb.sum(-1)

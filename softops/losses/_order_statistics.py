@@ -25,7 +25,7 @@ def _quantile_levels(q, dtype) -> jax.Array:
     )
     if arr.ndim > 1:
         raise ValueError(f"`q` must be a number or 1-D, got shape {arr.shape}")
-    known = _checks._concrete(q)
+    known = _checks.concrete(q)
     if known is not None and not np.all((known >= 0) & (known <= 1)):
         raise ValueError(f"`q` must lie in [0, 1], got q={np.asarray(known).tolist()!r}")
     return arr.astype(dtype)
@@ -196,7 +196,7 @@ def soft_lts_loss(
     r_in = _common.items(residuals, "residuals")
     dtype = _checks.compute_dtype(r_in.dtype)
     trim_a = _checks.per_row(trim, "trim", (), dtype, positive=False)
-    known = _checks._concrete(trim)
+    known = _checks.concrete(trim)
     if known is not None and not 0 <= float(known) < 1:
         raise ValueError(f"`trim` must satisfy 0 <= trim < 1, got trim={float(known)!r}")
     valid = _checks.where(where, r_in.shape)

@@ -21,7 +21,7 @@ def _target_strength(strength, eps, t):
     """The targets' strength: ``eps`` (None), their own, or None for hard ranks (a known 0)."""
     if strength is None:
         return eps
-    known = _checks._concrete(strength)
+    known = _checks.concrete(strength)
     if known is not None and known.size and (known.shape == () and known == 0):
         return None
     return _common.strength(strength, t, "target_regularization_strength")
@@ -226,7 +226,7 @@ def soft_ndcg(
     dtype = _checks.compute_dtype(x_in.dtype)
     rel = lax.stop_gradient(_checks.real(relevance, "relevance", dtype))
     _checks.same_shape(x_in, rel, ("scores", "relevance"))
-    known = _checks._concrete(relevance)
+    known = _checks.concrete(relevance)
     if known is not None and known.size and np.any(known < 0):
         bad = known[known < 0].ravel()[0].item()
         raise ValueError(f"`relevance` must be non-negative, got relevance={bad!r}")
