@@ -131,6 +131,11 @@ def _gates(scores, k, axis, regularization, temperature, max_iter):
     )[0]  # fmt: skip
 
 
+def _nan_where(out, good):
+    """``out`` where ``good`` (broadcast), NaN in value and derivative elsewhere (a product)."""
+    return (out * jnp.where(good, 1, jnp.nan).astype(out.dtype)).astype(out.dtype)
+
+
 def _top_slots(values, slots: int):
     """Indices and values of the ``slots`` largest entries along the last axis (descending)."""
     order = _sort.argsort(values.astype(_checks.compute_dtype(values.dtype)), descending=True)
@@ -192,22 +197,25 @@ def token_choice(
     index, chosen = _top_slots(lax.stop_gradient(gates), slots)
     nonzero = chosen > 0
     # one_hot[t, j, e]: slot j of token t goes to expert e. Priority: slot, then token.
-    one_hot = ((index[..., None] == jnp.arange(n_experts)) & nonzero[..., None]).astype(jnp.int32)
-    before = jnp.cumsum(one_hot, axis=-3) - one_hot  # same slot, earlier tokens
-    totals = one_hot.sum(axis=-3)  # [..., S, E]
-    earlier = jnp.cumsum(totals, axis=-2) - totals  # earlier slots, all tokens
-    position = ((before + earlier[..., None, :, :]) * one_hot).sum(axis=-1)
+    experts = lax.broadcasted_iota(jnp.int32, (1,) * index.ndim + (n_experts,), index.ndim)
+    one_hot = ((index[..., None] == experts) & nonzero[..., None]).astype(jnp.int32)
+    i32 = jnp.int32
+    before = jnp.cumsum(one_hot, axis=-3, dtype=i32) - one_hot  # same slot, earlier tokens
+    totals = one_hot.sum(axis=-3, dtype=i32)  # [..., S, E]
+    earlier = jnp.cumsum(totals, axis=-2, dtype=i32) - totals  # earlier slots, all tokens
+    position = ((before + earlier[..., None, :, :]) * one_hot).sum(axis=-1, dtype=i32)
     kept = nonzero & (position < capacity)
     position = jnp.where(kept, position, capacity).astype(jnp.int32)
-    kept_te = (one_hot * kept[..., None]).sum(axis=-2) > 0  # [..., T, E]
+    kept_te = (one_hot * kept[..., None].astype(i32)).sum(axis=-2, dtype=i32) > 0  # [..., T, E]
     weight = probs * gates.astype(dtype)
     total = weight.sum(axis=-1, keepdims=True)
     combine = weight / jnp.where(total > 0, total, 1)
-    combine = jnp.where(kept_te, combine, 0).astype(scores.dtype)
-    dropped = (gates > 0).sum(axis=(-2, -1)) - kept.sum(axis=(-2, -1))
-    load = kept_te.sum(axis=-2) / n_tokens
+    combine = jnp.where(kept_te, combine, 0)
+    combine = _nan_where(combine, jnp.all(jnp.isfinite(scores), axis=-1, keepdims=True))
+    dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
+    load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
     return TokenChoiceRouting(
-        gates, combine, index.astype(jnp.int32), position, kept, dropped.astype(jnp.int32),
+        gates, combine.astype(scores.dtype), index.astype(jnp.int32), position, kept, dropped.astype(jnp.int32),
         load.astype(dtype), probs.mean(axis=-2),
     )  # fmt: skip
 
@@ -262,13 +270,16 @@ def expert_choice(
     probs = jax.nn.softmax(scores.astype(dtype), axis=-1)
     index, chosen = _top_slots(jnp.swapaxes(lax.stop_gradient(gates), -1, -2), slots)
     kept = chosen > 0  # [..., E, S]
-    in_slot = (index[..., None] == jnp.arange(n_tokens)) & kept[..., None]  # [..., E, S, T]
+    tokens = lax.broadcasted_iota(jnp.int32, (1,) * index.ndim + (n_tokens,), index.ndim)
+    in_slot = (index[..., None] == tokens) & kept[..., None]  # [..., E, S, T]
     kept_te = jnp.swapaxes(in_slot.any(axis=-2), -1, -2)  # [..., T, E]
-    combine = jnp.where(kept_te, probs * gates.astype(dtype), 0).astype(scores.dtype)
-    dropped = (gates > 0).sum(axis=(-2, -1)) - kept.sum(axis=(-2, -1))
-    load = kept_te.sum(axis=-2) / n_tokens
+    combine = jnp.where(kept_te, probs * gates.astype(dtype), 0)
+    combine = _nan_where(combine, jnp.all(jnp.isfinite(scores), axis=(-2, -1), keepdims=True))
+    i32 = jnp.int32
+    dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
+    load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
     return ExpertChoiceRouting(
-        gates, combine, index.astype(jnp.int32), kept, dropped.astype(jnp.int32),
+        gates, combine.astype(scores.dtype), index.astype(jnp.int32), kept, dropped.astype(jnp.int32),
         load.astype(dtype), probs.mean(axis=-2),
     )  # fmt: skip
 
@@ -284,7 +295,7 @@ def load_balancing_loss(scores: ArrayLike, dispatch: ArrayLike) -> jax.Array:
 
     Args:
         scores: router logits `[..., T, E]`.
-        dispatch: `[..., T, E]`, non-negative (boolean or floating).
+        dispatch: `[..., T, E]` (or broadcastable to it), non-negative, boolean or floating.
 
     Returns:
         The loss per group, `[...]` (average it over groups for a scalar).
@@ -296,12 +307,24 @@ def load_balancing_loss(scores: ArrayLike, dispatch: ArrayLike) -> jax.Array:
     """
     scores, _, n_experts = _scores(scores)
     dispatch = _checks.real(dispatch, "dispatch", _checks.compute_dtype(scores.dtype))
-    _checks.same_shape(scores, dispatch, ("scores", "dispatch"))
+    try:
+        dispatch = jnp.broadcast_to(dispatch, scores.shape)
+    except ValueError:
+        raise ValueError(
+            f"`dispatch` must broadcast to the shape of `scores` {scores.shape}, got shape "
+            f"{dispatch.shape}"
+        ) from None
     probs = jax.nn.softmax(scores.astype(dispatch.dtype), axis=-1).mean(axis=-2)
     counts = dispatch.sum(axis=-2)
     total = counts.sum(axis=-1, keepdims=True)
     frac = counts / jnp.where(total > 0, total, 1)
-    return n_experts * (frac * probs).sum(axis=-1)
+    return _nan_groups(n_experts * (frac * probs).sum(axis=-1), scores)
+
+
+def _nan_groups(loss, scores):
+    """NaN in value and derivative for the groups with a non-finite score (a product)."""
+    good = jnp.all(jnp.isfinite(scores), axis=(-2, -1))
+    return loss * jnp.where(good, 1, jnp.nan).astype(loss.dtype)
 
 
 def router_z_loss(scores: ArrayLike) -> jax.Array:
@@ -322,4 +345,5 @@ def router_z_loss(scores: ArrayLike) -> jax.Array:
     """
     scores, _, _ = _scores(scores)
     dtype = _checks.compute_dtype(scores.dtype)
-    return (jax.nn.logsumexp(scores.astype(dtype), axis=-1) ** 2).mean(axis=-1)
+    loss = (jax.nn.logsumexp(scores.astype(dtype), axis=-1) ** 2).mean(axis=-1)
+    return _nan_groups(loss, scores)

@@ -82,7 +82,8 @@ def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, 
                 max_iter=max_iter, tol=tol,
             )  # fmt: skip
         if nan_bad:
-            mask = jnp.where(ok[..., None], mask, jnp.nan)
+            bad = ~ok[..., None] if reg == "kl" or valid is None else ~ok[..., None] & valid
+            mask = jnp.where(bad, jnp.nan, mask)  # sparse masks: where=False stays 0
         if hard:
             mask = with_soft_derivative(hard_topk.mask_rows(x, k, valid, largest), mask)
         return mask, (thr, it, res, ok)
