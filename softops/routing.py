@@ -41,7 +41,7 @@ from jax.typing import ArrayLike
 
 from softops import _checks, _sort
 from softops._ot import ops
-from softops._sharding import take_last
+from softops._sharding import on_batch_shards, take_last
 
 __all__ = [
     "ExpertChoiceRouting",
@@ -137,10 +137,17 @@ def _nan_where(out, good):
 
 
 def _top_slots(values, slots: int):
-    """Indices and values of the ``slots`` largest entries along the last axis (descending)."""
-    order = _sort.argsort(values.astype(_checks.compute_dtype(values.dtype)), descending=True)
-    index = order[..., :slots]
-    return index, take_last(values, index)
+    """Indices and values of the ``slots`` largest entries along the last axis (descending).
+
+    Runs per batch shard (the sort's index operand has no sharding of its own).
+    """
+
+    def top(values):
+        order = _sort.argsort(values.astype(_checks.compute_dtype(values.dtype)), descending=True)
+        index = order[..., :slots]
+        return index, take_last(values, index)
+
+    return on_batch_shards(top, values, name="scores")
 
 
 def token_choice(
@@ -215,7 +222,7 @@ def token_choice(
     dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
     load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
     return TokenChoiceRouting(
-        gates, combine.astype(scores.dtype), index.astype(jnp.int32), position, kept, dropped.astype(jnp.int32),
+        gates, combine.astype(scores.dtype), index.astype(i32), position, kept, dropped,
         load.astype(dtype), probs.mean(axis=-2),
     )  # fmt: skip
 
@@ -279,7 +286,7 @@ def expert_choice(
     dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
     load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
     return ExpertChoiceRouting(
-        gates, combine.astype(scores.dtype), index.astype(jnp.int32), kept, dropped.astype(jnp.int32),
+        gates, combine.astype(scores.dtype), index.astype(i32), kept, dropped,
         load.astype(dtype), probs.mean(axis=-2),
     )  # fmt: skip
 
@@ -306,7 +313,10 @@ def load_balancing_loss(scores: ArrayLike, dispatch: ArrayLike) -> jax.Array:
         1.0
     """
     scores, _, n_experts = _scores(scores)
-    dispatch = _checks.real(dispatch, "dispatch", _checks.compute_dtype(scores.dtype))
+    dtype = _checks.compute_dtype(scores.dtype)
+    dispatch = _checks.array(dispatch, "dispatch")
+    dispatch = _checks.real(dispatch.astype(dtype) if dispatch.dtype == jnp.bool_ else dispatch,
+                            "dispatch", dtype)  # fmt: skip
     try:
         dispatch = jnp.broadcast_to(dispatch, scores.shape)
     except ValueError:

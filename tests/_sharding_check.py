@@ -22,7 +22,7 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import softops  # noqa: E402
-from softops import losses  # noqa: E402
+from softops import losses, routing  # noqa: E402
 
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
 
@@ -68,6 +68,26 @@ OPS = {
     "soft_topk_sinkhorn": lambda x, a: softops.soft_topk(
         x, 3, epsilon=0.5, solver="sinkhorn", tol=1e-5
     )[0],
+    "soft_topk_mask_l2_where": lambda x, a: softops.soft_topk_mask(
+        x, 3, temperature=0.5, where=a["mask"], regularization="l2"
+    ),
+    "soft_topk_mask_p43_straight_through": lambda x, a: softops.soft_topk_mask(
+        x, 2, temperature=0.4, regularization="p=4/3", straight_through=True
+    ),
+    "soft_topk_magnitude_p32": lambda x, a: softops.soft_topk_magnitude(
+        x, 3, temperature=0.3, regularization="p=3/2"
+    ),
+    # routing: 8 groups of 2 tokens (one group per device), or 16 groups of one token
+    "token_choice": lambda x, a: routing.token_choice(
+        x.reshape(8, 2, 12), 2, capacity=1, temperature=0.5
+    ).combine.reshape(16, 12),
+    "expert_choice": lambda x, a: routing.expert_choice(
+        x.reshape(8, 2, 12), 1, temperature=0.5
+    ).combine.reshape(16, 12),
+    "routing_losses": lambda x, a: (
+        routing.load_balancing_loss(x.reshape(16, 1, 12), a["mask"].reshape(16, 1, 12))
+        + routing.router_z_loss(x.reshape(16, 1, 12))
+    ),
     "sinkhorn_plan": lambda x, a: softops.sinkhorn(
         (x[..., :, None] - jnp.linspace(-1, 1, 4)) ** 2, epsilon=0.5
     ).plan.sum(-1),

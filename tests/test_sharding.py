@@ -38,7 +38,7 @@ def _run(mode: str) -> dict:
 @pytest.mark.parametrize("mode", ["explicit", "auto", "shard_map"])
 def test_batch_sharded_ops_equal_and_collective_free(mode):
     results = _run(mode)
-    assert len(results) == 23  # every op of tests/_sharding_check.py's OPS was checked
+    assert len(results) == 29  # every op of tests/_sharding_check.py's OPS was checked
     for name, r in results.items():
         assert r["value_equal"], name
         assert r["grad_equal"], name
