@@ -16,16 +16,20 @@ only, and the outputs are combined back:
 
 ``run()`` returns per router the test accuracy per seed, the expert load on the test set (the
 fraction of tokens each expert processes), the fraction of assignments dropped by the capacity,
-and the median time of a compiled training step. Nothing is downloaded or written.
+and the median time of a compiled training step. Nothing is downloaded; files are written only
+with ``--out DIR`` (``results.json`` and ``report.txt`` there).
 
     python examples/moe_digits.py            # 3 seeds x 1500 steps
     python examples/moe_digits.py --quick    # a smoke run
+    python examples/moe_digits.py --out DIR  # also writes results.json and report.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import pathlib
 import time
 
 import jax
@@ -175,23 +179,37 @@ def run(*, quick: bool = False, seeds: int | None = None, steps: int | None = No
     return res
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_outputs(out: str | None, res: dict, text: str) -> None:
+    """With ``--out DIR``: the results (``results.json``) and the report (``report.txt``) in DIR."""
+    if out is None:
+        return
+    path = pathlib.Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    (path / "report.txt").write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="one seed, 30 steps")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--out", default=None, help="folder for results.json and report.txt")
+    args = parser.parse_args(argv)
     res = run(quick=args.quick, seeds=args.seeds, steps=args.steps)
     head = f"digits, {res['experts']} experts, top-{res['k']}"
-    print(f"{head}, {res['steps']} steps, {res['seeds']} seeds")
+    lines = [f"{head}, {res['steps']} steps, {res['seeds']} seeds"]
     for router in ROUTERS:
         r = res[router]
         load = np.asarray(r["load"])
-        print(
+        lines.append(
             f"  {router:10s} test accuracy {np.mean(r['acc']):.4f} ± {np.std(r['acc']):.4f}  "
             f"load min/max {load.min():.3f}/{load.max():.3f}  dropped {np.mean(r['dropped']):.3f}"
             f"  step {1e3 * np.median(r['step_s']):.2f} ms"
         )
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    write_outputs(args.out, res, text)
 
 
 if __name__ == "__main__":

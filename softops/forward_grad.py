@@ -1,19 +1,20 @@
 r"""Forward gradients: unbiased gradient estimates from one forward-mode pass, no backward pass.
 
-For a scalar loss :math:`f(\theta)`, :math:`\theta \in \mathbb{R}^d`, and a random tangent
-:math:`v` with :math:`\mathbb{E}[v v^\top] = I`, the forward gradient
+For a scalar loss $f(\theta)$, $\theta \in \mathbb{R}^d$, and a random tangent
+$v$ with $\mathbb{E}[v v^\top] = I$, the forward gradient
 
-.. math::
-    \hat g = (\nabla f(\theta) \cdot v)\, v, \qquad \mathbb{E}[\hat g] = \nabla f(\theta),
+$$
+\hat g = (\nabla f(\theta) \cdot v)\, v, \qquad \mathbb{E}[\hat g] = \nabla f(\theta),
+$$
 
-needs only the directional derivative :math:`\nabla f \cdot v`, which ``jax.jvp`` computes
-alongside :math:`f(\theta)` without storing activations for a backward pass. With i.i.d. entries of
-kurtosis :math:`\kappa` (1 for Rademacher, 3 for Gaussian),
-:math:`\mathbb{E}\|\hat g\|^2 = (d + \kappa - 1)\|\nabla f\|^2`; averaging :math:`K` independent
-tangents gives :math:`\|\nabla f\|^2 (1 + (d + \kappa - 2)/K)`. With :math:`K \le d` orthonormal
-directions :math:`q_k` (Haar-random), :math:`v_k = \sqrt{d}\, q_k` gives
-:math:`\hat g = \tfrac{d}{K} Q Q^\top \nabla f`, unbiased, with
-:math:`\mathbb{E}\|\hat g\|^2 = \tfrac{d}{K}\|\nabla f\|^2`; :math:`K = d` is the exact
+needs only the directional derivative $\nabla f \cdot v$, which ``jax.jvp`` computes
+alongside $f(\theta)$ without storing activations for a backward pass. With i.i.d. entries of
+kurtosis $\kappa$ (1 for Rademacher, 3 for Gaussian),
+$\mathbb{E}\|\hat g\|^2 = (d + \kappa - 1)\|\nabla f\|^2$; averaging $K$ independent
+tangents gives $\|\nabla f\|^2 (1 + (d + \kappa - 2)/K)$. With $K \le d$ orthonormal
+directions $q_k$ (Haar-random), $v_k = \sqrt{d}\, q_k$ gives
+$\hat g = \tfrac{d}{K} Q Q^\top \nabla f$, unbiased, with
+$\mathbb{E}\|\hat g\|^2 = \tfrac{d}{K}\|\nabla f\|^2$; $K = d$ is the exact
 gradient.
 
 Tangents come from a counter-based integer hash of (leaf seed, element index) (see
@@ -113,11 +114,13 @@ def forward_value_and_grad(
     r"""Like ``jax.value_and_grad``, but the gradient is a forward-gradient estimate.
 
     Returns ``g(key, *args, **kwargs) -> (value, grad_estimate)`` (``((value, aux), estimate)``
-    with ``has_aux``) where, for tangents :math:`v_1..v_K` from :func:`sample_tangents`,
+    with ``has_aux``) where, for tangents $v_1..v_K$ from
+    [`sample_tangents`][softops.forward_grad.sample_tangents],
 
-    .. math::
-        \hat g = \frac1K \sum_{k=1}^K (\nabla f \cdot v_k)\, v_k,
-        \qquad \mathbb{E}[\hat g] = \nabla f.
+    $$
+    \hat g = \frac1K \sum_{k=1}^K (\nabla f \cdot v_k)\, v_k,
+    \qquad \mathbb{E}[\hat g] = \nabla f.
+    $$
 
     The K directional derivatives come from ``jax.jvp`` batched with ``vmap`` (the primal is
     computed once); there is no backward pass, so temporary memory does not grow with depth.
@@ -141,7 +144,9 @@ def forward_value_and_grad(
         axis_name: the mapped axis to average directional derivatives over, or ``None``.
 
     Returns:
-        A function of ``(key, *args, **kwargs)``.
+        A function of ``(key, *args, **kwargs)``. Where the value is NaN or infinite, every
+        entry of the estimate is NaN: an optimizer step on it is visibly bad, never a silent
+        step along a finite direction.
 
     Raises:
         ValueError: for an unknown ``distribution`` or a bad ``num_tangents``.
@@ -190,6 +195,7 @@ def forward_value_and_grad(
         value, dvals, aux = jvp_tangents(f_float, primals, tangents, k)
         if axis_name is not None:
             value, dvals = lax.pmean((value, dvals), axis_name)
+        dvals = jnp.where(jnp.isfinite(value), dvals, jnp.nan)  # a bad value: a NaN estimate
 
         def weighted_mean(t: jax.Array) -> jax.Array:  # (1/K) sum_k dvals[k] t[k]
             c = dvals.astype(t.dtype)

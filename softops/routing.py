@@ -131,9 +131,14 @@ def _gates(scores, k, axis, regularization, temperature, max_iter):
     )[0]  # fmt: skip
 
 
-def _nan_where(out, good):
-    """``out`` where ``good`` (broadcast), NaN in value and derivative elsewhere (a product)."""
-    return (out * jnp.where(good, 1, jnp.nan).astype(out.dtype)).astype(out.dtype)
+def _finite_rows(scores, axis):
+    """(scores with the bad rows replaced by 0, the good rows along ``axis``).
+
+    A row with a non-finite score gives NaN values and exactly 0 derivatives: its inputs are
+    replaced before any computation.
+    """
+    good = jnp.all(jnp.isfinite(scores), axis=axis, keepdims=True)
+    return jnp.where(good, scores, 0), good
 
 
 def _top_slots(values, slots: int):
@@ -187,10 +192,11 @@ def token_choice(
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> scores = jnp.array([[2.0, 0.1, 1.0, -1.0], [0.0, 3.0, 2.9, 0.5]])
+        >>> import numpy as np
+        >>> scores = jnp.array([[2.0, 0.1, 1.0, -1.0], [0.0, 3.0, 2.75, 0.5]])
         >>> out = token_choice(scores, 1, temperature=0.5, capacity=1)
-        >>> out.gates.round(3).tolist()
-        [[1.0, 0.0, 0.0, 0.0], [0.0, 0.6, 0.4, 0.0]]
+        >>> np.asarray(out.gates).round(3).tolist()
+        [[1.0, 0.0, 0.0, 0.0], [0.0, 0.75, 0.25, 0.0]]
         >>> out.expert_index[:, 0].tolist(), out.kept.tolist()
         ([0, 1], [[True, False], [True, True]])
     """
@@ -200,7 +206,11 @@ def token_choice(
     slots = min(n_experts, k + 1) if slots is None else _count(slots, "slots", 1, n_experts)
     gates = _gates(scores, k, scores.ndim - 1, regularization, temperature, max_iter)
     dtype = _checks.compute_dtype(scores.dtype)
-    probs = jax.nn.softmax(scores.astype(dtype), axis=-1)
+    # A token with a non-finite score or a bad temperature (NaN gates): NaN combine weights,
+    # zero derivatives; the group's importance is NaN.
+    safe, good = _finite_rows(scores, -1)
+    good = good & ~jnp.isnan(gates).any(axis=-1, keepdims=True)
+    probs = jax.nn.softmax(jnp.where(good, safe, 0).astype(dtype), axis=-1)
     index, chosen = _top_slots(lax.stop_gradient(gates), slots)
     nonzero = chosen > 0
     # one_hot[t, j, e]: slot j of token t goes to expert e. Priority: slot, then token.
@@ -214,16 +224,16 @@ def token_choice(
     kept = nonzero & (position < capacity)
     position = jnp.where(kept, position, capacity).astype(jnp.int32)
     kept_te = (one_hot * kept[..., None].astype(i32)).sum(axis=-2, dtype=i32) > 0  # [..., T, E]
-    weight = probs * gates.astype(dtype)
+    weight = probs * jnp.where(good, gates, 0).astype(dtype)
     total = weight.sum(axis=-1, keepdims=True)
     combine = weight / jnp.where(total > 0, total, 1)
-    combine = jnp.where(kept_te, combine, 0)
-    combine = _nan_where(combine, jnp.all(jnp.isfinite(scores), axis=-1, keepdims=True))
+    combine = jnp.where(good, jnp.where(kept_te, combine, 0), jnp.nan)
     dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
     load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
+    importance = jnp.where(good.all(axis=-2), probs.mean(axis=-2), jnp.nan)
     return TokenChoiceRouting(
         gates, combine.astype(scores.dtype), index.astype(i32), position, kept, dropped,
-        load.astype(dtype), probs.mean(axis=-2),
+        load.astype(dtype), importance,
     )  # fmt: skip
 
 
@@ -272,22 +282,27 @@ def expert_choice(
     scores, n_tokens, n_experts = _scores(scores)
     capacity = _count(capacity, "capacity", 1, n_tokens)
     slots = capacity if slots is None else _count(slots, "slots", 1, n_tokens)
-    gates = _gates(scores, capacity, scores.ndim - 2, regularization, temperature, max_iter)
+    # The group is the unit: a non-finite score or a bad temperature makes the group's gates
+    # and combine weights NaN, with zero derivatives (its inputs replaced before any kernel).
+    safe, good = _finite_rows(scores, (-2, -1))
+    gates = _gates(safe, capacity, scores.ndim - 2, regularization, temperature, max_iter)
+    good = good & ~jnp.isnan(gates).any(axis=(-2, -1), keepdims=True)
+    gates = jnp.where(good, gates, 0)
     dtype = _checks.compute_dtype(scores.dtype)
-    probs = jax.nn.softmax(scores.astype(dtype), axis=-1)
+    probs = jax.nn.softmax(jnp.where(good, safe, 0).astype(dtype), axis=-1)
     index, chosen = _top_slots(jnp.swapaxes(lax.stop_gradient(gates), -1, -2), slots)
     kept = chosen > 0  # [..., E, S]
     tokens = lax.broadcasted_iota(jnp.int32, (1,) * index.ndim + (n_tokens,), index.ndim)
     in_slot = (index[..., None] == tokens) & kept[..., None]  # [..., E, S, T]
     kept_te = jnp.swapaxes(in_slot.any(axis=-2), -1, -2)  # [..., T, E]
-    combine = jnp.where(kept_te, probs * gates.astype(dtype), 0)
-    combine = _nan_where(combine, jnp.all(jnp.isfinite(scores), axis=(-2, -1), keepdims=True))
+    combine = jnp.where(good, jnp.where(kept_te, probs * gates.astype(dtype), 0), jnp.nan)
     i32 = jnp.int32
     dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
     load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
     return ExpertChoiceRouting(
-        gates, combine.astype(scores.dtype), index.astype(i32), kept, dropped,
-        load.astype(dtype), probs.mean(axis=-2),
+        jnp.where(good, gates, jnp.nan).astype(gates.dtype), combine.astype(scores.dtype),
+        index.astype(i32), kept, dropped, load.astype(dtype),
+        jnp.where(good[..., 0, :], probs.mean(axis=-2), jnp.nan),
     )  # fmt: skip
 
 
@@ -314,27 +329,25 @@ def load_balancing_loss(scores: ArrayLike, dispatch: ArrayLike) -> jax.Array:
     """
     scores, _, n_experts = _scores(scores)
     dtype = _checks.compute_dtype(scores.dtype)
-    dispatch = _checks.array(dispatch, "dispatch")
-    dispatch = _checks.real(dispatch.astype(dtype) if dispatch.dtype == jnp.bool_ else dispatch,
-                            "dispatch", dtype)  # fmt: skip
+    given: jax.Array = _checks.array(dispatch, "dispatch")
+    given = _checks.real(given.astype(dtype) if given.dtype == jnp.bool_ else given,
+                         "dispatch", dtype)  # fmt: skip
     try:
-        dispatch = jnp.broadcast_to(dispatch, scores.shape)
+        given = jnp.broadcast_to(given, scores.shape)
     except ValueError:
         raise ValueError(
             f"`dispatch` must broadcast to the shape of `scores` {scores.shape}, got shape "
-            f"{dispatch.shape}"
+            f"{given.shape}"
         ) from None
-    probs = jax.nn.softmax(scores.astype(dispatch.dtype), axis=-1).mean(axis=-2)
-    counts = dispatch.sum(axis=-2)
+    # A group with a non-finite score or dispatch entry: NaN loss, zero derivatives.
+    safe, good = _finite_rows(scores, (-2, -1))
+    given, good_d = _finite_rows(given, (-2, -1))
+    good = good & good_d
+    probs = jax.nn.softmax(safe.astype(given.dtype), axis=-1).mean(axis=-2)
+    counts = jnp.where(good, given, 0).sum(axis=-2)
     total = counts.sum(axis=-1, keepdims=True)
     frac = counts / jnp.where(total > 0, total, 1)
-    return _nan_groups(n_experts * (frac * probs).sum(axis=-1), scores)
-
-
-def _nan_groups(loss, scores):
-    """NaN in value and derivative for the groups with a non-finite score (a product)."""
-    good = jnp.all(jnp.isfinite(scores), axis=(-2, -1))
-    return loss * jnp.where(good, 1, jnp.nan).astype(loss.dtype)
+    return jnp.where(good[..., 0, 0], n_experts * (frac * probs).sum(axis=-1), jnp.nan)
 
 
 def router_z_loss(scores: ArrayLike) -> jax.Array:
@@ -355,5 +368,6 @@ def router_z_loss(scores: ArrayLike) -> jax.Array:
     """
     scores, _, _ = _scores(scores)
     dtype = _checks.compute_dtype(scores.dtype)
-    loss = (jax.nn.logsumexp(scores.astype(dtype), axis=-1) ** 2).mean(axis=-1)
-    return _nan_groups(loss, scores)
+    safe, good = _finite_rows(scores, (-2, -1))  # a bad group: NaN, zero derivatives
+    loss = (jax.nn.logsumexp(safe.astype(dtype), axis=-1) ** 2).mean(axis=-1)
+    return jnp.where(good[..., 0, 0], loss, jnp.nan)

@@ -112,8 +112,18 @@ def soft_topk_magnitude(
     _checks.choice(regularization, ops.MASK_REGULARIZATIONS, "regularization")
     if regularization == "kl" and temperature is None:
         temperature = ops.DEFAULT_TEMPERATURE
+    # A row with a non-finite entry is NaN with a zero derivative (the package's policy): the
+    # non-finite entries enter |x| through a branch that takes no derivative (no 0 * NaN).
+    finite = jnp.isfinite(x)
+    magnitude = jnp.where(finite, jnp.abs(jnp.where(finite, x, 0)), jnp.abs(x))
     mask = ops.mask_op(
-        jnp.abs(x), k, ax, True, None, temperature, where, None, max_iter, "newton", True,
+        magnitude, k, ax, True, None, temperature, where, None, max_iter, "newton", True,
         straight_through, regularization,
     )[0]  # fmt: skip
-    return (x * mask).astype(x.dtype)
+    bad = jnp.isnan(mask).any(axis=ax, keepdims=True)
+    keep = ~bad if where is None else ~bad & jnp.asarray(where)
+    out = jnp.where(keep, x, 0) * jnp.where(keep, mask, 0)  # no 0 * NaN in either mode
+    out = jnp.where(bad, jnp.nan, out)
+    if where is not None:
+        out = jnp.where(jnp.asarray(where), out, 0)  # exact 0 at where=False
+    return out.astype(x.dtype)

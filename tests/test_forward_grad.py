@@ -161,6 +161,23 @@ def test_dtypes_preserved():
         assert v["a"].shape == (2, 4, 3) and v["i"].shape == (2, 3)
 
 
+def test_non_finite_value_gives_a_nan_estimate():
+    # Issue 21: a NaN parameter gave a NaN value and a finite (all-zero) estimate, which an
+    # optimizer would apply silently; JAX's own gradient of relu at NaN is finite too.
+    params = {"w": jnp.array([1.0, jnp.nan, 2.0]), "b": jnp.array(0.5)}
+
+    def loss(p):
+        return jnp.sum(jax.nn.relu(p["w"])) + p["b"]
+
+    for k in (1, 3):
+        value, est = forward_value_and_grad(loss, num_tangents=k)(jax.random.key(0), params)
+        assert jnp.isnan(value)
+        assert all(bool(jnp.all(jnp.isnan(leaf))) for leaf in jax.tree.leaves(est))
+    finite = {"w": jnp.array([1.0, -3.0, 2.0]), "b": jnp.array(0.5)}
+    _, est = forward_value_and_grad(loss)(jax.random.key(0), finite)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(est))
+
+
 def test_custom_jvp_rule_is_used():
     @jax.custom_jvp
     def ste_round(x):

@@ -1,21 +1,22 @@
 r"""Activity-perturbed forward gradients for one block with a local head (private).
 
-Public names are re-exported by :mod:`softops.forward_grad`.
+Public names are re-exported by [`softops.forward_grad`][softops.forward_grad].
 
 A block maps its input ``x`` to an output ``h`` through layers that are linear in their parameters
 (dense, convolution, einsum, each with its bias), marked by ``tap``. Instead of perturbing the
-weights :math:`W` of a layer :math:`z = W a`, we perturb its output activity, per example
-:math:`n`: :math:`z_n \to z_n + u_n` with i.i.d. zero-mean unit-variance :math:`u_n`. One
-``jax.jvp`` of the block gives the output tangent :math:`\dot h_n`, and the local loss
-:math:`\ell_n = \mathrm{loss}(\mathrm{head}(h_n), y_n)` the directional derivatives
-:math:`d_n = \nabla_{h_n}\ell_n \cdot \dot h_n = \nabla_{z_n}\ell_n \cdot u_n`. Then
+weights $W$ of a layer $z = W a$, we perturb its output activity, per example
+$n$: $z_n \to z_n + u_n$ with i.i.d. zero-mean unit-variance $u_n$. One
+``jax.jvp`` of the block gives the output tangent $\dot h_n$, and the local loss
+$\ell_n = \mathrm{loss}(\mathrm{head}(h_n), y_n)$ the directional derivatives
+$d_n = \nabla_{h_n}\ell_n \cdot \dot h_n = \nabla_{z_n}\ell_n \cdot u_n$. Then
 
-.. math::
-    \hat g_{z_n} = \frac1B d_n u_n, \qquad \mathbb{E}[\hat g_{z_n}] = \nabla_{z_n} L,
-    \qquad \hat g_W = \sum_n \hat g_{z_n} a_n^\top
+$$
+\hat g_{z_n} = \frac1B d_n u_n, \qquad \mathbb{E}[\hat g_{z_n}] = \nabla_{z_n} L,
+\qquad \hat g_W = \sum_n \hat g_{z_n} a_n^\top
+$$
 
-for :math:`L = \frac1B\sum_n \ell_n`: the weight estimate is the exact transpose of the linear map
-:math:`W \mapsto z(W; a)` (``jax.linear_transpose``) applied to the activity estimate, unbiased,
+for $L = \frac1B\sum_n \ell_n$: the weight estimate is the exact transpose of the linear map
+$W \mapsto z(W; a)$ (``jax.linear_transpose``) applied to the activity estimate, unbiased,
 with a variance that grows with the number of units of the block, not with its weights.
 """
 
@@ -44,44 +45,46 @@ def activity_value_and_grad(
     r"""Activity-perturbed forward gradient of one block trained on its local head and loss.
 
     Returns ``g(key, params, x, *targets) -> ((value, h), grads)``: ``value`` is the local loss
-    :math:`L = \frac1B\sum_n \ell_n`, ``h`` the block's output (the next block's input) and
-    ``grads`` an unbiased estimate of :math:`\nabla L` with the structure of ``params``, where
+    $L = \frac1B\sum_n \ell_n$, ``h`` the block's output (the next block's input) and
+    ``grads`` an unbiased estimate of $\nabla L$ with the structure of ``params``, where
 
-    .. math::
-        h = \mathrm{block}(\theta, x), \qquad
-        \ell_n = \mathrm{loss}(\mathrm{head}(\theta, h), y)_n .
+    $$
+    h = \mathrm{block}(\theta, x), \qquad
+    \ell_n = \mathrm{loss}(\mathrm{head}(\theta, h), y)_n .
+    $$
 
     Inside ``block(params, x, tap)``, every layer that should learn is called through ``tap``:
     ``tap(fn, layer_params, a, *, norm=None, activation=None)``, with ``fn(layer_params, a)``
     linear in ``layer_params`` (a sub-tree of ``params``, passed unchanged), or
-    ``tap(nnx_module, a, ...)``. It returns ``activation(s + u)`` for :math:`z =
-    \mathrm{fn}(\theta_l, a)`, :math:`s = \mathrm{norm}(z)` and a random per-example tangent
-    :math:`u` (zero in the primal): ``norm`` is a parameter-free map before the perturbation (the
+    ``tap(nnx_module, a, ...)``. It returns ``activation(s + u)`` for $z =
+    \mathrm{fn}(\theta_l, a)$, $s = \mathrm{norm}(z)$ and a random per-example tangent
+    $u$ (zero in the primal): ``norm`` is a parameter-free map before the perturbation (the
     paper's layer normalization), ``activation`` an elementwise function after it (the paper's
     ReLU). One ``jax.jvp`` of the block (``num_tangents`` tangents batched with ``vmap``, the
-    primal computed once) gives :math:`\dot h`, and the per-example directional derivative
-    :math:`d_n = \nabla_{h_n}\ell_n\cdot\dot h_n = \nabla_{s_n}\ell_n \cdot u_n` yields
+    primal computed once) gives $\dot h$, and the per-example directional derivative
+    $d_n = \nabla_{h_n}\ell_n\cdot\dot h_n = \nabla_{s_n}\ell_n \cdot u_n$ yields
 
-    .. math::
-        \hat g_{s_n} = \frac{1}{BK}\sum_{k} d_{kn} u_{kn}, \qquad
-        \hat g_{z} = J_{\mathrm{norm}}^\top \hat g_s, \qquad
-        \hat g_{W} = \Big(\frac{\partial z}{\partial W}\Big)^{\!\top} \hat g_z
+    $$
+    \hat g_{s_n} = \frac{1}{BK}\sum_{k} d_{kn} u_{kn}, \qquad
+    \hat g_{z} = J_{\mathrm{norm}}^\top \hat g_s, \qquad
+    \hat g_{W} = \Big(\frac{\partial z}{\partial W}\Big)^{\!\top} \hat g_z
+    $$
 
     (the last two exact: the local vector-Jacobian product of ``norm`` and the transpose of the
-    layer's linear map, e.g. :math:`\sum_n a_n \hat g_{z_n}^\top` for a dense layer); units where
-    the activation's derivative is 0 (inactive ReLUs) get :math:`\hat g_s = 0`, their true
-    gradient. With ``num_groups`` :math:`G > 1` the last axis of every tapped activity and of
-    ``h`` is split in :math:`G` contiguous groups and group :math:`g` of an activity uses only
-    :math:`d_{kng} = \nabla_{h_{ng}}\ell_n\cdot\dot h_{ng}`: the paper's local losses per group.
-    That is unbiased for :math:`\nabla L` when activity group :math:`g` reaches ``h`` only through
-    group :math:`g` of ``h`` (a tapped layer whose output is ``h`` through an elementwise
+    layer's linear map, e.g. $\sum_n a_n \hat g_{z_n}^\top$ for a dense layer); units where
+    the activation's derivative is 0 (inactive ReLUs) get $\hat g_s = 0$, their true
+    gradient. With ``num_groups`` $G > 1$ the last axis of every tapped activity and of
+    ``h`` is split in $G$ contiguous groups and group $g$ of an activity uses only
+    $d_{kng} = \nabla_{h_{ng}}\ell_n\cdot\dot h_{ng}$: the paper's local losses per group.
+    That is unbiased for $\nabla L$ when activity group $g$ reaches ``h`` only through
+    group $g$ of ``h`` (a tapped layer whose output is ``h`` through an elementwise
     activation; grouped or depthwise layers), with a variance that scales with the units per
     group instead of per block.
 
     The head and loss get their exact gradient (reverse mode through ``head`` and ``loss`` only,
     typically one small linear layer; never through the block), so head parameters learn as with
     backprop. Memory does not grow with the depth of a chain of blocks (see
-    :func:`local_value_and_grad`).
+    [`local_value_and_grad`][softops.forward_grad.local_value_and_grad]).
 
     Requirements: the block processes the examples independently (no batch statistics inside it,
     such as batch normalization in training mode; ``estimator="batch"`` lifts this, the head and
@@ -102,8 +105,8 @@ def activity_value_and_grad(
         num_tangents: the number ``K`` of tangents averaged.
         distribution: ``"rademacher"`` (default, lowest variance) or ``"normal"``.
         num_groups: the number ``G`` of groups of the local loss (1: one loss per example).
-        estimator: ``"per_example"`` (default: :math:`d_n` of each example's own loss) or
-            ``"batch"`` (the directional derivative of :math:`L`, one scalar per tangent and
+        estimator: ``"per_example"`` (default: $d_n$ of each example's own loss) or
+            ``"batch"`` (the directional derivative of $L$, one scalar per tangent and
             group, as weight perturbation uses; higher variance).
         axis_name: the mapped axis to average over inside ``shard_map``/``pmap``, or ``None``.
 

@@ -1,9 +1,10 @@
 """Taps: the layers of a block whose output activities are perturbed (private).
 
 ``tap(fn, params, x)`` or ``tap(nnx_module, x)`` inside a block function marks a layer that learns
-by activity perturbation; :func:`no_tap` (public, re-exported by :mod:`softops.forward_grad`) is
-the tap that just applies the layer. The weight gradient of a tapped layer is the exact transpose
-of its linear map ``params -> fn(params, x)`` applied to the estimate of its output's gradient.
+by activity perturbation; [`no_tap`][softops.forward_grad.no_tap] (public, re-exported by
+[`softops.forward_grad`][softops.forward_grad]) is the tap that just applies the layer. The
+weight gradient of a tapped layer is the exact transpose of its linear map
+``params -> fn(params, x)`` applied to the estimate of its output's gradient.
 
 The estimator runs a block with two taps of its own: ``ShapeTap`` (an abstract first trace, for
 the activities' shapes) and ``PerturbingTap`` (the run whose JVP gives the estimates).
@@ -47,7 +48,9 @@ def no_tap(
     norm: Callable | None = None,
     activation: Callable | None = None,
 ) -> Any:
-    """Applies a layer as :func:`activity_value_and_grad`'s ``tap`` does, without perturbing it.
+    """Applies a layer as the ``tap`` of an activity estimator does, without perturbing it.
+
+    (The estimator: [`activity_value_and_grad`][softops.forward_grad.activity_value_and_grad].)
 
     Pass it as the ``tap`` of a block function to run the block for inference (or to train it
     with backprop): ``tap(fn, params, x)`` returns ``fn(params, x)``, ``tap(module, x)`` returns

@@ -27,16 +27,18 @@ def _num_float_entries(tree: Any) -> int:
 def perturbed_dim_factor(
     d: int, *, num_tangents: int = 1, distribution: Distribution = "rademacher"
 ) -> float:
-    r"""The step-size factor :math:`\|\nabla f\|^2 / \mathbb{E}\|\hat g\|^2` for ``d`` parameters.
+    r"""The step-size factor $\|\nabla f\|^2 / \mathbb{E}\|\hat g\|^2$ for ``d`` parameters.
 
     ``K / (K + d + κ - 2)`` for i.i.d. tangents, ``K / d`` for orthogonal ones. On a quadratic with
-    isotropic curvature ``L`` the step :math:`\eta\hat g` that minimizes the expected loss is
+    isotropic curvature ``L`` the step $\eta\hat g$ that minimizes the expected loss is
     ``factor / L``: the gradient-descent step shrunk by the estimate's excess second moment.
 
     Args:
         d: the number of perturbed (float) coordinates.
-        num_tangents: ``K``, as passed to :func:`forward_value_and_grad`.
-        distribution: as passed to :func:`forward_value_and_grad`.
+        num_tangents: ``K``, as passed to
+            [`forward_value_and_grad`][softops.forward_grad.forward_value_and_grad].
+        distribution: as passed to
+            [`forward_value_and_grad`][softops.forward_grad.forward_value_and_grad].
 
     Returns:
         The factor in (0, 1].
@@ -59,7 +61,7 @@ def perturbed_dim_factor(
 def scale_by_perturbed_dim(
     *, num_tangents: int = 1, distribution: Distribution = "rademacher"
 ) -> optax.GradientTransformation:
-    """An optax transformation that scales forward-gradient updates by :func:`perturbed_dim_factor`.
+    """An optax transformation that scales forward-gradient updates by `perturbed_dim_factor`.
 
     ``d`` is the number of float entries of the updates (static). Chain it before a learning rate
     to make a step size tuned for backprop a safe (conservative) step for forward gradients.
@@ -123,16 +125,16 @@ def _check_learning_rate(
 def fgd(
     learning_rate: float | jax.Array | optax.Schedule, *, decay: float = 0.0
 ) -> optax.GradientTransformation:
-    r"""Forward gradient descent with Baydin et al.'s decay :math:`\eta_i = \eta(i)\, e^{-i k}`.
+    r"""Forward gradient descent with Baydin et al.'s decay $\eta_i = \eta(i)\, e^{-i k}$.
 
-    Plain SGD on the estimates (``optax.sgd``); :math:`\eta(i)` is the constant
+    Plain SGD on the estimates (``optax.sgd``); $\eta(i)$ is the constant
     ``learning_rate`` or the optax schedule ``learning_rate(i)``, times an exponential decay.
 
     Args:
-        learning_rate: :math:`\eta_0 > 0` (a Python number, checked here; a float scalar array,
+        learning_rate: $\eta_0 > 0$ (a Python number, checked here; a float scalar array,
             checked when concrete, so that it can be traced) or an optax schedule, a function of
             the step count such as ``optax.cosine_decay_schedule(0.1, 1000)``.
-        decay: :math:`k \ge 0` per step (0 keeps the rate, or the schedule, unchanged).
+        decay: $k \ge 0$ per step (0 keeps the rate, or the schedule, unchanged).
 
     Returns:
         An ``optax.GradientTransformation``.

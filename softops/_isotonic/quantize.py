@@ -74,18 +74,20 @@ def soft_quantile_normalization(
     r"""Soft quantile normalization: maps ``x`` onto a target distribution, keeping its order.
 
     Hard quantile normalization replaces the item of rank i (of n) by the mean of the targets'
-    quantile function over :math:`[(i-1)/n, i/n]`: the n-point version :math:`w` of the
+    quantile function over $[(i-1)/n, i/n]$: the n-point version $w$ of the
     distribution ``(targets, weights)`` (for n equally weighted targets, ``sort(targets)``).
-    The soft version is the Euclidean projection onto the permutahedron of :math:`w`,
+    The soft version is the Euclidean projection onto the permutahedron of $w$,
 
-    .. math::
-        Q_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(w)} \tfrac12 \|\mu - x/\varepsilon\|^2,
+    $$
+    Q_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(w)} \tfrac12 \|\mu - x/\varepsilon\|^2,
+    $$
 
-    exact by isotonic regression (:func:`softops.projection_permutahedron`): items whose gap is
-    below ε times the gap of their targets share their targets' mean. The output preserves the
-    order of ``x`` and sums to :math:`\sum w`. As ε → 0 it is the hard quantile normalization
-    (tied items share their targets' mean); as ε → ∞ every entry tends to the targets' mean.
-    For ``targets = 1..n`` it is :func:`softops.soft_rank`.
+    exact by isotonic regression
+    ([`softops.projection_permutahedron`][softops.projection.projection_permutahedron]): items whose
+    gap is below ε times the gap of their targets share their targets' mean. The output preserves
+    the order of ``x`` and sums to $\sum w$. As ε → 0 it is the hard quantile normalization (tied
+    items share their targets' mean); as ε → ∞ every entry tends to the targets' mean. For
+    ``targets = 1..n`` it is [`softops.soft_rank`][softops.projection.soft_rank].
 
     ott-jax's ``quantile_normalization`` uses the transport plan of the squashed inputs onto the
     targets instead: same hard limit, a different smoothing.
@@ -120,7 +122,9 @@ def soft_quantile_normalization(
     if targets.ndim != 1 or targets.shape[0] == 0:
         raise ValueError(f"`targets` must be 1-D and non-empty, got shape {targets.shape}")
     if weights is None:
-        weights = jnp.ones_like(targets)
+        weights = jnp.broadcast_to(
+            _checks.array(np.ones((), targets.dtype), "weights"), targets.shape
+        )
     else:
         weights = _checks.floating(weights, "weights")
         _checks.same_shape(weights, targets, ("weights", "targets"))
@@ -135,13 +139,17 @@ def soft_quantile_normalization(
 
 @partial(jax.jit, static_argnames=("axis",))
 def _quantile_normalization(x, targets, weights, eps, valid, *, axis):
-    def kernel(x, eps, valid):
-        n_valid = _count(x, valid)
-        quantiles = _target_quantiles(targets, weights, jnp.maximum(n_valid, 1), x.shape[-1],
-                                      x.dtype)  # fmt: skip
-        return _project(x, quantiles, n_valid, eps, valid)
+    # The targets are shared by every row: their quantiles [..., n] are computed here, outside
+    # the per-shard kernel (a kernel under shard_map may not close over arrays).
+    n_valid = _count(jnp.moveaxis(x, axis, -1), None if valid is None else
+                     jnp.moveaxis(valid, axis, -1)).astype(eps.dtype)  # fmt: skip
+    n = x.shape[axis]
+    quantiles = _target_quantiles(targets, weights, jnp.maximum(n_valid, 1), n, eps.dtype)
 
-    return _sharding.run_items(kernel, axis, (x,), (eps,), valid)
+    def kernel(x, quantiles, eps, valid):
+        return _project(x, quantiles, _count(x, valid), eps, valid)
+
+    return _sharding.run_items(kernel, axis, (x, jnp.moveaxis(quantiles, -1, axis)), (eps,), valid)
 
 
 def _project(x, w, n_valid, eps, valid):
@@ -215,16 +223,17 @@ def soft_quantize(
 
     Hard quantization cuts the sorted values into ``L = num_levels`` bins of equal mass n/L (an
     item on a boundary is split between two bins), takes each bin's mean as its level, and gives
-    the item of rank p the mean :math:`V_p` of the levels over its mass
-    :math:`[(p-1)/n, p/n]`. The soft version projects onto the permutahedron of these values,
+    the item of rank p the mean $V_p$ of the levels over its mass
+    $[(p-1)/n, p/n]$. The soft version projects onto the permutahedron of these values,
 
-    .. math::
-        \mathrm{quantize}_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(V(x))}
-        \tfrac12 \|\mu - x/\varepsilon\|^2,
+    $$
+    \mathrm{quantize}_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(V(x))}
+    \tfrac12 \|\mu - x/\varepsilon\|^2,
+    $$
 
     exact by isotonic regression: neighbours in different bins share a value when their gap is
     below ε times the gap of their levels (derivatives flow through both ``x/ε`` and
-    :math:`V(x)`). As ε → 0 it is the hard quantization (the limit of ott-jax's ``quantize``;
+    $V(x)$). As ε → 0 it is the hard quantization (the limit of ott-jax's ``quantize``;
     tied items share their mean value); as ε → ∞ every entry tends to ``mean(x)``; with
     ``num_levels = 1`` it is ``mean(x)`` at every ε. O(n log n + L).
 

@@ -1,13 +1,13 @@
 r"""What ``ott.tools.soft_sort`` offers beyond soft sort, rank and top-k, on softops' kernels.
 
-- :func:`soft_permutation` and :func:`sort_with`: entropic optimal transport of the scores onto
-  sorted positions (the semi-dual Newton kernel of :mod:`softops._ot.newton`), because the
+- `soft_permutation` and `sort_with`: entropic optimal transport of the scores onto
+  sorted positions (the semi-dual Newton kernel of `softops._ot.newton`), because the
   permutahedron ops give no smooth permutation matrix: the Jacobian of the L2 soft sort is
   block averaging ∘ permutation, doubly stochastic but piecewise constant in the scores (its
   derivative is zero and it jumps where blocks merge).
-- :func:`softops._isotonic.quantize.soft_quantile_normalization` and
-  :func:`softops._isotonic.quantize.soft_quantize`: exact permutahedron ops (Blondel et al., 2020).
-- Quantiles at an array of levels in one call: :func:`softops.soft_quantile` already takes a 1-D
+- `soft_quantile_normalization` and `soft_quantize` (`softops._isotonic.quantize`): exact
+  permutahedron ops (Blondel et al., 2020).
+- Quantiles at an array of levels in one call: `softops.soft_quantile` already takes a 1-D
   ``q``.
 
 ott-jax solves every one of these by Sinkhorn on inputs squashed into [0, 1] (sigmoid of the
@@ -89,12 +89,13 @@ def soft_permutation(
 ) -> jax.Array:
     r"""Soft permutation matrix that sorts ``x``: an entropic optimal-transport plan.
 
-    The n scores (mass 1/n each) are transported to n sorted positions :math:`y_j = j` with cost
-    :math:`(x_i - y_j)^2` and entropic regularization :math:`2T`:
+    The n scores (mass 1/n each) are transported to n sorted positions $y_j = j$ with cost
+    $(x_i - y_j)^2$ and entropic regularization $2T$:
 
-    .. math::
-        P_{ji} = n\,\Gamma_{ij}, \qquad \Gamma_{ij} \propto
-        \exp\big((x_i y_j - y_j^2/2 + g_j) / T\big), \quad \Gamma 1 = \Gamma^\top 1 = 1/n,
+    $$
+    P_{ji} = n\,\Gamma_{ij}, \qquad \Gamma_{ij} \propto
+    \exp\big((x_i y_j - y_j^2/2 + g_j) / T\big), \quad \Gamma 1 = \Gamma^\top 1 = 1/n,
+    $$
 
     so ``P`` is doubly stochastic and ``P @ x`` is a soft sort of ``x`` (position 0 holds the
     smallest, or the largest with ``descending=True``). T is in the units of ``x``. As T → 0,
@@ -157,12 +158,13 @@ def sort_with(
     r"""Soft-sorts the items of ``x`` (vectors allowed) by the soft order of ``criterion``.
 
     With ``A`` the soft assignment of the items to the first k sorted positions of
-    ``criterion`` (:func:`soft_permutation` for all n positions; for k < n the k+1-anchor
-    transport of :func:`softops.soft_topk`: the first k positions get mass 1/n each, the rest
-    (n-k)/n), the output is :math:`\mathrm{out}_j = \sum_i A_{ji} x_i`: each row a convex
-    combination of the items, in increasing order of the criterion (decreasing with
-    ``descending=True``). As T → 0 it tends to ``x[argsort(criterion)][:k]``; as T → ∞ every row
-    tends to the mean of ``x``. Derivatives flow to ``x`` and to ``criterion``.
+    ``criterion`` ([`soft_permutation`][softops.topk_ot.soft_permutation] for all n positions; for k
+    < n the k+1-anchor transport of [`softops.soft_topk`][softops.topk_ot.soft_topk]: the first k
+    positions get mass 1/n each, the rest (n-k)/n), the output is
+    $\mathrm{out}_j = \sum_i A_{ji} x_i$: each row a convex combination of the items, in increasing
+    order of the criterion (decreasing with ``descending=True``). As T → 0 it tends to
+    ``x[argsort(criterion)][:k]``; as T → ∞ every row tends to the mean of ``x``. Derivatives flow
+    to ``x`` and to ``criterion``.
 
     ott-jax's ``sort_with(inputs, criterion, topk)`` is the same construction on the squashed
     criterion, with positions ``linspace(0, 1, n)`` (``linspace(0, 1, k + 1)`` with ``topk``,

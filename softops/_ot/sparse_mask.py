@@ -94,7 +94,7 @@ def _piece_root(power: int, m, m1, m2, c):
     quadratic, in the form without cancellation (NaN when there is none). ``r = 3``: the cubic
     is decreasing, one real root; centred on the mean of A it is depressed,
     ``t^3 + p t + q = 0`` with ``p >= 0``, solved by the hyperbolic form of Cardano's formula
-    (``m3`` enters through ``c3``, see :func:`_step`).
+    (``m3`` enters through ``c3``, see ``_step``).
     """
     one = jnp.maximum(m, 1)
     if power == 1:
@@ -208,7 +208,7 @@ CHUNK = 1 << 15  # items per block of rows searched together (a block stops at i
 
 @batch_local(item_ndims=(1, 1, 0, 0, 0, 0, 0, 0, 0), out_item_ndims=(0, 0, 0), name="x")
 def _root_find(s, valid, k, tau, n_valid, lo, hi, active, tol, *, power: int, max_iter: int):
-    """(theta, iterations, ok) per row, by blocks of rows (see :func:`_search`).
+    """(theta, iterations, ok) per row, by blocks of rows (see ``_search``).
 
     The loop of a block runs until its slowest row is done: with many rows, blocks of about
     ``CHUNK`` items keep the rows that need more passes from holding up the others (and each
@@ -355,29 +355,32 @@ def mask_rows(x, k, temp, valid, *, regularization: str, largest: bool, max_iter
     ``k`` and ``temp`` [...] (per row, differentiable); ``valid`` [..., n] bool or None. The
     threshold is in score units: ``mask = g((x - thr) / T)`` (``largest``) or
     ``g((thr - x) / T)``. Rows with a NaN or ``+inf`` among the kept scores, a bad temperature
-    or a NaN k are NaN in value and derivative; ``ok`` is also False when ``max_iter`` stopped
-    the search (the caller decides what such a row returns).
+    or a NaN k are NaN in value; ``ok`` is also False when ``max_iter`` stopped
+    the search (the caller decides what such a row returns). A bad row's derivative with
+    respect to each of its inputs is exactly 0 (its inputs are replaced before the kernel).
     """
     power = POWERS[regularization]
     dtype = x.dtype
     s, keep, good, s_max, s_min, n_valid = prepass(x, temp, valid, largest)
+    good = good & ~jnp.isnan(k)
+    # A bad row's inputs are replaced before the kernel (then its outputs by NaN): its value is
+    # NaN and its derivative with respect to each of its inputs exactly 0 (no 0 * NaN).
+    s = jnp.where(good[..., None], s, 0)
     temp = jnp.where(good, temp, 1)
     n_valid = jnp.where(good, n_valid, 0)
-    k = jnp.clip(k.astype(dtype), 0, n_valid)  # NaN stays NaN
+    k = jnp.clip(jnp.where(good, k, 0).astype(dtype), 0, n_valid)
     inner = (k > 0) & (k < n_valid)
     sg = lax.stop_gradient
     tau, k0 = sg(temp), sg(jnp.where(inner, k, 0.5 * n_valid))
     vf = keep.astype(dtype)
-    s_root = sg(jnp.where(good[..., None], s, 0))
+    s_root = sg(s)
     theta, it, found = _root_find(
         s_root, vf, k0, tau, n_valid, s_min - tau, s_max, inner.astype(dtype),
         jnp.full(k0.shape, tol, dtype), power=power, max_iter=max_iter,
     )  # fmt: skip
     y, theta = _mask_at(s, 1 / temp, k, vf, theta, power)
-    fine = good & ~jnp.isnan(k)
-    ok = fine & found
-    factor = jnp.where(fine, 1, jnp.nan).astype(dtype)
-    y = jnp.where(keep, y * factor[..., None], 0)  # the product: NaN derivatives in bad rows
-    res = jnp.abs(y.sum(axis=-1) - k)
-    thr = jnp.where(fine, theta if largest else -theta, jnp.nan)
+    ok = good & found
+    y = jnp.where(keep, jnp.where(good[..., None], y, jnp.nan), 0)
+    res = jnp.where(good, jnp.abs(y.sum(axis=-1) - k), jnp.nan)
+    thr = jnp.where(good, theta if largest else -theta, jnp.nan)
     return y, thr, it, res, ok

@@ -1,4 +1,4 @@
-"""Plots and Markdown tables of :mod:`softops.showcase.fg_training` results.
+"""Plots and Markdown tables of ``softops.showcase.fg_training`` results.
 
 The methods' order and labels live here, with the tables they shape; ``fg_training`` imports them
 (this module imports nothing of it, so neither imports the other in a cycle).

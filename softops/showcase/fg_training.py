@@ -18,7 +18,7 @@ accuracy, the wall-clock time and steps each method needs to reach backprop's fi
 minus one point, and the per-step cost.
 
 Used by ``python -m softops``, ``examples/forward_gradient_training.py`` and
-``benchmarks/bench_local_losses.py``; plots and tables are in :mod:`softops.showcase.fg_report`.
+``benchmarks/bench_local_losses.py``; plots and tables are in `softops.showcase.fg_report`.
 """
 
 from __future__ import annotations
