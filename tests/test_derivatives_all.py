@@ -303,12 +303,17 @@ ZERO_GRAD_BAD_ROWS = {
 }  # fmt: skip
 
 
+# Ops whose every case runs in the slow pass: their eager check_grads alone cost 5-30 s of CPU
+# (the fast pass covers their values: tests/test_sparse_topk.py, tests/test_routing.py).
+SLOW_ONLY = {"soft_topk_magnitude", *routing.__all__}
+
+
 def _params():
     """Every (op, option); an op's first option runs in the fast pass, the others in the slow."""
     out = []
     for name, cases in CASES.items():
         for i, option in enumerate(cases):
-            marks = [pytest.mark.slow] if i > 0 else []
+            marks = [pytest.mark.slow] if i > 0 or name in SLOW_ONLY else []
             out.append(pytest.param(name, option, id=f"{name}-{option}", marks=marks))
     return out
 

@@ -20,6 +20,7 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_token_choice_dispatch_capacity_and_combine():
     scores = RNG.standard_normal((2, 12, 5))  # 2 groups of 12 tokens over 5 experts
     out = routing.token_choice(jnp.asarray(scores), 2, capacity=4, slots=3, temperature=0.7)
