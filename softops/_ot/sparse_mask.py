@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softops import _compat
 from softops._ot.mask_root import ndtri
 from softops._sharding import batch_local, like_vma
 
@@ -221,7 +222,7 @@ def _root_find(s, valid, k, tau, n_valid, lo, hi, active, tol, *, power: int, ma
     args = (s, valid, k, tau, n_valid, lo, hi, active, tol)
     flat = [a.reshape((rows,) + a.shape[len(shape) :]) for a in args]
     search = functools.partial(_search, power=power, max_iter=max_iter)
-    if rows <= size:
+    if not _compat.is_static(rows) or rows <= size:  # a symbolic batch (jax.export): one block
         out = search(*flat)
     else:
         blocks = -(-rows // size)
