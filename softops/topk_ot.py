@@ -77,6 +77,7 @@ __all__ = [
 Differentiation = Literal["implicit", "unrolled"]
 Solver = Literal["newton", "sinkhorn"]
 MaskSolver = Solver
+MaskRegularization = Literal["kl", "l2", "p=3/2", "p=4/3"]
 
 
 class TopKMaskOutput(NamedTuple):
@@ -132,6 +133,7 @@ def soft_topk_mask_solve(
     tol: float | None = None,
     max_iter: int = 100,
     solver: MaskSolver = "newton",
+    regularization: MaskRegularization = "kl",
 ) -> TopKMaskOutput:
     r"""[`soft_topk_mask`][softops.topk_ot.soft_topk_mask] with its solver's diagnostics, per row.
 
@@ -150,8 +152,9 @@ def soft_topk_mask_solve(
         ([0.0, 1.0, 0.0, 1.0], True)
     """
     out = ops.mask_op(
-        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, False
-    )
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, False,
+        regularization=regularization,
+    )  # fmt: skip
     return TopKMaskOutput(*out)
 
 
@@ -168,6 +171,7 @@ def soft_topk_mask(
     max_iter: int = 100,
     solver: MaskSolver = "newton",
     straight_through: bool = False,
+    regularization: MaskRegularization = "kl",
 ) -> jax.Array:
     r"""Smoothed top-k indicator by entropic optimal transport (Xie et al., 2020).
 
@@ -205,6 +209,10 @@ def soft_topk_mask(
             ``lax.top_k``; a fractional ``k`` selects the items of 0-based rank below it) with the
             soft mask's derivative. The derivative is biased: it is the soft mask's at this ε,
             not the (zero) derivative of the hard mask.
+        regularization: ``"kl"`` (default: the entropic mask above) or an exactly sparse mask,
+            ``"l2"``, ``"p=3/2"`` or ``"p=4/3"``: the capped-simplex projections of
+            [softops.sparse_topk][] (strength ``temperature=``, default 1.0; ``epsilon=`` and
+            ``solver=`` are for ``"kl"`` only; ``tol`` is unused: the threshold is exact).
 
     Returns:
         The soft mask, with the shape and dtype of ``x``.
@@ -224,7 +232,7 @@ def soft_topk_mask(
         2.0
     """
     args = (x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, True)
-    return ops.mask_op(*args, straight_through)[0]
+    return ops.mask_op(*args, straight_through, regularization)[0]
 
 
 # ----------------------------------------------------------------------------- sorted top-k

@@ -32,7 +32,7 @@ import pytest
 from jax.test_util import check_grads
 
 import softops
-from softops import losses
+from softops import losses, routing
 from tests.helpers import NOT_OPS
 
 RNG = np.random.default_rng(20261207)
@@ -159,6 +159,60 @@ CASES: dict[str, dict[str, Case]] = {
             lambda x: softops.soft_topk_mask(x[..., 1:], 1.0 + jnp.exp(x[..., 0]), temperature=1.0)
         ),
         "sinkhorn": Case(lambda x: softops.soft_topk_mask(x, 2, solver="sinkhorn"), order=1),
+        "l2": Case(lambda x: softops.soft_topk_mask(x, 2, temperature=0.7, regularization="l2")),
+        "p=3/2_where": Case(
+            lambda x, m: softops.soft_topk_mask(
+                x, 2, temperature=0.9, where=m, regularization="p=3/2"
+            ),
+            X,
+            (MASK,),
+        ),
+        "p=4/3_smallest_float_k": Case(
+            lambda x: softops.soft_topk_mask(
+                x[..., 1:],
+                1.0 + jnp.exp(x[..., 0]),
+                largest=False,
+                temperature=0.8,
+                regularization="p=4/3",
+            )
+        ),
+    },
+    "soft_topk_magnitude": {
+        "l2": Case(lambda x: softops.soft_topk_magnitude(x, 3, temperature=0.4)),
+        "p=4/3_where": Case(
+            lambda x, m: softops.soft_topk_magnitude(
+                x, 2, temperature=0.6, where=m, regularization="p=4/3"
+            ),
+            X,
+            (MASK,),
+        ),
+    },
+    "token_choice": {  # each row its own group of one token
+        "combine": Case(
+            lambda x: routing.token_choice(x[..., None, :], 2, temperature=0.8).combine[..., 0, :]
+        ),
+        "gates_p=4/3": Case(
+            lambda x: routing.token_choice(
+                x[..., None, :], 2, temperature=0.8, regularization="p=4/3"
+            ).gates[..., 0, :]
+        ),
+    },
+    "expert_choice": {  # each row a group of 3 tokens and 2 experts
+        "combine": Case(
+            lambda x: routing.expert_choice(
+                x.reshape(x.shape[:-1] + (3, 2)), 2, temperature=0.8
+            ).combine.reshape(x.shape)
+        ),
+    },
+    "load_balancing_loss": {
+        "probabilities": Case(
+            lambda x: routing.load_balancing_loss(
+                x.reshape(x.shape[:-1] + (3, 2)), jnp.eye(2)[jnp.array([0, 1, 1])]
+            )
+        ),
+    },
+    "router_z_loss": {
+        "scores": Case(lambda x: routing.router_z_loss(x.reshape(x.shape[:-1] + (3, 2)))),
     },
     "soft_topk_mask_solve": {
         "epsilon": Case(lambda x: softops.soft_topk_mask_solve(x, 3).mask, order=1),
@@ -247,18 +301,23 @@ CASES: dict[str, dict[str, Case]] = {
 }
 
 
+# Ops whose every case runs in the slow pass: their eager check_grads alone cost 5-30 s of CPU
+# (the fast pass covers their values: tests/test_sparse_topk.py, tests/test_routing.py).
+SLOW_ONLY = {"soft_topk_magnitude", *routing.__all__}
+
+
 def _params():
     """Every (op, option); an op's first option runs in the fast pass, the others in the slow."""
     out = []
     for name, cases in CASES.items():
         for i, option in enumerate(cases):
-            marks = [pytest.mark.slow] if i > 0 else []
+            marks = [pytest.mark.slow] if i > 0 or name in SLOW_ONLY else []
             out.append(pytest.param(name, option, id=f"{name}-{option}", marks=marks))
     return out
 
 
 def _public_names() -> set[str]:
-    return set(softops.__all__) | set(losses.__all__)
+    return set(softops.__all__) | set(losses.__all__) | set(routing.__all__)
 
 
 def test_every_public_function_is_in_the_battery():

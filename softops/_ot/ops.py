@@ -15,13 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from softops import _checks, _sharding
-from softops._ot import hard_topk, topk_rows
+from softops._ot import hard_topk, sparse_mask, topk_rows
 from softops._ot.sinkhorn import SinkhornOutput, plan_of, sinkhorn_implicit, sinkhorn_unrolled
 from softops._straight_through import with_soft_derivative
 
 DIFFERENTIATIONS = ("implicit", "unrolled")
 SOLVERS = ("newton", "sinkhorn")
 DEFAULT_EPSILON = 0.1
+MASK_REGULARIZATIONS = ("kl", *sparse_mask.POWERS)
+DEFAULT_TEMPERATURE = 1.0  # of the sparse masks, in score units
 
 
 def _strength(epsilon, temperature, batch, dtype):
@@ -56,16 +58,32 @@ def _top_args(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, t
 
 @functools.partial(
     jax.jit,
-    static_argnames=("axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad", "hard"),
-)
-def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad, hard):
+    static_argnames=(
+        "axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad", "hard", "reg"
+    ),
+)  # fmt: skip
+def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad, hard,
+          reg="kl"):  # fmt: skip
     def kernel(x, k, strength, valid):
-        mask, thr, it, res, ok = topk_rows.mask_rows(
-            x, k, strength, valid, kind=kind, largest=largest, solver=solver,
-            max_iter=max_iter, tol=tol,
-        )  # fmt: skip
+        if reg != "kl":
+            mask, thr, it, res, ok = sparse_mask.mask_rows(
+                x,
+                k,
+                strength,
+                valid,
+                regularization=reg,
+                largest=largest,
+                max_iter=max_iter,
+                tol=tol,
+            )
+        else:
+            mask, thr, it, res, ok = topk_rows.mask_rows(
+                x, k, strength, valid, kind=kind, largest=largest, solver=solver,
+                max_iter=max_iter, tol=tol,
+            )  # fmt: skip
         if nan_bad:
-            mask = jnp.where(ok[..., None], mask, jnp.nan)
+            bad = ~ok[..., None] if reg == "kl" or valid is None else ~ok[..., None] & valid
+            mask = jnp.where(bad, jnp.nan, mask)  # sparse masks: where=False stays 0
         if hard:
             mask = with_soft_derivative(hard_topk.mask_rows(x, k, valid, largest), mask)
         return mask, (thr, it, res, ok)
@@ -77,10 +95,13 @@ def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, 
 
 
 def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad,
-            straight_through=False):  # fmt: skip
+            straight_through=False, regularization="kl"):  # fmt: skip
     """(mask, threshold, iterations, residual, converged) of `softops.soft_topk_mask`."""
     _checks.choice(solver, SOLVERS, "solver")
     hard = _checks.boolean(straight_through, "straight_through")
+    reg = _checks.choice(regularization, MASK_REGULARIZATIONS, "regularization")
+    if reg != "kl":
+        temperature = _sparse_strength(reg, epsilon, temperature, solver)
     x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
         x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k=True
     )
@@ -91,8 +112,23 @@ def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, sol
     k = jnp.broadcast_to(_checks.array(k, "k").astype(dtype), strength.shape)
     return _mask(
         x, k, strength, mask, axis=ax, largest=largest, kind=kind, solver=solver,
-        max_iter=max_iter, tol=tol, nan_bad=nan_bad, hard=hard,
+        max_iter=max_iter, tol=tol, nan_bad=nan_bad, hard=hard, reg=reg,
     )  # fmt: skip
+
+
+def _sparse_strength(reg, epsilon, temperature, solver):
+    """The temperature of a sparse mask: ``epsilon=`` and the Sinkhorn solver are KL-only."""
+    if epsilon is not None:
+        raise ValueError(
+            f"`epsilon` is the entropic (regularization='kl') strength; regularization={reg!r} "
+            f"takes `temperature=` (in score units), got epsilon={epsilon!r}"
+        )
+    if solver != "newton":
+        raise ValueError(
+            f"`solver` applies to regularization='kl' only, got solver={solver!r} with "
+            f"regularization={reg!r}"
+        )
+    return DEFAULT_TEMPERATURE if temperature is None else temperature
 
 
 # ----------------------------------------------------------------------------- sorted top-k
