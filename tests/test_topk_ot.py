@@ -315,6 +315,26 @@ def test_float32_robust_small_epsilon_large_n():
         np.testing.assert_allclose(sums, n // 8, atol=2 * tol)
 
 
+def test_float32_mask_sums_to_k_on_tied_rows():
+    # The probe: float32 rows with two values, heavy ties or all equal, k = 16, small
+    # epsilon; the threshold resolved below an ulp of the scores (carried as an offset). Rows
+    # were reported converged with |sum A - k| up to 0.32 (two-point, 1e-5).
+    rng = np.random.default_rng(3)
+    n, k = 256, 16
+    two = rng.integers(0, 2, size=(6, n)) * rng.uniform(0.5, 3, (6, 1)) + rng.normal(0, 3, (6, 1))
+    heavy = rng.integers(-2, 3, size=(6, n)) + rng.normal(0, 3, (6, 1))
+    equal = np.ones((2, n)) * rng.normal(0, 3, (2, 1))
+    x = jnp.asarray(np.concatenate([two, heavy, equal]), jnp.float32)
+    run = jax.jit(lambda x, eps: soft_topk_mask_solve(x, k, epsilon=eps))
+    tol = 4 * n * float(jnp.finfo(jnp.float32).eps)  # the default
+    for eps in (1e-4, 1e-5):
+        out = run(x, jnp.float32(eps))
+        assert bool(jnp.all(out.converged)), (eps, out.residual)
+        assert float(out.residual.max()) <= tol
+        err = np.abs(np.asarray(out.mask, np.float64).sum(-1) - k)
+        assert err.max() <= tol, (eps, err)
+
+
 def test_float32_sorted_finite_at_small_epsilon():
     x = jnp.asarray(RNG.standard_normal((2, 2000)), jnp.float32)
 

@@ -122,10 +122,9 @@ def mask_rows(x, k, strength, valid, *, kind, largest, solver, max_iter: int, to
         # not good have k = 0 and are not searched) and a [..., 1] validity.
         vf = jnp.ones(x.shape[:-1] + (1,), dtype) if everyone else valid.astype(dtype)
         solve_x = x if everyone else xs
-        mask, tau, it, res, ok = topk_mask_rows(
+        mask, thr, it, res, ok = topk_mask_rows(
             xs, scale, k, vf, n_valid, (x_max, x_min), solve_x=solve_x, max_iter=max_iter, tol=tol
         )
-        thr = -tau / scale
     else:
         vf = valid.astype(dtype)
         mask, thr, it, res, ok = _mask_by_sinkhorn(xs, vf, k, temp, largest, max_iter, tol / n)
