@@ -191,9 +191,9 @@ def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: flo
     [..., 1] (all valid); ``x_max``, ``x_min``: the extremes of ``x`` over the valid items. F is
     evaluated inside the loop (a certified start needs no evaluation; ``iterations`` counts the
     steps after the first evaluation), which stops at ``|F| <= tol / 2`` (a margin for the
-    rounding of F itself) or at the dtype's resolution. ``ok``: ``|F| <= tol``; False when ``max_iter`` stopped
-    the search, when the dtype cannot resolve the root to ``tol`` (a ``tol`` below the rounding of
-    the n-term sum) or when the row is NaN. Rows with ``k > n_valid / 2`` are solved as
+    rounding of F itself) or at the dtype's resolution. ``ok``: ``|F| <= tol``; False when
+    ``max_iter`` stopped the search, when the dtype cannot resolve the root to ``tol`` (a ``tol``
+    below the rounding of the n-term sum) or when the row is NaN. Rows with ``k > n_valid / 2`` are solved as
     ``sum sigma(-s - tau) = n_valid - k`` (the same equation), so the sum S lives in its upper
     tail. Steps: near the root (``|F| < D``) :func:`_newton`; further away ``G = log(S / k)``
     (close to linear in tau when the items near the root are in their exponential tails), by

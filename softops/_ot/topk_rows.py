@@ -82,7 +82,6 @@ def prepass(kind: str, value, x, valid, lo: float, hi: float, largest: bool):
     ``where``), so that nothing downstream, derivatives included, meets a NaN, and put NaN in
     their outputs.
     """
-    dtype = x.dtype
     if kind == "temperature":
         keep = x != (-jnp.inf if largest else jnp.inf)
         valid = keep if valid is None else valid & keep
