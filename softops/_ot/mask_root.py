@@ -192,18 +192,19 @@ def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: flo
     evaluated inside the loop (a certified start needs no evaluation; ``iterations`` counts the
     steps after the first evaluation), which stops at ``|F| <= tol / 2`` (a margin for the
     rounding of F itself) or at the dtype's resolution. ``ok``: ``|F| <= tol``; False when
-    ``max_iter`` stopped the search, when the dtype cannot resolve the root to ``tol`` (a ``tol``
-    below the rounding of the n-term sum) or when the row is NaN. Rows with ``k > n_valid / 2`` are solved as
-    ``sum sigma(-s - tau) = n_valid - k`` (the same equation), so the sum S lives in its upper
-    tail. Steps: near the root (``|F| < D``) :func:`_newton`; further away ``G = log(S / k)``
-    (close to linear in tau when the items near the root are in their exponential tails), by
-    regula falsi with the Illinois rule once both ends of the bracket have been evaluated and by
-    Newton on G before; bisection when a step leaves the bracket.
+    ``max_iter`` stopped the search, when the dtype cannot resolve the root to ``tol`` (a
+    ``tol`` below the rounding of the n-term sum) or when the row is NaN. Rows with
+    ``k > n_valid / 2`` are solved as ``sum sigma(-s - tau) = n_valid - k`` (the same equation),
+    so the sum S lives in its upper tail. Steps: near the root (``|F| < D``) :func:`_newton`;
+    further away ``G = log(S / k)`` (close to linear in tau when the items near the root are in
+    their exponential tails), by regula falsi with the Illinois rule once both ends of the
+    bracket have been evaluated and by Newton on G before; bisection when a step leaves the
+    bracket.
 
     Offsets: the search starts with ``ref`` the top score. At a small temperature ``|tau|`` is
-    large and the bracket can shrink to a few of its ulps before ``|F| <= tol`` (float32 rows with
-    ties at the threshold: one ulp of tau moves a whole tied group). Such a row is re-centred once:
-    ``ref`` becomes the threshold found, ``tau`` 0 and the bracket the global one in the new
+    large and the bracket can shrink to a few of its ulps before ``|F| <= tol`` (float32 rows
+    with ties at the threshold: one ulp of tau moves a whole tied group). Such a row is
+    re-centred once: ``ref`` becomes the threshold found, ``tau`` 0 and the bracket the global one in the new
     coordinates, where ``x - ref`` is exact for the items near the threshold and tau is resolved
     to the dtype's relative precision.
     """
