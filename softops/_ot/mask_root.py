@@ -204,9 +204,9 @@ def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: flo
     Offsets: the search starts with ``ref`` the top score. At a small temperature ``|tau|`` is
     large and the bracket can shrink to a few of its ulps before ``|F| <= tol`` (float32 rows
     with ties at the threshold: one ulp of tau moves a whole tied group). Such a row is
-    re-centred once: ``ref`` becomes the threshold found, ``tau`` 0 and the bracket the global one in the new
-    coordinates, where ``x - ref`` is exact for the items near the threshold and tau is resolved
-    to the dtype's relative precision.
+    re-centred once: ``ref`` becomes the threshold found, ``tau`` 0 and the bracket the global
+    one in the new coordinates, where ``x - ref`` is exact for the items near the threshold and
+    tau is resolved to the dtype's relative precision.
     """
     dtype = x.dtype
     small = k <= 0.5 * n_valid
