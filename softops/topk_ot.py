@@ -298,7 +298,8 @@ def soft_topk(
         where: boolean mask of the shape of ``x``; ``False`` entries take no part (zero
             assignment); a row needs ``k <= n_valid`` (else it is NaN).
         tol: tolerance on the column-marginal error in mask units (default
-            ``max(sqrt(eps_dtype), 16 n eps_dtype)``).
+            ``sqrt(eps_dtype)`` for Newton, ``max(sqrt(eps_dtype), 16 n eps_dtype)`` for
+            Sinkhorn).
         max_iter: maximum solver iterations (Newton: evaluations, a few tens at any ε;
             Sinkhorn needs O(1/ε) iterations).
         differentiation: ``"implicit"`` (default) or ``"unrolled"`` (through ``max_iter``
