@@ -9,7 +9,7 @@ kl    (s, w)                 (logaddexp, logaddexp)       a - b
 
 ``kl_desc`` is ``kl`` for statistics that do not increase along a row between barriers (soft
 sort, soft rank, projections): the same blocks and values; only the stack PAV carries them
-differently (:func:`softops._isotonic.pav._stack_pav`).
+differently (`softops._isotonic.pav._stack_pav`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ kl    (s, w)                 (logaddexp, logaddexp)       a - b
 
 ``kl_desc`` is ``kl`` for statistics that do not increase along a row between barriers (soft
 sort, soft rank, projections): the same blocks and values; only the stack PAV carries them
-differently (:func:`softops._isotonic.pav._stack_pav`).
+differently (`softops._isotonic.pav._stack_pav`).
 
 The kernels return only the *structure* of the solution, a boolean ``[B, n]`` array that marks
 the first element of each block; values, and through them every derivative, are closed-form
@@ -138,7 +138,7 @@ def _starts_of(blk: _Blocks) -> jax.Array:
 def _stack_pav(kind: Kind, a, b, barrier, nxt, first):
     """Stack-based PAV over the slots ``first, nxt[first], nxt[nxt[first]], ...`` of flat arrays.
 
-    Reference semantics (each step below is one ``while_loop`` iteration)::
+    Reference semantics (each step below is one ``while_loop`` iteration):
 
         stack = []
         for i in slots:  # i = first; i = nxt[i] while i < len(a)

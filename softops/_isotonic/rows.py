@@ -3,23 +3,23 @@ r"""Row kernels of soft sort, soft rank and the permutahedron projection (privat
 All kernels take rows ``[B, n]`` (items along the last axis), a per-row strength ``eps [B]`` and an
 optional validity mask, and follow Blondel et al. (2020): sort once (descending), find the block
 structure of one isotonic problem (``pav``), then write every output in closed form
-from its block. In sorted order, with :math:`w` the weights sorted in decreasing order
-(:math:`w_i = n_v - i` for ranks) and :math:`d_i = x_i - x_{p(i)}` the difference between an item
-and the first item :math:`p(i)` of its block (exact: both are neighbours in sorted order),
+from its block. In sorted order, with $w$ the weights sorted in decreasing order
+($w_i = n_v - i$ for ranks) and $d_i = x_i - x_{p(i)}$ the difference between an item
+and the first item $p(i)$ of its block (exact: both are neighbours in sorted order),
 
 ============  ===============================================================================
 op            output at sorted position i of block B
 ============  ===============================================================================
-rank, L2      :math:`\mathrm{mean}_B(w) + \tfrac{\pm 1}{\varepsilon}(d_i - \mathrm{mean}_B d)`
-rank, KL      :math:`\textstyle\sum_B w \cdot \mathrm{softmax}_B(\pm d/\varepsilon)_i`
-sort, L2      :math:`x_{p(i)} + \mathrm{mean}_B d \pm (w_i - \mathrm{mean}_B w)/\varepsilon`
-sort, KL      :math:`x_{p(i)} \pm (\log\sum_B e^{\pm d} + \log\mathrm{softmax}_B(w/\varepsilon)_i)`
+rank, L2      $\mathrm{mean}_B(w) + \tfrac{\pm 1}{\varepsilon}(d_i - \mathrm{mean}_B d)$
+rank, KL      $\textstyle\sum_B w \cdot \mathrm{softmax}_B(\pm d/\varepsilon)_i$
+sort, L2      $x_{p(i)} + \mathrm{mean}_B d \pm (w_i - \mathrm{mean}_B w)/\varepsilon$
+sort, KL      $x_{p(i)} \pm (\log\sum_B e^{\pm d} + \log\mathrm{softmax}_B(w/\varepsilon)_i)$
 ============  ===============================================================================
 
-These equal the paper's :math:`z - v` (rank) and :math:`\rho/\varepsilon - v` (sort) but never
+These equal the paper's $z - v$ (rank) and $\rho/\varepsilon - v$ (sort) but never
 subtract two large numbers, so float32 keeps its digits at any ε: a block of one item gives
-exactly :math:`w_i` (rank) or :math:`x_i` (sort). JAX differentiates them exactly. The pivot
-:math:`x_{p(i)}` cancels out of every derivative (each formula is the same function for any value
+exactly $w_i$ (rank) or $x_i$ (sort). JAX differentiates them exactly. The pivot
+$x_{p(i)}$ cancels out of every derivative (each formula is the same function for any value
 of it), so it is held constant: its gather then needs no transpose (a scatter-add in reverse
 mode). Rows with a non-finite entry (among the valid ones) or a strength that is not positive and
 finite give NaN. Masked entries (``valid`` False) sort after the valid ones, never pool with them,
@@ -70,11 +70,20 @@ def _segments(starts: jax.Array) -> _Segments:
     return _Segments(ids, take_last(first, ids))
 
 
-def _finish(out, x, eps, valid, out_valid):
-    """NaN for rows with a non-finite valid entry or a bad strength; 0 at masked outputs."""
-    finite = jnp.isfinite(x) if valid is None else jnp.isfinite(x) | ~valid
+def nan_rows(out, good):
+    """``out`` where ``good`` [...] holds; NaN in value and in every derivative elsewhere.
+
+    A product, not a ``where``: the derivative of a bad row is NaN, never a silent 0.
+    """
+    return out * jnp.where(good, 1, jnp.nan).astype(out.dtype)[..., None]
+
+
+def _finish(out, x, eps, valid, out_valid, w=None):
+    """NaN rows (a non-finite valid entry of x or w, a bad strength); 0 at masked outputs."""
+    finite = jnp.isfinite(x) if w is None else jnp.isfinite(x) & jnp.isfinite(w)
+    finite = finite if valid is None else finite | ~valid
     good = jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
-    out = jnp.where(good[..., None], out, jnp.nan)
+    out = nan_rows(out, good)
     return out if out_valid is None else jnp.where(out_valid, out, 0)
 
 
@@ -201,8 +210,11 @@ def project_rows(z, w, valid, *, regularization: str, method: str):
     else:
         w_desc = _sort_desc(w, valid)[1]
     one = jnp.ones(z.shape[:-1], z.dtype)
+    if regularization == "kl" and w is not None:  # log w: a row with a valid w <= 0 is NaN
+        positive = (w > 0) if valid is None else (w > 0) | ~valid
+        one = jnp.where(jnp.all(positive, axis=-1), one, jnp.nan)
     out = _project(z, 1.0, w_desc, valid, regularization, method)
-    return _finish(out, z, one, valid, valid)
+    return _finish(out, z, one, valid, valid, w)
 
 
 def sort_rows(
@@ -246,5 +258,4 @@ def isotonic_rows(a, b, *, kind: str, method: str):
     """
     seg = _segments(_structure(kind, a, b, None, method))
     out = seg.sum(a) / seg.sum(b) if kind == "l2" else seg.lse(a) - seg.lse(b)
-    good = jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1, keepdims=True)
-    return jnp.where(good, out, jnp.nan)
+    return nan_rows(out, jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1))

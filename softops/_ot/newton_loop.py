@@ -1,8 +1,8 @@
-r"""The semi-dual Newton loop of :mod:`softops._ot.newton` and its row helpers (private).
+r"""The semi-dual Newton loop of `softops._ot.newton` and its row helpers (private).
 
 The helpers take rows with any leading batch axes (items last, anchors second to last); the loop
-runs on rows [B, n] without gradient, per batch shard (:func:`_solve`). The math, the start,
-the screening and the reference semantics are in :mod:`softops._ot.newton`.
+runs on rows [B, n] without gradient, per batch shard (`_solve`). The math, the start,
+the screening and the reference semantics are in `softops._ot.newton`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softops import _compat
 from softops._sharding import batch_local, like_vma, scatter_last
 
 
@@ -42,11 +43,13 @@ class _State(NamedTuple):
 def head_size(n: int, m: int) -> int | None:
     """Screening size for n items and m anchors, or None when screening would not pay."""
     head = 2 * m + 16
-    return head if 4 * head <= n else None
+    return head if _compat.is_static(n) and 4 * head <= n else None
 
 
 def chunk_size(nb: int, m: int, n: int) -> int | None:
     """Items per chunk in full-row evaluations (about 2**18 plan entries), or None for one."""
+    if not _compat.is_static(nb, n):  # a symbolic batch or length: one chunk
+        return None
     chunk = max(128, 1 << max(0, (2**18 // max(nb * m, 1)).bit_length() - 1))
     return chunk if chunk < n else None
 
@@ -69,9 +72,9 @@ def _logits(x, t, d, dy, eps, c):
     r"""L [..., m, n]: logits relative to the last anchor at the thresholds ``t + d``.
 
     ``d``: offsets from a reference ``t`` (or None), x and t centred at c [...]:
-    :math:`L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
-    \sum_{l \ge j} \Delta y_l d_l)`. The offsets enter last, so that they resolve thresholds
-    far below the ulp of t (float32 rows with ties: see :func:`_newton_loop`).
+    $L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
+    \sum_{l \ge j} \Delta y_l d_l)$. The offsets enter last, so that they resolve thresholds
+    far below the ulp of t (float32 rows with ties: see `_newton_loop`).
     """
     v = _suffix(dy * (t - c[..., None]))
     u = x - c[..., None]
@@ -107,16 +110,16 @@ def _running_sum(v, reverse: bool):
 def _plan_softmax(x, t, d, dy, eps):
     r"""(pi [..., m, n], lse [..., n]) at the thresholds ``t + d``, from the gaps of the logits.
 
-    The logit gap of anchors j and j + 1 is :math:`G_{ij} = (2/\varepsilon) \Delta y_j ((x_i -
-    t_j) - d_j)`, and :math:`L_{ij} = \sum_{l \ge j} G_{il}` (relative to the last anchor). The
-    softmax needs L only up to a constant per item: :math:`L'_{ij} = \sum_{l \ge j} \min(G_{il},
-    0) - \sum_{l < j} \max(G_{il}, 0)` (the same differences :math:`L'_j - L'_{j+1} = G_j`).
+    The logit gap of anchors j and j + 1 is $G_{ij} = (2/\varepsilon) \Delta y_j ((x_i -
+    t_j) - d_j)$, and $L_{ij} = \sum_{l \ge j} G_{il}$ (relative to the last anchor). The
+    softmax needs L only up to a constant per item: $L'_{ij} = \sum_{l \ge j} \min(G_{il},
+    0) - \sum_{l < j} \max(G_{il}, 0)$ (the same differences $L'_j - L'_{j+1} = G_j$).
     With ordered thresholds the negative gaps are those above the item's own anchor and the
     positive ones below it, so each running sum starts at that anchor: the logits that matter
     carry the rounding of ``x - t`` near the item (exact for close values), not of
-    :math:`Y_j x_i` (:func:`_logits`: about :math:`k |x|` times the dtype's eps, times
-    :math:`2/\varepsilon`; float32 rows at small ε stalled at a column error of 5e-4 to 1e-3
-    in mask units with k = 31). ``lse`` is relative to the last anchor, as :func:`_softmax`'s.
+    $Y_j x_i$ (``_logits``: about $k |x|$ times the dtype's eps, times
+    $2/\varepsilon$; float32 rows at small ε stalled at a column error of 5e-4 to 1e-3
+    in mask units with k = 31). ``lse`` is relative to the last anchor, as ``_softmax``'s.
     """
     u = x[..., None, :] - t[..., :, None]
     if d is not None:
@@ -184,7 +187,7 @@ def _direction(ev: _Eval, b):
     An over-full anchor's column is about exponential in its g_j: plain Newton on b - col moves
     g_j by at most ε and divides the excess by about e per step. Far from the solution (error
     above an eighth of the first m - 1 anchors' mass) the over-full anchors' residuals are taken
-    as :math:`col_j \log(b_j / col_j)` (Newton on log col = log b: exact for an isolated anchor;
+    as $col_j \log(b_j / col_j)$ (Newton on log col = log b: exact for an isolated anchor;
     equal to b - col to first order). The plain step is kept where that is not an ascent
     direction of F, and near the solution (quadratic convergence, as measured).
     """
@@ -216,7 +219,7 @@ def _sums(x, a, t, d, dy, eps, c, precise: bool):
 def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None, precise: bool = False) -> _Eval:
     """The semi-dual and its derivatives at the thresholds ``t + d`` (``c``: centre of t).
 
-    ``precise``: the plan from :func:`_plan_softmax` (else :func:`_logits`, faster).
+    ``precise``: the plan from ``_plan_softmax`` (else ``_logits``, faster).
     """
     if chunk is None:
         col, hess, ent, ent_abs = _sums(x, a, t, d, dy, eps, c, precise)
@@ -254,10 +257,10 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
     done); at most ``max_iter`` evaluations per row. ``hess``: H at the start where known
     (default zero; a row that is never evaluated keeps it).
 
-    ``precise``: evaluate the plan by :func:`_plan_softmax`. Otherwise (the fast logits of
-    :func:`_logits`) a row also stops when its error has not halved in ``_PATIENCE``
+    ``precise``: evaluate the plan by ``_plan_softmax``. Otherwise (the fast logits of
+    ``_logits``) a row also stops when its error has not halved in ``_PATIENCE``
     evaluations: in float32 at small ε it may sit at the rounding floor of those logits, above
-    the tolerance, and :func:`_solve` goes on with ``precise``.
+    the tolerance, and ``_solve`` goes on with ``precise``.
     """
     dtype = x.dtype
     limit = it + max_iter
@@ -312,8 +315,8 @@ def _start(x, a, b, dy, eps, size: int):
 
     The sorted assignment (the ε → 0 solution) from the ``size`` largest items; for a diffuse
     row (ε at least the x-span times the largest anchor gap) the ε → ∞ solution instead, where
-    :math:`\pi_i \to b`: :math:`t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
-    y_j)`. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
+    $\pi_i \to b$: $t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
+    y_j)$. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
     """
     valid = a > 0
     top, idx = lax.top_k(jnp.where(valid, x, -jnp.inf), size)
@@ -353,13 +356,13 @@ def _tail_bound(x, a, in_head, t, dy, eps):
 def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
     """Thresholds t + d [..., m-1], iterations, error, H [..., m-1, m-1] and how to plan them.
 
-    t is the start and d the offsets from it (see :func:`_newton_loop`). Runs on values without
+    t is the start and d the offsets from it (see ``_newton_loop``). Runs on values without
     gradient, shard by shard. ``head``: screening size (None: off). H is the Hessian of the last
     evaluation that accepted t (frozen items add exact zeros to it, so a certified row's head
     solve gives the full row's H); zero for a row never evaluated.
 
-    Full rows run with the fast logits (:func:`_logits`); a row that stalls above the tolerance
-    goes on with :func:`_plan_softmax`, as do the head solves (a few items). The last three
+    Full rows run with the fast logits (``_logits``); a row that stalls above the tolerance
+    goes on with ``_plan_softmax``, as do the head solves (a few items). The last three
     outputs say which plan the solver measured (``newton.output_plan`` builds it): ``fine``
     [...] the certified rows (the head [..., head] items from the precise plan, the others
     one-hot on the last anchor; ``head = 0`` without screening), ``precise`` [...] the rows
