@@ -42,6 +42,7 @@ TARGETS = RNG.standard_normal((2, N))
 WEIGHTS = RNG.uniform(0.5, 2.0, (2, N))
 MASK = np.array([[True, True, False, True, True, True], [True, False, True, True, True, False]])
 LABELS = np.array([2, 4])
+LABELS_WHERE = np.array([3, 4])  # on classes that MASK keeps
 RELEVANCE = np.array([[0.0, 1.0, 3.0, 0.0, 2.0, 1.0], [4.0, 0.0, 1.0, 2.0, 0.0, 3.0]])
 ANCHORS = np.linspace(-1.0, 1.0, 4)
 
@@ -282,7 +283,7 @@ CASES: dict[str, dict[str, Case]] = {
         "temperature_where": Case(
             lambda x, y, m: losses.soft_topk_mask_loss(x, y, k=2, temperature=0.5, where=m),
             X,
-            (LABELS, MASK),
+            (LABELS_WHERE, MASK),
         ),
     },
     "soft_quantile": {

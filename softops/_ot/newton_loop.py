@@ -36,6 +36,8 @@ class _State(NamedTuple):
     done: jax.Array
     it: jax.Array
     hess: jax.Array  # H at t (from the evaluation that accepted t)
+    best: jax.Array  # the smallest error so far
+    since: jax.Array  # evaluations since the error last halved
 
 
 def head_size(n: int, m: int) -> int | None:
@@ -91,6 +93,46 @@ def _softmax(logits):
     return p / s, lmax[..., 0, :] + jnp.log(s[..., 0, :])
 
 
+def _running_sum(v, reverse: bool):
+    """Cumulative sums of [..., m-1, n] along the anchors (unrolled for a few anchors)."""
+    m1 = v.shape[-2]
+    if m1 > 64:
+        return lax.associative_scan(jnp.add, v, axis=v.ndim - 2, reverse=reverse)
+    order = range(m1 - 1, -1, -1) if reverse else range(m1)
+    out: dict[int, jax.Array] = {}
+    acc = None
+    for j in order:
+        acc = v[..., j, :] if acc is None else acc + v[..., j, :]
+        out[j] = acc
+    return jnp.stack([out[j] for j in range(m1)], axis=-2)
+
+
+def _plan_softmax(x, t, d, dy, eps):
+    r"""(pi [..., m, n], lse [..., n]) at the thresholds ``t + d``, from the gaps of the logits.
+
+    The logit gap of anchors j and j + 1 is $G_{ij} = (2/\varepsilon) \Delta y_j ((x_i -
+    t_j) - d_j)$, and $L_{ij} = \sum_{l \ge j} G_{il}$ (relative to the last anchor). The
+    softmax needs L only up to a constant per item: $L'_{ij} = \sum_{l \ge j} \min(G_{il},
+    0) - \sum_{l < j} \max(G_{il}, 0)$ (the same differences $L'_j - L'_{j+1} = G_j$).
+    With ordered thresholds the negative gaps are those above the item's own anchor and the
+    positive ones below it, so each running sum starts at that anchor: the logits that matter
+    carry the rounding of ``x - t`` near the item (exact for close values), not of
+    $Y_j x_i$ (``_logits``: about $k |x|$ times the dtype's eps, times
+    $2/\varepsilon$; float32 rows at small ε stalled at a column error of 5e-4 to 1e-3
+    in mask units with k = 31). ``lse`` is relative to the last anchor, as ``_softmax``'s.
+    """
+    u = x[..., None, :] - t[..., :, None]
+    if d is not None:
+        u = u - d[..., :, None]
+    g = (2 / eps)[..., None, None] * dy[..., :, None] * u
+    below = _running_sum(jnp.maximum(g, 0), reverse=False)
+    above = _running_sum(jnp.minimum(g, 0), reverse=True)
+    zero = jnp.zeros_like(g[..., :1, :])
+    logits = jnp.concatenate([above, zero], axis=-2) - jnp.concatenate([zero, below], axis=-2)
+    pi, lse = _softmax(logits)
+    return pi, lse + below[..., -1, :]
+
+
 def _hessian(a, pi):
     """H on the first m - 1 anchors (full-width arrays sliced at the end: XLA fuses them)."""
     m1 = pi.shape[-2] - 1
@@ -113,12 +155,15 @@ def _dot_m(pi, v):
 def _errors(col, a, b):
     """(b - P^T 1) on the first m - 1 anchors and ||P^T 1 - b||_1.
 
-    The last column is ``sum(a) - sum(other columns)`` (the rows of P sum to a): for top-k
-    marginals it is a large sum whose rounding would swamp a tolerance in mask units.
+    The rows of P sum to a and ``sum(a) == sum(b)`` (every caller's marginals), so the last
+    column's error is minus the sum of the others': for top-k marginals the last column is a large
+    sum (about 1 in plan units) whose rounding, n eps in mask units, would swamp a tolerance (as
+    would that of ``sum(a)`` or of the last mass); the others are sums of about 1/n each.
     """
+    del a
     m1 = col.shape[-1]
     grad = b[..., :m1] - col
-    last = b[..., m1] - jnp.sum(a, axis=-1) + jnp.sum(col, axis=-1)
+    last = -jnp.sum(grad, axis=-1)
     return grad, jnp.sum(jnp.abs(grad), axis=-1) + jnp.abs(last)
 
 
@@ -166,15 +211,18 @@ def _threshold_step(z, dy, eps):
 # The loop, on rows [B, n] without gradient.
 
 
-def _sums(x, a, t, d, dy, eps, c):
-    pi, lse = _softmax(_logits(x, t, d, dy, eps, c))
+def _sums(x, a, t, d, dy, eps, c, precise: bool):
+    pi, lse = _plan_softmax(x, t, d, dy, eps) if precise else _softmax(_logits(x, t, d, dy, eps, c))
     return _columns(a, pi), _hessian(a, pi), jnp.sum(a * lse, 1), jnp.sum(a * jnp.abs(lse), 1)
 
 
-def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None) -> _Eval:
-    """The semi-dual and its derivatives at the thresholds ``t + d`` (``c``: centre of t)."""
+def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None, precise: bool = False) -> _Eval:
+    """The semi-dual and its derivatives at the thresholds ``t + d`` (``c``: centre of t).
+
+    ``precise``: the plan from ``_plan_softmax`` (else ``_logits``, faster).
+    """
     if chunk is None:
-        col, hess, ent, ent_abs = _sums(x, a, t, d, dy, eps, c)
+        col, hess, ent, ent_abs = _sums(x, a, t, d, dy, eps, c, precise)
     else:
         nb, n = x.shape
         xs, as_ = (
@@ -183,7 +231,7 @@ def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None) -> _Eval:
         )
 
         def step(acc, xa):
-            return jax.tree.map(jnp.add, acc, _sums(*xa, t, d, dy, eps, c)), None
+            return jax.tree.map(jnp.add, acc, _sums(*xa, t, d, dy, eps, c, precise)), None
 
         m1, zero = t.shape[1], jnp.zeros((nb,), x.dtype)
         init = (jnp.zeros((nb, m1), x.dtype), jnp.zeros((nb, m1, m1), x.dtype), zero, zero)
@@ -195,8 +243,11 @@ def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None) -> _Eval:
     return _Eval(value, scale, error, grad, hess)
 
 
+_PATIENCE = 16  # fast-logit evaluations without halving the error before the precise plan
+
+
 def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, chunk=None,
-                 hess=None):  # fmt: skip
+                 hess=None, precise: bool = False):  # fmt: skip
     """Damped Newton from ``t + d`` on rows [B, n]: returns (d, iterations, error, H at t + d).
 
     The thresholds are carried as offsets ``d`` from the reference ``t`` (their start): in
@@ -205,6 +256,11 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
     above the tolerance). ``done`` rows are left alone (no evaluation at all when every row is
     done); at most ``max_iter`` evaluations per row. ``hess``: H at the start where known
     (default zero; a row that is never evaluated keeps it).
+
+    ``precise``: evaluate the plan by ``_plan_softmax``. Otherwise (the fast logits of
+    ``_logits``) a row also stops when its error has not halved in ``_PATIENCE``
+    evaluations: in float32 at small ε it may sit at the rounding floor of those logits, above
+    the tolerance, and ``_solve`` goes on with ``precise``.
     """
     dtype = x.dtype
     limit = it + max_iter
@@ -216,12 +272,12 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
     # A fresh state: the first evaluation (at t, alpha = 0, value -inf) is always accepted.
     hess = jnp.zeros(t.shape + t.shape[-1:], dtype) if hess is None else hess
     init = _State(d, zero - jnp.inf, zero, zero + jnp.inf, jnp.zeros_like(t), zero, zero,
-                  done | (max_iter <= 0), it, hess)  # fmt: skip
+                  done | (max_iter <= 0), it, hess, zero + jnp.inf, jnp.zeros_like(it))  # fmt: skip
     slack = 32 * jnp.finfo(dtype).eps
 
     def body(s: _State) -> _State:
         trial = s.d + s.alpha[:, None] * s.step
-        ev = _evaluate(x, a, b, t, trial, dy, eps, c, chunk)
+        ev = _evaluate(x, a, b, t, trial, dy, eps, c, chunk, precise)
         armijo = ev.value >= s.value + 1e-4 * s.alpha * s.slope
         # Near the solution F is flat to rounding: also accept a step that lowers the error
         # while F stays within its rounding.
@@ -234,13 +290,16 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
         error = jnp.where(ok, ev.error, s.error)
         it = s.it + 1
         bad_data = ~jnp.isfinite(ev.error) & (s.alpha == 0)
-        done = (error <= tol) | (alpha < 2.0**-30) | (it >= limit) | bad_data
+        halved = error <= s.best / 2
+        since = jnp.where(halved, 0, s.since + 1)
+        stalled = (since >= _PATIENCE) if not precise else jnp.zeros_like(halved)
+        done = (error <= tol) | (alpha < 2.0**-30) | (it >= limit) | bad_data | stalled
         o1 = ok[:, None]
         new = _State(
             jnp.where(o1, trial, s.d), jnp.where(ok, ev.value, s.value),
             jnp.where(ok, ev.scale, s.scale), error, jnp.where(o1, step, s.step),
             jnp.where(ok, eps * jnp.sum(ev.grad * z, axis=1), s.slope), alpha, done, it,
-            jnp.where(ok[:, None, None], ev.hess, s.hess),
+            jnp.where(ok[:, None, None], ev.hess, s.hess), jnp.where(halved, error, s.best), since,
         )  # fmt: skip
         keep = s.done
         return jax.tree.map(
@@ -293,14 +352,21 @@ def _tail_bound(x, a, in_head, t, dy, eps):
     return jnp.where(below | ~jnp.any(tail, axis=1), bound, jnp.inf)
 
 
-@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 1, 0, 0, 2), name="x")
+@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 0, 0, 2, 0, 0, 1), name="x")
 def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
-    """Thresholds t + d [..., m-1], frozen items [..., n], iterations, error, H [..., m-1, m-1].
+    """Thresholds t + d [..., m-1], iterations, error, H [..., m-1, m-1] and how to plan them.
 
-    t is the start and d the offsets from it (see `_newton_loop`).
-    Runs on values without gradient, shard by shard. ``head``: screening size (None: off). H is
-    the Hessian of the last evaluation that accepted t (frozen items add exact zeros to it, so
-    a certified row's head solve gives the full row's H); zero for a row never evaluated.
+    t is the start and d the offsets from it (see ``_newton_loop``). Runs on values without
+    gradient, shard by shard. ``head``: screening size (None: off). H is the Hessian of the last
+    evaluation that accepted t (frozen items add exact zeros to it, so a certified row's head
+    solve gives the full row's H); zero for a row never evaluated.
+
+    Full rows run with the fast logits (``_logits``); a row that stalls above the tolerance
+    goes on with ``_plan_softmax``, as do the head solves (a few items). The last three
+    outputs say which plan the solver measured (``newton.output_plan`` builds it): ``fine``
+    [...] the certified rows (the head [..., head] items from the precise plan, the others
+    one-hot on the last anchor; ``head = 0`` without screening), ``precise`` [...] the rows
+    solved on full rows with the precise plan.
     """
     batch, n, m1 = x.shape[:-1], x.shape[-1], dy.shape[-1]
     x, a = x.reshape(-1, n), a.reshape(-1, n)
@@ -313,7 +379,7 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
         d, it, err, hess = _newton_loop(
             x, a, b, dy, eps, t, jnp.zeros_like(t), it0, it0 < 0, max_iter, tol, chunk
         )
-        frozen = jnp.zeros(x.shape, bool)
+        fine = it0 < 0
     else:
         t0, idx, diffuse, t_inf = _start(x, a, b, dy, eps, head)
         x_h, a_h = jnp.take_along_axis(x, idx, axis=1), jnp.take_along_axis(a, idx, axis=1)
@@ -323,8 +389,9 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
         b_h = jnp.concatenate([b[:, :-1], rest[:, None]], axis=1)
         solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
         d_h, it_h, err_h, hess_h = _newton_loop(
-            x_h, a_h, b_h, dy, eps, t0, jnp.zeros_like(t0), it0, ~solve_head, max_iter, tol
-        )
+            x_h, a_h, b_h, dy, eps, t0, jnp.zeros_like(t0), it0, ~solve_head, max_iter, tol,
+            precise=True,
+        )  # fmt: skip
         in_head = scatter_last(x.shape, jnp.int32, idx, jnp.ones(idx.shape, jnp.int32)) > 0
         bound = _tail_bound(x, a, in_head, t0 + d_h, dy, eps)
         fine = (bound <= tol / 8) & (err_h <= tol) & solve_head
@@ -335,8 +402,14 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
             x, a, b, dy, eps, t, d0, it_h, fine, max_iter, tol, chunk, hess0
         )
         err = jnp.where(fine, err_h, err)
-        frozen = fine[:, None] & ~in_head
+    retry = (err > tol) & jnp.isfinite(err) & ~fine
+    d, it, err_p, hess = _newton_loop(
+        x, a, b, dy, eps, t, d, it, ~retry, max_iter, tol, chunk, hess, precise=True
+    )
+    err = jnp.where(retry, err_p, err)
+    idx = idx if head is not None else jnp.zeros((nb, 0), jnp.int32)
     return (
-        t.reshape(*batch, m1), d.reshape(*batch, m1), frozen.reshape(*batch, n), it.reshape(batch),
-        err.reshape(batch), hess.reshape(*batch, m1, m1),
+        t.reshape(*batch, m1), d.reshape(*batch, m1), it.reshape(batch), err.reshape(batch),
+        hess.reshape(*batch, m1, m1), fine.reshape(batch), retry.reshape(batch),
+        idx.reshape(*batch, idx.shape[-1]),
     )  # fmt: skip

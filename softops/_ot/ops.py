@@ -177,9 +177,9 @@ def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, m
     )
     if mode == "unrolled" and max_iter < 1:
         raise ValueError(f"`max_iter` must be >= 1 with differentiation='unrolled', got {max_iter}")
-    if tol is None:
-        eps = jnp.finfo(_checks.compute_dtype(x.dtype)).eps
-        tol = float(max(eps**0.5, 16 * x.shape[ax] * eps))
+    if tol is None:  # Newton's residual carries no n-term rounding (newton_loop._errors)
+        eps = float(jnp.finfo(_checks.compute_dtype(x.dtype)).eps)
+        tol = eps**0.5 if solver == "newton" else max(eps**0.5, 16 * x.shape[ax] * eps)
     solver = "unrolled" if mode == "unrolled" else solver
     return _sorted(
         x, strength, mask, axis=ax, k=k, largest=largest, kind=kind, max_iter=max_iter, tol=tol,
