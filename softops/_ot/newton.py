@@ -72,19 +72,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from softops._ot.newton_loop import (
-    _columns,
-    _dot_m,
-    _hessian,
-    _logits,
-    _plan_softmax,
-    _softmax,
-    _solve,
-    _solve_h,
-    _suffix,
-    _threshold_step,
-    chunk_size,
-    head_size,
+from softops._ot.newton_loop import chunk_size, head_size, solve_rows
+from softops._ot.semidual import (
+    anchor_logits,
+    anchor_softmax,
+    column_sums,
+    dot_m,
+    hessian,
+    plan_softmax,
+    solve_h,
+    suffix,
+    threshold_step,
 )
 from softops._sharding import batch_local, like_vma, scatter_last
 
@@ -126,10 +124,10 @@ def _by_chunks(plan, x, m: int, chunk: int | None):
 
 @batch_local(item_ndims=(1, 1, 1, 1, 0, 0, 0, 1), out_item_ndims=(2,), name="x")
 def _output_plan(x, t, d, dy, eps, fine, precise, idx):
-    """The plan pi [..., m, n] at t + d as the solver measured it (see ``_solve``).
+    """The plan pi [..., m, n] at t + d as the solver measured it (see ``solve_rows``).
 
     Certified rows (``fine``): the head items ``idx`` from the precise plan, the others one-hot
-    on the last anchor. Other rows: the precise plan (``_plan_softmax``, by chunks of items)
+    on the last anchor. Other rows: the precise plan (``plan_softmax``, by chunks of items)
     when a row of the shard needed it (``precise``), else the fast one. Built in place.
     """
     batch, n, m1, h = x.shape[:-1], x.shape[-1], t.shape[-1], idx.shape[-1]
@@ -147,14 +145,14 @@ def _output_plan(x, t, d, dy, eps, fine, precise, idx):
         return lax.cond(
             jnp.any(precise),
             lambda: _by_chunks(
-                lambda xc: _plan_softmax(xc, t, d, dy, eps)[0], x, m, chunk_size(nb, m, n)
+                lambda xc: plan_softmax(xc, t, d, dy, eps)[0], x, m, chunk_size(nb, m, n)
             ),
-            lambda: _softmax(_logits(x, t, d, dy, eps, jnp.mean(t, axis=1)))[0],
+            lambda: anchor_softmax(anchor_logits(x, t, d, dy, eps, jnp.mean(t, axis=1)))[0],
         )
 
     if h == 0:
         return full().reshape(*batch, m, n)
-    pi_h = _plan_softmax(jnp.take_along_axis(x, idx, axis=1), t, d, dy, eps)[0]
+    pi_h = plan_softmax(jnp.take_along_axis(x, idx, axis=1), t, d, dy, eps)[0]
 
     def certified():
         return _scatter_items(jnp.broadcast_to(last, (nb, m, n)), idx, pi_h)
@@ -187,7 +185,7 @@ def _plan_at(x, dy, a, b, eps, t, d, pi, hess):
 
 @jax.custom_jvp
 def _hess_at(a, pi, hess):
-    """``hess``, the solver's H at the solution, with the tangent of ``_hessian(a, pi)``.
+    """``hess``, the solver's H at the solution, with the tangent of ``hessian(a, pi)``.
 
     First-order derivatives use the solver's H as it is (no O(n m^2) product); higher orders
     differentiate H through the plan.
@@ -200,7 +198,7 @@ def _hess_at_jvp(primals, tangents):
     a, pi, hess = primals
     da, dpi, _ = (jnp.zeros_like(p) if isinstance(v, SymbolicZero) else v
                   for p, v in zip(primals, tangents))  # fmt: skip
-    return hess, jax.jvp(_hessian, (a, pi), (da, dpi))[1]
+    return hess, jax.jvp(hessian, (a, pi), (da, dpi))[1]
 
 
 _hess_at.defjvp(_hess_at_jvp, symbolic_zeros=True)
@@ -217,27 +215,27 @@ def _plan_at_jvp(primals, tangents):
     # skipped, and products are ordered so that pi is the only [..., m, n] residual.
     dpi = jnp.zeros_like(pi)
     if dx is not None:  # dl_ij = (2/eps) Y_j dx_i
-        big_y = _suffix(dy)
+        big_y = suffix(dy)
         pdx = pi * (scale * dx)[..., None, :]
-        dpi = pdx * big_y[..., :, None] - pdx * _dot_m(pi, big_y)[..., None, :]
+        dpi = pdx * big_y[..., :, None] - pdx * dot_m(pi, big_y)[..., None, :]
     if ddy is not None:
-        dv = _suffix(ddy * (t - c[..., None]))
+        dv = suffix(ddy * (t - c[..., None]))
         u = x - c[..., None]
-        dl = scale[..., None] * (_suffix(ddy)[..., :, None] * u[..., None, :] - dv[..., :, None])
+        dl = scale[..., None] * (suffix(ddy)[..., :, None] * u[..., None, :] - dv[..., :, None])
         dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
     if deps is not None:
-        logits = jnp.where(pi > 0, _logits(x, t_ref, d, dy, eps, jnp.mean(t_ref, axis=-1)), 0)
+        logits = jnp.where(pi > 0, anchor_logits(x, t_ref, d, dy, eps, jnp.mean(t_ref, axis=-1)), 0)
         dl = -(deps / eps)[..., None, None] * logits
         dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
-    rhs = -_columns(a, dpi)
+    rhs = -column_sums(a, dpi)
     if db is not None:
         rhs = rhs + db[..., :m1]
     if da is not None:
-        rhs = rhs - _columns(da, pi)
-    w = _solve_h(_hess_at(a, pi, hess), b, rhs)
-    dt = _threshold_step(w, dy, eps)
+        rhs = rhs - column_sums(da, pi)
+    w = solve_h(_hess_at(a, pi, hess), b, rhs)
+    dt = threshold_step(w, dy, eps)
     ww = jnp.concatenate([w, jnp.zeros_like(w[..., :1])], axis=-1)
-    dpi = dpi + pi * ww[..., :, None] - pi * _dot_m(pi, ww)[..., None, :]
+    dpi = dpi + pi * ww[..., :, None] - pi * dot_m(pi, ww)[..., None, :]
     return (pi, t), (dpi, dt)
 
 
@@ -278,7 +276,7 @@ def _sums_at_jvp(primals, tangents):
     m1 = dy.shape[-1]
     c = jnp.mean(t, axis=-1)
     s = (2 / eps)[..., None]
-    big_y, u = _suffix(dy), x - c[..., None]
+    big_y, u = suffix(dy), x - c[..., None]
     # sum_i q_i d°pi_ji for q = a (the implicit system) and q = w (the output), with
     # d°pi_ji = pi_ji (dl_ji - <pi_i, dl_i>), dl the logit tangent at fixed t, as
     # Y_j (pi (q * vec_y))_j - (pi (q * vec_1))_j + shift_j (pi q)_j: two item vectors and a
@@ -291,11 +289,11 @@ def _sums_at_jvp(primals, tangents):
     if dx is not None:  # dl_ji = s Y_j dx_i
         vec_y, vec_1 = s * dx, s * dx * _mvt(pi, big_y)
     if ddy is not None:  # dl_ji = s (dY_j u_i - dv_j): dY_j (pi (q s u))_j, and dv a shift
-        d_big_y = _suffix(ddy)
-        zeta = -s * _suffix(ddy * (t - c[..., None]))
+        d_big_y = suffix(ddy)
+        zeta = -s * suffix(ddy * (t - c[..., None]))
         vec_1 = plus(vec_1, s * u * _mvt(pi, d_big_y))
     if deps is not None:  # dl_ji = r L_ji, r = -deps/eps, L_ji = s (Y_j u_i - v_j)
-        v = _suffix(dy * (t - c[..., None]))
+        v = suffix(dy * (t - c[..., None]))
         r = -(deps / eps)[..., None]
         vec_y = plus(vec_y, r * s * u)
         vec_1 = plus(vec_1, r * s * (u * _mvt(pi, big_y) - _mvt(pi, v)))
@@ -323,7 +321,7 @@ def _sums_at_jvp(primals, tangents):
         rhs = rhs + db[..., :m1]
     if da is not None:
         rhs = rhs - prods[..., next(extra)][..., :m1]
-    sol = _solve_h(_hess_at(a, pi, hess), b, rhs)
+    sol = solve_h(_hess_at(a, pi, hess), b, rhs)
     ww = jnp.concatenate([sol, jnp.zeros_like(sol[..., :1])], axis=-1)
     dout = contract(1, w) + _shifted(pi, w, ww)
     if dw is not None:
@@ -342,7 +340,7 @@ def _solved(x, y, a, b, eps, max_iter: int, tol: float, head):
     size = head_size(n, m) if isinstance(head, str) else head
     size = None if size is not None and size >= n else size
     sg = lax.stop_gradient
-    t, d, it, err, hess, fine, precise, idx = _solve(
+    t, d, it, err, hess, fine, precise, idx = solve_rows(
         sg(x), sg(dy), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol, head=size
     )
     pi = _output_plan(sg(x), t, d, sg(dy), sg(eps), fine, precise, idx)
@@ -406,8 +404,8 @@ def newton_rows(x, y, a, b, eps, max_iter: int, tol: float, head: int | None | s
     if m == 1:
         return eps[..., None] * log_a + (x - y[..., :1]) ** 2, jnp.zeros_like(y), plan, it, error
     dy = y[..., :-1] - y[..., 1:]
-    g = _suffix(dy * (y[..., :-1] + y[..., 1:] - 2 * t))
+    g = suffix(dy * (y[..., :-1] + y[..., 1:] - 2 * t))
     c = lax.stop_gradient(jnp.mean(t, axis=-1))
-    _, lse = _softmax(_logits(x, t, None, dy, eps, c))
+    _, lse = anchor_softmax(anchor_logits(x, t, None, dy, eps, c))
     f = jnp.where(pos, eps[..., None] * (log_a - lse), -jnp.inf)
     return f + (x - y[..., -1:]) ** 2, g, plan, it, error

@@ -1,7 +1,7 @@
 r"""The semi-dual Newton loop of `softops._ot.newton` and its row helpers (private).
 
 The helpers take rows with any leading batch axes (items last, anchors second to last); the loop
-runs on rows [B, n] without gradient, per batch shard (`_solve`). The math, the start,
+runs on rows [B, n] without gradient, per batch shard (`solve_rows`). The math, the start,
 the screening and the reference semantics are in `softops._ot.newton`.
 """
 
@@ -14,6 +14,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _compat
+from softops._ot.semidual import (
+    anchor_logits,
+    anchor_softmax,
+    column_sums,
+    errors,
+    hessian,
+    plan_softmax,
+    solve_h,
+    threshold_step,
+)
 from softops._sharding import batch_local, like_vma, scatter_last
 
 
@@ -57,130 +67,6 @@ def chunk_size(nb: int, m: int, n: int) -> int | None:
 # Helpers on rows with any leading batch axes: items last, anchors second to last.
 
 
-def _eye(m: int, ndim: int, dtype) -> jax.Array:
-    """The identity [m, m] with ``ndim - 2`` leading unit axes (explicit rank promotion)."""
-    return jnp.eye(m, dtype=dtype).reshape((1,) * (ndim - 2) + (m, m))
-
-
-def _suffix(v):
-    """Suffix sums of [..., m-1] with a trailing zero: out_j = sum_{j' >= j} v_j', [..., m]."""
-    s = jnp.flip(jnp.cumsum(jnp.flip(v, -1), axis=-1), -1)
-    return jnp.concatenate([s, jnp.zeros_like(v[..., :1])], axis=-1)
-
-
-def _logits(x, t, d, dy, eps, c):
-    r"""L [..., m, n]: logits relative to the last anchor at the thresholds ``t + d``.
-
-    ``d``: offsets from a reference ``t`` (or None), x and t centred at c [...]:
-    $L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
-    \sum_{l \ge j} \Delta y_l d_l)$. The offsets enter last, so that they resolve thresholds
-    far below the ulp of t (float32 rows with ties: see `_newton_loop`).
-    """
-    v = _suffix(dy * (t - c[..., None]))
-    u = x - c[..., None]
-    big_y = _suffix(dy)
-    base = big_y[..., :, None] * u[..., None, :] - v[..., :, None]
-    if d is not None:
-        base = base - _suffix(dy * d)[..., :, None]
-    return (2 / eps)[..., None, None] * base
-
-
-def _softmax(logits):
-    """Softmax over the anchors and its log-normalizer [..., n]."""
-    lmax = jnp.max(logits, axis=-2, keepdims=True)
-    p = jnp.exp(logits - lmax)
-    s = jnp.sum(p, axis=-2, keepdims=True)
-    return p / s, lmax[..., 0, :] + jnp.log(s[..., 0, :])
-
-
-def _running_sum(v, reverse: bool):
-    """Cumulative sums of [..., m-1, n] along the anchors (unrolled for a few anchors)."""
-    m1 = v.shape[-2]
-    if m1 > 64:
-        return lax.associative_scan(jnp.add, v, axis=v.ndim - 2, reverse=reverse)
-    order = range(m1 - 1, -1, -1) if reverse else range(m1)
-    out: dict[int, jax.Array] = {}
-    acc = None
-    for j in order:
-        acc = v[..., j, :] if acc is None else acc + v[..., j, :]
-        out[j] = acc
-    return jnp.stack([out[j] for j in range(m1)], axis=-2)
-
-
-def _plan_softmax(x, t, d, dy, eps):
-    r"""(pi [..., m, n], lse [..., n]) at the thresholds ``t + d``, from the gaps of the logits.
-
-    The logit gap of anchors j and j + 1 is $G_{ij} = (2/\varepsilon) \Delta y_j ((x_i -
-    t_j) - d_j)$, and $L_{ij} = \sum_{l \ge j} G_{il}$ (relative to the last anchor). The
-    softmax needs L only up to a constant per item: $L'_{ij} = \sum_{l \ge j} \min(G_{il},
-    0) - \sum_{l < j} \max(G_{il}, 0)$ (the same differences $L'_j - L'_{j+1} = G_j$).
-    With ordered thresholds the negative gaps are those above the item's own anchor and the
-    positive ones below it, so each running sum starts at that anchor: the logits that matter
-    carry the rounding of ``x - t`` near the item (exact for close values), not of
-    $Y_j x_i$ (``_logits``: about $k |x|$ times the dtype's eps, times
-    $2/\varepsilon$; float32 rows at small ε stalled at a column error of 5e-4 to 1e-3
-    in mask units with k = 31). ``lse`` is relative to the last anchor, as ``_softmax``'s.
-    """
-    u = x[..., None, :] - t[..., :, None]
-    if d is not None:
-        u = u - d[..., :, None]
-    g = (2 / eps)[..., None, None] * dy[..., :, None] * u
-    below = _running_sum(jnp.maximum(g, 0), reverse=False)
-    above = _running_sum(jnp.minimum(g, 0), reverse=True)
-    zero = jnp.zeros_like(g[..., :1, :])
-    logits = jnp.concatenate([above, zero], axis=-2) - jnp.concatenate([zero, below], axis=-2)
-    pi, lse = _softmax(logits)
-    return pi, lse + below[..., -1, :]
-
-
-def _hessian(a, pi):
-    """H on the first m - 1 anchors (full-width arrays sliced at the end: XLA fuses them)."""
-    m1 = pi.shape[-2] - 1
-    q = pi * jnp.sqrt(a)[..., None, :]
-    off = -jnp.einsum("...jn,...kn->...jk", q, q)[..., :m1, :m1]
-    diag = jnp.sum(a[..., None, :] * pi * (1 - pi), axis=-1)[..., :m1]  # no cancellation
-    return jnp.where(_eye(m1, off.ndim, bool), diag[..., :, None], off)
-
-
-def _columns(a, pi):
-    """Column sums of the plan a pi on the first m - 1 anchors."""
-    return jnp.einsum("...jn,...n->...j", pi, a)[..., :-1]
-
-
-def _dot_m(pi, v):
-    """sum_j pi[..., j, i] v[..., j], [..., n]."""
-    return jnp.sum(pi * v[..., :, None], axis=-2)
-
-
-def _errors(col, a, b):
-    """(b - P^T 1) on the first m - 1 anchors and ||P^T 1 - b||_1.
-
-    The rows of P sum to a and ``sum(a) == sum(b)`` (every caller's marginals), so the last
-    column's error is minus the sum of the others': for top-k marginals the last column is a large
-    sum (about 1 in plan units) whose rounding, n eps in mask units, would swamp a tolerance (as
-    would that of ``sum(a)`` or of the last mass); the others are sums of about 1/n each.
-    """
-    del a
-    m1 = col.shape[-1]
-    grad = b[..., :m1] - col
-    last = -jnp.sum(grad, axis=-1)
-    return grad, jnp.sum(jnp.abs(grad), axis=-1) + jnp.abs(last)
-
-
-def _solve_h(h, b, rhs):
-    """Solves H z = rhs with a tiny ridge that keeps H invertible when a plan is one-hot.
-
-    ``rhs``: [..., m-1], or [..., m-1, r] for r right-hand sides.
-    """
-    m1 = h.shape[-1]
-    size = jnp.trace(h, axis1=-2, axis2=-1) / m1 + jnp.max(b, axis=-1)
-    ridge = 16 * jnp.finfo(h.dtype).eps * size
-    h = h + ridge[..., None, None] * _eye(m1, h.ndim, h.dtype)
-    if rhs.ndim == h.ndim:
-        return jnp.linalg.solve(h, rhs)
-    return jnp.linalg.solve(h, rhs[..., None])[..., 0]
-
-
 def _direction(ev: _Eval, b):
     r"""Newton step z in g from an evaluation; far from the solution, on the log of the columns.
 
@@ -196,30 +82,28 @@ def _direction(ev: _Eval, b):
     far = ev.error > jnp.sum(b[..., :m1], axis=-1) / 8
     use = (col > b[..., :m1]) & far[..., None]
     glog = jnp.where(use, col * jnp.log(b[..., :m1] / jnp.where(use, col, 1)), ev.grad)
-    zz = _solve_h(ev.hess, b, jnp.stack([ev.grad, glog], -1))
+    zz = solve_h(ev.hess, b, jnp.stack([ev.grad, glog], -1))
     z, z_log = zz[..., 0], zz[..., 1]
     ascent = jnp.sum(ev.grad * z_log, axis=-1) > 0
     return jnp.where(ascent[..., None], z_log, z)
-
-
-def _threshold_step(z, dy, eps):
-    """Thresholds' move for a Newton step z in g (gauge z_{m-1} = 0)."""
-    zz = jnp.concatenate([z, jnp.zeros_like(z[..., :1])], axis=-1)
-    return -eps[..., None] * (zz[..., :-1] - zz[..., 1:]) / (2 * dy)
 
 
 # The loop, on rows [B, n] without gradient.
 
 
 def _sums(x, a, t, d, dy, eps, c, precise: bool):
-    pi, lse = _plan_softmax(x, t, d, dy, eps) if precise else _softmax(_logits(x, t, d, dy, eps, c))
-    return _columns(a, pi), _hessian(a, pi), jnp.sum(a * lse, 1), jnp.sum(a * jnp.abs(lse), 1)
+    pi, lse = (
+        plan_softmax(x, t, d, dy, eps)
+        if precise
+        else anchor_softmax(anchor_logits(x, t, d, dy, eps, c))
+    )
+    return column_sums(a, pi), hessian(a, pi), jnp.sum(a * lse, 1), jnp.sum(a * jnp.abs(lse), 1)
 
 
 def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None, precise: bool = False) -> _Eval:
     """The semi-dual and its derivatives at the thresholds ``t + d`` (``c``: centre of t).
 
-    ``precise``: the plan from ``_plan_softmax`` (else ``_logits``, faster).
+    ``precise``: the plan from ``plan_softmax`` (else ``anchor_logits``, faster).
     """
     if chunk is None:
         col, hess, ent, ent_abs = _sums(x, a, t, d, dy, eps, c, precise)
@@ -236,7 +120,7 @@ def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None, precise: bool = Fals
         m1, zero = t.shape[1], jnp.zeros((nb,), x.dtype)
         init = (jnp.zeros((nb, m1), x.dtype), jnp.zeros((nb, m1, m1), x.dtype), zero, zero)
         (col, hess, ent, ent_abs), _ = lax.scan(step, like_vma(init, x), (xs, as_))
-    grad, error = _errors(col, a, b)
+    grad, error = errors(col, a, b)
     lin = 2 * dy * ((t - c[:, None]) + d) * jnp.cumsum(b[:, :-1], axis=1)
     value = -jnp.sum(lin, axis=1) - eps * ent
     scale = jnp.sum(jnp.abs(lin), axis=1) + eps * ent_abs
@@ -257,10 +141,10 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
     done); at most ``max_iter`` evaluations per row. ``hess``: H at the start where known
     (default zero; a row that is never evaluated keeps it).
 
-    ``precise``: evaluate the plan by ``_plan_softmax``. Otherwise (the fast logits of
-    ``_logits``) a row also stops when its error has not halved in ``_PATIENCE``
+    ``precise``: evaluate the plan by ``plan_softmax``. Otherwise (the fast logits of
+    ``anchor_logits``) a row also stops when its error has not halved in ``_PATIENCE``
     evaluations: in float32 at small ε it may sit at the rounding floor of those logits, above
-    the tolerance, and ``_solve`` goes on with ``precise``.
+    the tolerance, and ``solve_rows`` goes on with ``precise``.
     """
     dtype = x.dtype
     limit = it + max_iter
@@ -284,7 +168,7 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
         flat = (ev.value >= s.value - slack * jnp.maximum(ev.scale, s.scale)) & (ev.error < s.error)
         ok = (armijo | flat) & jnp.isfinite(ev.error)
         z = _direction(ev, b)
-        step = _threshold_step(z, dy, eps)
+        step = threshold_step(z, dy, eps)
         first = jnp.minimum(1, cap / jnp.maximum(jnp.max(jnp.abs(step), 1), jnp.finfo(dtype).tiny))
         alpha = jnp.where(ok, first, s.alpha / 2)
         error = jnp.where(ok, ev.error, s.error)
@@ -353,7 +237,7 @@ def _tail_bound(x, a, in_head, t, dy, eps):
 
 
 @batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 0, 0, 2, 0, 0, 1), name="x")
-def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
+def solve_rows(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
     """Thresholds t + d [..., m-1], iterations, error, H [..., m-1, m-1] and how to plan them.
 
     t is the start and d the offsets from it (see ``_newton_loop``). Runs on values without
@@ -361,8 +245,8 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
     evaluation that accepted t (frozen items add exact zeros to it, so a certified row's head
     solve gives the full row's H); zero for a row never evaluated.
 
-    Full rows run with the fast logits (``_logits``); a row that stalls above the tolerance
-    goes on with ``_plan_softmax``, as do the head solves (a few items). The last three
+    Full rows run with the fast logits (``anchor_logits``); a row that stalls above the tolerance
+    goes on with ``plan_softmax``, as do the head solves (a few items). The last three
     outputs say which plan the solver measured (``newton.output_plan`` builds it): ``fine``
     [...] the certified rows (the head [..., head] items from the precise plan, the others
     one-hot on the last anchor; ``head = 0`` without screening), ``precise`` [...] the rows

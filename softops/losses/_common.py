@@ -41,14 +41,14 @@ def known_labels(labels, where, n: int) -> None:
     ``labels`` and ``where`` as the caller received them (traced ones are not checked: the
     losses give NaN for such an example, see `label_ok`).
     """
-    known = _checks._concrete(labels)
+    known = _checks.concrete(labels)
     if known is None or not known.size:
         return
     outside = (known < 0) | (known >= n)
     if np.any(outside):
         bad = known[outside].ravel()[0].item()
         raise ValueError(f"`labels` must be in [0, {n}) (the classes), got labels={bad!r}")
-    mask = None if where is None else _checks._concrete(where)
+    mask = None if where is None else _checks.concrete(where)
     if mask is None:
         return
     on = np.take_along_axis(
