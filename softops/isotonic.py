@@ -72,9 +72,9 @@ def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
     """The decreasing isotonic solution of the statistics built from ``(s, w)``."""
 
     def kernel(s, w, _):
-        if kind == "l2":  # sign * y * weights, weights (sign = 0: isotonic_l2 of s - w)
-            a, b = (s - w, jnp.ones_like(s)) if sign == 0 else (sign * s * w, w)
-            out = rows.isotonic_rows(a, b, kind="l2", method=method)
+        if kind == "l2":  # sign * y, weights (sign = 0: isotonic_l2 of s - w, unit weights)
+            y, weights = (s - w, jnp.ones_like(s)) if sign == 0 else (sign * s, w)
+            out = rows.isotonic_rows(y, weights, kind="l2", method=method)
             return out if sign == 0 else sign * out
         return rows.isotonic_rows(s, w, kind="kl", method=method)
 

@@ -1,0 +1,91 @@
+r"""Blocks of sorted rows as contiguous segments, and their accurate sums (private).
+
+Every output of the isotonic family is a closed-form function of per-block sums over contiguous
+runs of a row (``rows``). A sequential float32 sum of :math:`m` terms (a scatter-add) drifts by
+about :math:`\sqrt{m}` ulps and up to :math:`m`: at :math:`n = 10^6` a block mean of the ranks was
+off by 127 (2,100 ulps). Here a block sum is the last entry of a *segmented pairwise* scan
+(``lax.associative_scan``): each total is a balanced tree of additions, so its error stays below
+about :math:`2\log_2 n` ulps of :math:`\sum_B |x|` (1–2 ulps measured at :math:`n = 10^6`), in
+float32 on every platform (no float64). Counts are exact (integer positions), and sums of the
+ranks :math:`(n_v, \dots, 1)` have closed forms (``rows``).
+
+The derivative of a block sum is the block sum of the tangent (a linear map); the tangent rule
+computes it with one scatter-add (its transpose, in reverse mode, is one gather), so derivatives
+cost what they did before.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from softops._sharding import scatter_last, take_last
+
+
+class Segments(NamedTuple):
+    """Blocks of rows given by their start flags: per item, its block id and block bounds."""
+
+    starts: jax.Array  # bool: the item starts a block
+    ids: jax.Array  # int32 block id (0, 1, ... along the row)
+    pivot: jax.Array  # int32 position of the first item of the item's block
+    end: jax.Array  # int32 position one past the last item of the item's block
+
+    def size(self, dtype) -> jax.Array:
+        """Each item's block size (exact)."""
+        return (self.end - self.pivot).astype(dtype)
+
+    def sum(self, x: jax.Array) -> jax.Array:
+        """Each item's block sum of ``x`` (pairwise: a few ulps of the sum of ``|x|``)."""
+        return _block_sum(x, self.starts, self.ids, self.end - 1)
+
+    def max(self, x: jax.Array) -> jax.Array:
+        """Each item's block maximum of ``x``."""
+        out = scatter_last(x.shape, x.dtype, self.ids, x, op="max", fill=-jnp.inf)
+        return take_last(out, self.ids)
+
+    def lse(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Each item's block logsumexp of ``x`` as ``(m, log sum exp(x - m))``, m the block max.
+
+        Kept in two parts so that a difference of two logsumexps can subtract the large parts
+        first.
+        """
+        m = lax.stop_gradient(self.max(x))
+        m = jnp.where(jnp.isfinite(m), m, 0)
+        return m, jnp.log(self.sum(jnp.exp(x - m)))
+
+
+def segments(starts: jax.Array) -> Segments:
+    """The segments of rows ``[..., n]`` whose blocks begin where ``starts`` is true.
+
+    ``starts[..., 0]`` must be true.
+    """
+    n = starts.shape[-1]
+    ids = jnp.cumsum(starts, axis=-1, dtype=jnp.int32) - 1
+    iota = lax.broadcasted_iota(jnp.int32, starts.shape, starts.ndim - 1)
+    # first[j]: the first item of block j; n past the last block, so first[j + 1] ends block j
+    first = scatter_last(starts.shape, jnp.int32, jnp.where(starts, ids, n), iota, fill=n)
+    following = jnp.concatenate([first[..., 1:], jnp.full_like(first[..., :1], n)], axis=-1)
+    return Segments(starts, ids, take_last(first, ids), take_last(following, ids))
+
+
+def _segmented_add(p, q):
+    (f1, s1), (f2, s2) = p, q
+    return f1 | f2, jnp.where(f2, s2, s1 + s2)
+
+
+@jax.custom_jvp
+def _block_sum(x, starts, ids, last):
+    """Block sums of ``x`` at every item: a segmented pairwise scan read at each block's end."""
+    _, partial = lax.associative_scan(_segmented_add, (starts, x), axis=x.ndim - 1)
+    return take_last(partial, last)
+
+
+@_block_sum.defjvp
+def _block_sum_jvp(primals, tangents):
+    x, starts, ids, last = primals
+    dx = tangents[0]
+    sums = scatter_last(dx.shape, dx.dtype, ids, dx, op="add")
+    return _block_sum(x, starts, ids, last), take_last(sums, ids)
