@@ -210,19 +210,21 @@ def sort_rows(
         a = pav.affine(jnp.zeros_like(s_c), 0.0, ramp)
         starts = pav.block_starts("kl_desc", a, pav.affine(s_c), method, barrier)
     seg = segments(starts)
-    sp = take_last(lax.stop_gradient(s), seg.pivot)
-    d = s - sp  # <= 0
     if regularization == "l2":
         # w_i - mean_B(w) = (p + e - 1) / 2 - i, exact (0 for masked items: singleton blocks)
         pos = lax.broadcasted_iota(jnp.int32, s.shape, s.ndim - 1)
         w_dev = (seg.pivot + seg.end - 1 - 2 * pos).astype(s.dtype) * 0.5
-        out = sp + seg.sum(d) / seg.size(s.dtype) + w_dev * inv_eps
+        # the block mean of s from a compensated sum: it may be far below the values it averages
+        out = seg.sum(s, compensated=True) / seg.size(s.dtype) + w_dev * inv_eps
     else:
+        sp = take_last(s_c, seg.pivot)
+        d = s - sp  # <= 0
         u = (w - take_last(w, seg.pivot)) * inv_eps  # <= 0
-        # log sum_B exp(u) = log sum_{k < m} exp(-k / eps), a geometric series
+        # sum_B exp(u) = sum_{k < m} exp(-k / eps), a geometric series; one log of the ratio of
+        # the two block sums (both near m) keeps the block's offset at the scale of the output
         m = seg.size(s.dtype)
-        log_geo = jnp.log(-jnp.expm1(-m * inv_eps)) - jnp.log(-jnp.expm1(-inv_eps))
-        out = sp + jnp.log(seg.sum(jnp.exp(d))) + u - log_geo
+        geo = jnp.expm1(-m * inv_eps) / jnp.expm1(-inv_eps)
+        out = sp + jnp.log(seg.sum(jnp.exp(d)) / geo) + u
     if straight_through:
         out = with_soft_derivative(s, out)
     return _finish(sign * out, x, eps, valid, vs)
