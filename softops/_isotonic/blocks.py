@@ -1,25 +1,25 @@
 r"""Block algebra shared by the isotonic solvers (private): anchored statistics and their pooling.
 
 Item statistics arrive in a form whose *differences* are accurate (``Stats``): an affine
-statistic :math:`y_i = c z_i + r i` (per-row ``c``, ``r``) or the log of positive values
-:math:`y_i = \log z_i`. A block never stores an absolute statistic; it stores statistics relative
-to its *anchor*, its first item :math:`f`, and every comparison of two blocks adds the exact gap
-between their anchors, :math:`c (z_g - z_f) + r (g - f)`. So the solvers decide the pooling
-from numbers at the scale of the block values' differences, not at the scale of the statistics:
-a float32 soft sort at :math:`n = 10^7` carries statistics :math:`i / \varepsilon \approx 10^{10}`
-(spacing 1024) whose neighbours differ by :math:`1/\varepsilon = 10^3`.
+statistic $y_i = c z_i + r i$ (per-row $c$, $r$) or the log of positive values $y_i = \log z_i$.
+A block never stores an absolute statistic; it stores statistics relative to its *anchor*, its
+first item $f$, and every comparison of two blocks adds the exact gap between their anchors,
+$c (z_g - z_f) + r (g - f)$. So the solvers decide the pooling from numbers at the scale of the
+differences of block values, not at the scale of the statistics: a float32 soft sort at
+$n = 10^7$ carries statistics $i / \varepsilon \approx 10^{10}$ (spaced 1024 apart in float32)
+whose neighbours differ by $1/\varepsilon = 10^3$, and a float32 KL soft rank at
+$\varepsilon = 10^{-4}$ carries $x / \varepsilon \approx 10^4$ whose neighbours differ by
+$10^{-3}$.
 
-====  ================================  ==============================  =====================
-kind  item statistics                   block statistics (anchor f)     value - anchor value
-====  ================================  ==============================  =====================
-l2    y (affine), weight b              P = sum b (y - y_f), Q = sum b  P / Q
-kl    a, b (affine or log)              P = lse(a - a_f), Q = lse(b...)  P - Q
-====  ================================  ==============================  =====================
+| kind | block statistics (anchor $f$)                          | value − anchor value |
+|------|--------------------------------------------------------|----------------------|
+| l2   | $P = \sum b (y - y_f)$, $Q = \sum b$ (weights $b$)     | $P / Q$              |
+| kl   | $P = \log\sum e^{a - a_f}$, $Q = \log\sum e^{b - b_f}$ | $P - Q$              |
 
-The anchor value is :math:`y_f` (l2) or :math:`a_f - b_f` (kl). ``kl_desc`` is ``kl`` for
-statistics that do not increase along a row between barriers (soft sort, soft rank,
-projections): its blocks store :math:`P = \sum e^{a - a_f} \in [1, m]` and likewise ``Q`` in
-linear space (no ``log`` per merge, and sums that keep their relative precision).
+The anchor value is $y_f$ (l2) or $a_f - b_f$ (kl). ``kl_desc`` is ``kl`` for statistics that do
+not increase along a row between barriers (soft sort, soft rank, projections): its blocks store
+$P = \sum e^{a - a_f} \in [1, m]$ and likewise $Q$ in linear space (no ``log`` per merge, and sums
+that keep their relative precision).
 """
 
 from __future__ import annotations

@@ -84,7 +84,12 @@ def _merge_level(kind, p, rho, start, bar, a, b, first, anchor_gaps):
     da, db = anchor_gaps(g, first)  # statistics at each anchor minus at g
     a, b = shift(kind, a, b, da, db)  # anchored at g
     gap = anchor_gap(kind, da, db)
-    v4, s4, bar4, a4, b4, gap4 = (x.reshape(shape) for x in (rho + gap, start, bar, a, b, gap))
+    # A pooled group's value, read at its first block: recomputed at each member, rounding could
+    # make the members differ, and the searches below could then split the group.
+    pos = lax.broadcasted_iota(jnp.int32, rho.shape, 1)
+    head = lax.cummax(jnp.where(start | bar, pos, 0), axis=1)
+    v = jnp.take_along_axis(rho + gap, head, axis=1)
+    v4, s4, bar4, a4, b4, gap4 = (x.reshape(shape) for x in (v, start, bar, a, b, gap))
     # L in reversed order (its suffixes become prefixes), R as is.
     vl, vr = v4[:, :, 0, ::-1], v4[:, :, 1]
     barl, barr = bar4[:, :, 0, ::-1], bar4[:, :, 1]

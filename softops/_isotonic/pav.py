@@ -1,18 +1,13 @@
 """Private kernels for decreasing isotonic regression: the block structure of the solution.
 
 Both regularizations of Blondel et al. (2020) pool adjacent blocks by the same rule; they differ in
-the statistics a block carries and in how two blocks combine:
-
-====  =====================  ===========================  ==================
-kind  per-element (a, b)     combine two blocks           block value
-====  =====================  ===========================  ==================
-l2    (weight * y, weight)   (a1 + a2, b1 + b2)           a / b
-kl    (s, w)                 (logaddexp, logaddexp)       a - b
-====  =====================  ===========================  ==================
-
-``kl_desc`` is ``kl`` for statistics that do not increase along a row between barriers (soft
-sort, soft rank, projections): the same blocks and values; only the stack PAV carries them
-differently (:func:`softops._isotonic.pav._stack_pav`).
+the statistics a block carries and in how two blocks combine (``blocks``: L2 blocks carry weighted
+sums, KL blocks logsumexps). Statistics come in a form whose differences are exact (an affine
+function of the item's input and position, or the log of positive values), and every block keeps
+its statistics relative to its first item: two blocks are compared through the gap between their
+first items, computed from the inputs, so float32 decides the pooling at the scale of the values'
+differences, not of the statistics themselves (``blocks``). Long blocks are summed pairwise (the
+rounds) or with compensated sums (the stack), so their values stay within a few ulps.
 
 The kernels return only the *structure* of the solution, a boolean ``[B, n]`` array that marks
 the first element of each block; values, and through them every derivative, are closed-form

@@ -3,27 +3,30 @@ r"""Row kernels of soft sort, soft rank and the permutahedron projection (privat
 All kernels take rows ``[B, n]`` (items along the last axis), a per-row strength ``eps [B]`` and an
 optional validity mask, and follow Blondel et al. (2020): sort once (descending), find the block
 structure of one isotonic problem (``pav``), then write every output in closed form
-from its block. In sorted order, with :math:`w` the weights sorted in decreasing order
-(:math:`w_i = n_v - i` for ranks) and :math:`d_i = x_i - x_{p(i)}` the difference between an item
-and the first item :math:`p(i)` of its block (exact: both are neighbours in sorted order),
+from its block. In sorted order, with $w$ the weights sorted in decreasing order
+($w_i = n_v - i$ for ranks) and $d_i = x_i - x_{p(i)}$ the difference between an item
+and the first item $p(i)$ of its block (exact: both are neighbours in sorted order),
 
-============  ===============================================================================
-op            output at sorted position i of block B
-============  ===============================================================================
-rank, L2      :math:`\mathrm{mean}_B(w) + \tfrac{\pm 1}{\varepsilon}(d_i - \mathrm{mean}_B d)`
-rank, KL      :math:`\textstyle\sum_B w \cdot \mathrm{softmax}_B(\pm d/\varepsilon)_i`
-sort, L2      :math:`x_{p(i)} + \mathrm{mean}_B d \pm (w_i - \mathrm{mean}_B w)/\varepsilon`
-sort, KL      :math:`x_{p(i)} \pm (\log\sum_B e^{\pm d} + \log\mathrm{softmax}_B(w/\varepsilon)_i)`
-============  ===============================================================================
+| op       | output at sorted position $i$ of block $B$                                      |
+|----------|----------------------------------------------------------------------------------|
+| rank, L2 | $\mathrm{mean}_B(w) + \tfrac{\pm 1}{\varepsilon}(d_i - \mathrm{mean}_B d)$        |
+| rank, KL | $\sum_B w \cdot \mathrm{softmax}_B(\pm d/\varepsilon)_i$                          |
+| sort, L2 | $\mathrm{mean}_B(x) \pm (w_i - \mathrm{mean}_B w)/\varepsilon$                    |
+| sort, KL | $x_{p(i)} \pm (\log(\sum_B e^{\pm d} / \sum_B e^{u}) + u_i)$                   |
 
-These equal the paper's :math:`z - v` (rank) and :math:`\rho/\varepsilon - v` (sort) but never
+with $u_i = (w_i - w_{p(i)})/\varepsilon$.
+
+These equal the paper's $z - v$ (rank) and $\rho/\varepsilon - v$ (sort) but never
 subtract two large numbers, so float32 keeps its digits at any ε: a block of one item gives
-exactly :math:`w_i` (rank) or :math:`x_i` (sort). JAX differentiates them exactly. The pivot
-:math:`x_{p(i)}` cancels out of every derivative (each formula is the same function for any value
-of it), so it is held constant: its gather then needs no transpose (a scatter-add in reverse
-mode). Rows with a non-finite entry (among the valid ones) or a strength that is not positive and
-finite give NaN. Masked entries (``valid`` False) sort after the valid ones, never pool with them,
-and get 0.
+exactly $w_i$ (rank) or $x_i$ (sort). Block sums are exact or nearly (``segments``): counts and
+sums of the ranks $w$ are closed forms in the block's bounds ($\mathrm{mean}_B(w) = n_v - (p + e -
+1)/2$ for a block $[p, e)$; $\sum_B e^{u}$ is a geometric series), the others pairwise, and
+$\mathrm{mean}_B(x)$ compensated (it can be far smaller than the values it averages). JAX
+differentiates the formulas exactly. The pivot $x_{p(i)}$ cancels out of every derivative (each
+formula is the same function for any value of it), so it is held constant: its gather then needs
+no transpose (a scatter-add in reverse mode). Rows with a non-finite entry (among the valid ones)
+or a strength that is not positive and finite give NaN. Masked entries (``valid`` False) sort
+after the valid ones, never pool with them, and get 0.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 r"""Blocks of sorted rows as contiguous segments, and their accurate sums (private).
 
 Every output of the isotonic family is a closed-form function of per-block sums over contiguous
-runs of a row (``rows``). A sequential float32 sum of :math:`m` terms (a scatter-add) drifts by
-about :math:`\sqrt{m}` ulps and up to :math:`m`: at :math:`n = 10^6` a block mean of the ranks was
-off by 127 (2,100 ulps). Here a block sum is the last entry of a *segmented pairwise* scan
-(``lax.associative_scan``): each total is a balanced tree of additions, so its error stays below
-about :math:`2\log_2 n` ulps of :math:`\sum_B |x|` (1–2 ulps measured at :math:`n = 10^6`), in
-float32 on every platform (no float64). Counts are exact (integer positions), and sums of the
-ranks :math:`(n_v, \dots, 1)` have closed forms (``rows``).
+runs of a row (``rows``). A sequential float32 sum of $m$ terms (a scatter-add) drifts by about
+$\sqrt{m}$ ulps and up to $m$: at $n = 10^6$ a block mean of the ranks was off by 127 (2,100
+ulps). Here a block sum is the last entry of a *segmented pairwise* scan (``lax.associative_scan``):
+each total is a balanced tree of additions, so its error stays below about $2\log_2 n$ ulps of
+$\sum_B |x|$ (1–2 ulps measured at $n = 10^6$), in float32 on every platform (no float64). The
+compensated variant carries Knuth's two-sum error terms through the same scan, for sums that are
+much smaller than their terms. Counts are exact (integer positions), and sums of the ranks
+$(n_v, \dots, 1)$ have closed forms (``rows``).
 
 The derivative of a block sum is the block sum of the tangent (a linear map); the tangent rule
 computes it with one scatter-add (its transpose, in reverse mode, is one gather), so derivatives
