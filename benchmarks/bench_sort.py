@@ -193,7 +193,7 @@ def sweep_shapes(ns, batches, max_elements):
 def meta(args, torch_mods):
     torch, torchsort = torch_mods
     info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
         "cpu_count": os.cpu_count(),

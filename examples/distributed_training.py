@@ -2,7 +2,7 @@
 
 A learning-to-rank task: each example is a list of ``--items`` items with ``--features`` features
 and a relevance target per item; a Flax nnx MLP scores every item and is trained with optax's Adam
-on :func:`softops.losses.spearman_loss` (one minus the soft Spearman correlation between the scores
+on ``softops.losses.spearman_loss`` (one minus the soft Spearman correlation between the scores
 and the hard ranks of the targets), averaged over the batch of lists.
 
 Data parallelism: one global mesh ``("batch",)`` over ``jax.devices()`` (every device of every
@@ -13,7 +13,7 @@ shard either way. Each device computes its own rows only; the one communication 
 all-reduce of the mean loss and the gradient. Each process builds just its own rows of a
 deterministic global batch (every row comes from ``(seed, step, row)``), so the result does not
 depend on how many processes or devices share the work. ``--method forward`` replaces backprop
-by a forward-gradient estimate, :func:`softops.forward_grad.forward_value_and_grad`, under the
+by a forward-gradient estimate, ``softops.forward_grad.forward_value_and_grad``, under the
 same ``jit``: the key is replicated, so every device draws the same tangents, and the all-reduce
 carries the loss and the directional derivatives only.
 
@@ -64,7 +64,7 @@ METHODS = ("backprop", "forward")
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     env = os.environ.get
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     g = p.add_argument_group("processes (jax.distributed.initialize)")
     g.add_argument("--coordinator-address", default=env("JAX_COORDINATOR_ADDRESS"))
     g.add_argument("--num-processes", type=int, default=_int(env("JAX_NUM_PROCESSES")))

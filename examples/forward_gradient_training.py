@@ -3,7 +3,7 @@
 Backprop, weight-perturbed FGD (``forward_value_and_grad``), activity-perturbed FGD
 (``activity_value_and_grad``) and activity-perturbed FGD with local losses
 (``local_value_and_grad``), side by side on the same data and step budget; the code is
-:mod:`softops.showcase.fg_training` (which ``python -m softops`` runs too).
+``softops.showcase.fg_training`` (which ``python -m softops`` runs too).
 
 Data: scikit-learn's digits by default, or a local MNIST ``.npz`` with ``x_train``, ``y_train``,
 ``x_test``, ``y_test`` (``--mnist PATH``; nothing is downloaded). With ``--out DIR`` a plot of
@@ -23,15 +23,15 @@ from softops.showcase.fg_training import METHODS, run
 __all__ = ["METHODS", "main", "plot", "plot_path", "report", "run"]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="a few hundred steps, one lr each")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds")
     parser.add_argument("--mnist", default=None, help="path to an MNIST .npz")
     parser.add_argument("--out", default=None, help="folder for the plot (default: no files)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch", type=int, default=64)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     res = run(
         quick=args.quick,
         seeds=tuple(range(args.seeds)),

@@ -4,16 +4,19 @@ Synthetic data where MSE is misled: heavy-tailed features, a latent score ``z = 
 targets ``y = exp(2 z)`` (a monotone transform, very skewed) with a few percent of the training
 targets multiplied by 50 (gross outliers). Only the order of the targets matters to the metric, the
 Spearman correlation on clean test data. Two identical MLPs (``flax.nnx``) are trained with Adam:
-one on MSE (on the raw targets), one on :func:`softops.losses.spearman_loss`, applied per
+one on MSE (on the raw targets), one on ``softops.losses.spearman_loss``, applied per
 mini-batch (the batch is the list being ranked; targets are hard-ranked).
 
     python examples/spearman_regression.py            # ~20 s on a CPU
     python examples/spearman_regression.py --quick    # a few seconds
+    python examples/spearman_regression.py --out DIR  # also writes results.json and report.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import time
 
 import jax
@@ -125,28 +128,41 @@ def run(
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_outputs(out: str | None, res: dict, text: str) -> None:
+    """With ``--out DIR``: the results (``results.json``) and the report (``report.txt``) in DIR."""
+    if out is None:
+        return
+    path = pathlib.Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    (path / "report.txt").write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="smaller data, fewer steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--strength", type=float, default=0.1)
-    args = parser.parse_args()
+    parser.add_argument("--out", default=None, help="folder for results.json and report.txt")
+    args = parser.parse_args(argv)
     res = run(quick=args.quick, seed=args.seed, steps=args.steps, strength=args.strength)
-    print(
+    lines = [
         f"{res['n_train']} train / {res['n_test']} test, {res['steps']} steps, "
         f"strength={res['strength']}, {res['seconds']:.1f} s"
-    )
+    ]
     rows = [
         ("MLP trained on MSE", res["mse_test_spearman"]),
         ("MLP trained on soft Spearman", res["soft_spearman_test_spearman"]),
         ("linear least squares on log y (reference)", res["linear_latent_test_spearman"]),
     ]
-    for label, value in rows:
-        print(f"  test Spearman, {label:44s}{value:.4f}")
-    print(
+    lines += [f"  test Spearman, {label:44s}{value:.4f}" for label, value in rows]
+    lines.append(
         f"  soft Spearman loss {res['spearman_loss_first']:.3f} -> {res['spearman_loss_last']:.3f}"
     )
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    write_outputs(args.out, res, text)
 
 
 if __name__ == "__main__":

@@ -4,20 +4,23 @@ Three identical MLPs (``flax.nnx``) are trained with Adam on the 8x8 digits (not
 downloaded), one per loss:
 
 - cross-entropy (``optax.softmax_cross_entropy_with_integer_labels``);
-- :func:`softops.losses.soft_topk_rank_loss` (Blondel et al., 2020, Sec. 6: logistic squash, soft
+- ``softops.losses.soft_topk_rank_loss`` (Blondel et al., 2020, Sec. 6: logistic squash, soft
   descending rank of the true class, hinge at k);
-- :func:`softops.losses.soft_topk_mask_loss` (``-log`` of the optimal-transport soft top-k mask
+- ``softops.losses.soft_topk_mask_loss`` (``-log`` of the optimal-transport soft top-k mask
   on the true class, Xie et al., 2020).
 
 Reported: test top-1 and top-k accuracy of each.
 
     python examples/topk_classification.py            # ~30 s on a CPU
     python examples/topk_classification.py --quick    # a few seconds
+    python examples/topk_classification.py --out DIR  # also writes results.json and report.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import time
 
 import jax
@@ -108,23 +111,37 @@ def run(
     return res
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_outputs(out: str | None, res: dict, text: str) -> None:
+    """With ``--out DIR``: the results (``results.json``) and the report (``report.txt``) in DIR."""
+    if out is None:
+        return
+    path = pathlib.Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    (path / "report.txt").write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="fewer steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=1, help="the k the soft losses train for")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--strength", type=float, default=0.1)
-    args = parser.parse_args()
+    parser.add_argument("--out", default=None, help="folder for results.json and report.txt")
+    args = parser.parse_args(argv)
     res = run(quick=args.quick, seed=args.seed, k=args.k, steps=args.steps, strength=args.strength)
     rk = res["report_k"]
-    print(
+    lines = [
         f"digits: {res['n_train']} train / {res['n_test']} test, {res['steps']} steps, "
-        f"k={res['k']}, {res['seconds']:.1f} s"
-    )
-    print(f"  {'loss':18s}{'top-1':>8s}{f'top-{rk}':>8s}")
+        f"k={res['k']}, {res['seconds']:.1f} s",
+        f"  {'loss':18s}{'top-1':>8s}{f'top-{rk}':>8s}",
+    ]
     for name in ("cross_entropy", "soft_rank", "soft_topk_mask"):
-        print(f"  {name:18s}{res[f'{name}_top1']:8.4f}{res[f'{name}_top{rk}']:8.4f}")
+        lines.append(f"  {name:18s}{res[f'{name}_top1']:8.4f}{res[f'{name}_top{rk}']:8.4f}")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    write_outputs(args.out, res, text)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 A table named ``NAME`` (or ``NAME.PART``, several tables of one run) lives between
 ``<!-- BEGIN NAME -->`` and ``<!-- END NAME -->`` in README.md or any ``docs/*.md`` and is rendered
-from ``benchmarks/results/NAME.json`` by ``RENDERERS[NAME]`` (``RENDERERS[NAME.PART]``). A new
+from ``benchmarks/results/NAME.json`` by ``RENDERERS[NAME]`` (``RENDERERS[NAME.PART]``); a run
+recorded as a Markdown report (``NAME.md``) is passed as ``{"markdown": text}``. A new
 benchmark plugs in by adding a renderer (a function from the loaded JSON to markdown) to
 ``RENDERERS`` and its markers to the files. Rewriting is idempotent: the output depends only on
 the JSON files.
@@ -309,7 +310,46 @@ def render_fg_memory(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_bench_topk(data: dict) -> str:
+    """The recorded Markdown report of ``benchmarks/bench_topk.py``, headings demoted."""
+    lines = data["markdown"].strip().splitlines()
+    out = []
+    for line in lines:
+        if line.startswith("# "):  # the run's title line: how it was produced
+            out.append(f"Recorded run: `{line[2:].strip()}`.")
+        elif line.startswith("#"):
+            out.append("###" + line.lstrip("#").rstrip() if line.startswith("## ") else line)
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def render_bench_topk_mask(data: dict) -> str:
+    """Markdown for ``benchmarks/bench_topk_mask.py --json`` output."""
+    out = [
+        f"`python benchmarks/bench_topk_mask.py` on {data['backend']}, float32: medians of "
+        "`lax.top_k` (values) and `soft_topk_mask` (default solver, `epsilon=ε`), forward and "
+        "forward+backward (`jax.grad` of `<op(x), w>`), timed in the same loop; ratios over "
+        "`lax.top_k` of the same array.",
+        "",
+        "| batch × n | k | ε | top_k fwd / fwd+bwd (ms) | mask fwd / fwd+bwd (ms) | fwd × "
+        "| fwd+bwd × | fwd+bwd × top_k fwd | iterations max (mean) | max residual |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in data["rows"]:
+        ms = r["ms"]
+        out.append(
+            f"| {r['batch']} × {r['n']} | {r['k']} | {r['epsilon']:g} "
+            f"| {ms['top_k']:.3f} / {ms['top_k fb']:.3f} | {ms['mask']:.3f} / {ms['mask fb']:.3f} "
+            f"| {r['fwd']:.2f} | {r['fb']:.2f} | {r['fb_over_topk_fwd']:.2f} "
+            f"| {r['max_iterations']} ({r['mean_iterations']:.1f}) | {r['max_residual']:.1e} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
+    "bench_topk": render_bench_topk,
+    "bench_topk_mask": render_bench_topk_mask,
     "bench_sort": render_bench_sort,
     "bench_local_losses.training": render_fg_training,
     "bench_local_losses.groups": render_fg_groups,
@@ -327,6 +367,10 @@ def rewrite(text: str, results: Path = RESULTS) -> str:
         if name not in RENDERERS:
             raise SystemExit(f"no renderer for table {name!r} (known: {sorted(RENDERERS)})")
         path = results / f"{name.split('.')[0]}.json"
+        report = path.with_suffix(".md")  # a run recorded as its Markdown report
+        if not path.exists() and report.exists():
+            body = RENDERERS[name]({"markdown": report.read_text()})
+            return m.group(1) + body + m.group(4)
         if not path.exists():
             raise SystemExit(f"table {name!r} needs {path.relative_to(ROOT)}")
         body = RENDERERS[name](json.loads(path.read_text()))

@@ -4,7 +4,7 @@ Each rule raises a ``ValueError`` or ``TypeError`` that names the argument and t
 received, at trace time: shapes, dtypes, options and Python numbers are static under ``jit``.
 Values that are traced cannot be checked; the ops define what they do with them (NaN).
 
-Per-row arguments are broadcast to the batch shape (:func:`per_row`); the jitted side of each op
+Per-row arguments are broadcast to the batch shape (`per_row`); the jitted side of each op
 then moves the item axis last (``softops._sharding.run_items``) and its kernels see ``[..., n]``
 arrays with any leading axes.
 """
@@ -43,7 +43,11 @@ def array(value: Any, name: str) -> jax.Array:
     dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else None
     if dtype is not None and dtype.kind not in "biuf" and dtype != jnp.bfloat16:
         raise TypeError(f"`{name}` must have a numeric dtype, got dtype {dtype}")
-    return jnp.asarray(value)
+    if isinstance(value, jax.Array):  # a device array or a tracer
+        return value
+    # A host value (Python number, NumPy array): an explicit transfer, with jnp.asarray's dtype
+    # rules, so that eager calls run under jax.transfer_guard("disallow").
+    return jax.device_put(value)
 
 
 def floating(value: Any, name: str) -> jax.Array:

@@ -4,13 +4,14 @@ Every op treats its leading axes as a batch of independent rows, so a batch-shar
 processed shard by shard. Three pieces make that happen for every kind of mesh axis:
 
 - **Explicit axes** (the default of ``jax.make_mesh``): the input's type carries its sharding, so
-  :func:`on_batch_shards` wraps the op in ``jax.shard_map`` over the mesh axes of the batch
+  `on_batch_shards` wraps the op in ``jax.shard_map`` over the mesh axes of the batch
   dimensions (the item axis must not be sharded: that raises a ``ValueError``).
 - **Auto axes** (and ``jax.jit(..., in_shardings=...)``): XLA's partitioner decides. The
   differentiable parts of every op use only gathers and scatters with batching dimensions
-  (:func:`take_last`, :func:`scatter_last`), which it partitions along the batch; solver loops,
-  which it cannot partition, go through :func:`batch_local`, a ``custom_partitioning`` that runs
-  the loop on each shard (and raises a ``ValueError`` if an item axis is sharded).
+  (`take_last`, `scatter_last`), which it partitions along the batch; solver loops,
+  which it cannot partition, go through `batch_local`, a ``custom_partitioning`` that runs
+  the loop on each shard (an item axis sharded there is gathered, with a ``UserWarning``: the
+  partitioner chose it after tracing, where a ``ValueError`` would surface as an XLA error).
 - **Inside ``jax.shard_map``** everything is local already.
 
 ``batch_local`` also folds ``vmap`` into the batch (``custom_vmap``): a loop under ``vmap`` would
@@ -20,6 +21,7 @@ otherwise select over its whole batched carry at every step.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
@@ -66,12 +68,16 @@ def _spec_of(arg) -> tuple:
     return spec + (None,) * (len(arg.shape) - len(spec))
 
 
-def _item_error(name: str, dims, spec, mesh) -> ValueError:
-    return ValueError(
+def _item_message(name: str, dims, spec, mesh) -> str:
+    return (
         f"softops ops run row by row: the item axis of `{name}` must not be sharded, but its "
         f"dimension(s) {dims} are sharded as {spec} over mesh axes {dict(mesh.shape)}. Shard "
         "the batch (leading) axes instead, e.g. jax.sharding.reshard(x, P(<batch axes>, None))."
     )
+
+
+def _item_error(name: str, dims, spec, mesh) -> ValueError:
+    return ValueError(_item_message(name, dims, spec, mesh))
 
 
 def batch_local(item_ndims: Sequence[int], out_item_ndims: Sequence[int], name: str):
@@ -104,8 +110,11 @@ def batch_local(item_ndims: Sequence[int], out_item_ndims: Sequence[int], name: 
                 for arg, k in zip(arg_shapes, item_ndims):
                     spec = _spec_of(arg)
                     if any(s is not None for s in spec[len(spec) - k :] if k):
+                        # Auto axes: the partitioner chose this sharding and an error raised
+                        # here would reach the user as an XLA INTERNAL error; the item axes are
+                        # gathered instead (below: replicated), with a warning.
                         dims = tuple(range(len(arg.shape) - k, len(arg.shape)))
-                        raise _item_error(name, dims, P(*spec), mesh)
+                        warnings.warn(_item_message(name, dims, P(*spec), mesh), stacklevel=2)
                 arg_sh = tuple(NamedSharding(mesh, P(*batch, *(None,) * k)) for k in item_ndims)
                 res = [NamedSharding(mesh, P(*batch, *(None,) * k)) for k in out_item_ndims]
                 out_sh = res[0] if not isinstance(result_shape, (tuple, list)) else tuple(res)
@@ -185,16 +194,17 @@ def on_batch_shards(
         axis_names=frozenset(axes),
     )
     # Per-row arguments (strengths, k, masks) may be replicated: slicing them is local.
-    args = tuple(None if a is None else _reshard(a, spec[:nb]) for a in args)
+    args = tuple(None if a is None else _reshard(a, spec[:nb], mesh) for a in args)
     return mapped(x, *args)
 
 
-def _reshard(a: jax.Array, batch: tuple) -> jax.Array:
+def _reshard(a: jax.Array, batch: tuple, mesh) -> jax.Array:
     want = P(*batch, *(None,) * (a.ndim - len(batch)))
     have = getattr(jax.typeof(a).sharding, "spec", None)
     if have is not None and tuple(have) + (None,) * (a.ndim - len(have)) == tuple(want):
         return a
-    return jax.sharding.reshard(a, want)
+    # A NamedSharding, not a bare spec: the input may be sharded outside any mesh context.
+    return jax.sharding.reshard(a, NamedSharding(mesh, want))
 
 
 def _varying(x) -> frozenset:

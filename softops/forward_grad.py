@@ -1,19 +1,20 @@
 r"""Forward gradients: unbiased gradient estimates from one forward-mode pass, no backward pass.
 
-For a scalar loss :math:`f(\theta)`, :math:`\theta \in \mathbb{R}^d`, and a random tangent
-:math:`v` with :math:`\mathbb{E}[v v^\top] = I`, the forward gradient
+For a scalar loss $f(\theta)$, $\theta \in \mathbb{R}^d$, and a random tangent
+$v$ with $\mathbb{E}[v v^\top] = I$, the forward gradient
 
-.. math::
-    \hat g = (\nabla f(\theta) \cdot v)\, v, \qquad \mathbb{E}[\hat g] = \nabla f(\theta),
+$$
+\hat g = (\nabla f(\theta) \cdot v)\, v, \qquad \mathbb{E}[\hat g] = \nabla f(\theta),
+$$
 
-needs only the directional derivative :math:`\nabla f \cdot v`, which ``jax.jvp`` computes
-alongside :math:`f(\theta)` without storing activations for a backward pass. With i.i.d. entries of
-kurtosis :math:`\kappa` (1 for Rademacher, 3 for Gaussian),
-:math:`\mathbb{E}\|\hat g\|^2 = (d + \kappa - 1)\|\nabla f\|^2`; averaging :math:`K` independent
-tangents gives :math:`\|\nabla f\|^2 (1 + (d + \kappa - 2)/K)`. With :math:`K \le d` orthonormal
-directions :math:`q_k` (Haar-random), :math:`v_k = \sqrt{d}\, q_k` gives
-:math:`\hat g = \tfrac{d}{K} Q Q^\top \nabla f`, unbiased, with
-:math:`\mathbb{E}\|\hat g\|^2 = \tfrac{d}{K}\|\nabla f\|^2`; :math:`K = d` is the exact
+needs only the directional derivative $\nabla f \cdot v$, which ``jax.jvp`` computes
+alongside $f(\theta)$ without storing activations for a backward pass. With i.i.d. entries of
+kurtosis $\kappa$ (1 for Rademacher, 3 for Gaussian),
+$\mathbb{E}\|\hat g\|^2 = (d + \kappa - 1)\|\nabla f\|^2$; averaging $K$ independent
+tangents gives $\|\nabla f\|^2 (1 + (d + \kappa - 2)/K)$. With $K \le d$ orthonormal
+directions $q_k$ (Haar-random), $v_k = \sqrt{d}\, q_k$ gives
+$\hat g = \tfrac{d}{K} Q Q^\top \nabla f$, unbiased, with
+$\mathbb{E}\|\hat g\|^2 = \tfrac{d}{K}\|\nabla f\|^2$; $K = d$ is the exact
 gradient.
 
 Tangents come from a counter-based integer hash of (leaf seed, element index) (see
@@ -35,14 +36,18 @@ import numpy as np
 from jax import lax
 
 from softops import _checks
+from softops._forward.activity import activity_value_and_grad
+from softops._forward.leaves import float0_zeros, float_positions, replace_at
+from softops._forward.local import local_value_and_grad
 from softops._forward.tangents import (
     DISTRIBUTIONS,
     Distribution,
     check_num_tangents,
-    float0_zeros,
-    is_float,
+    jvp_tangents,
     sample_float_leaves,
 )
+from softops._forward.tap import no_tap
+from softops._forward.transforms import fgd, perturbed_dim_factor, scale_by_perturbed_dim
 
 
 def sample_tangents(
@@ -86,15 +91,14 @@ def sample_tangents(
     _checks.choice(distribution, DISTRIBUTIONS, "distribution")
     k = 1 if num_tangents is None else check_num_tangents(num_tangents)
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    ids = [i for i, x in enumerate(leaves) if is_float(x)]
+    float_ids = float_positions(leaves)
     prefix = () if num_tangents is None else (k,)
     out: list[Any] = [float0_zeros(x, prefix) for x in leaves]
-    if ids:
+    if float_ids:
         sampled = sample_float_leaves(
-            key, [leaves[i] for i in ids], ids, len(leaves), k, distribution
+            key, [leaves[i] for i in float_ids], float_ids, len(leaves), k, distribution
         )
-        for i, t in zip(ids, sampled):
-            out[i] = t[0] if num_tangents is None else t
+        out = replace_at(out, float_ids, (t[0] if num_tangents is None else t for t in sampled))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -110,11 +114,13 @@ def forward_value_and_grad(
     r"""Like ``jax.value_and_grad``, but the gradient is a forward-gradient estimate.
 
     Returns ``g(key, *args, **kwargs) -> (value, grad_estimate)`` (``((value, aux), estimate)``
-    with ``has_aux``) where, for tangents :math:`v_1..v_K` from :func:`sample_tangents`,
+    with ``has_aux``) where, for tangents $v_1..v_K$ from
+    [`sample_tangents`][softops.forward_grad.sample_tangents],
 
-    .. math::
-        \hat g = \frac1K \sum_{k=1}^K (\nabla f \cdot v_k)\, v_k,
-        \qquad \mathbb{E}[\hat g] = \nabla f.
+    $$
+    \hat g = \frac1K \sum_{k=1}^K (\nabla f \cdot v_k)\, v_k,
+    \qquad \mathbb{E}[\hat g] = \nabla f.
+    $$
 
     The K directional derivatives come from ``jax.jvp`` batched with ``vmap`` (the primal is
     computed once); there is no backward pass, so temporary memory does not grow with depth.
@@ -138,7 +144,9 @@ def forward_value_and_grad(
         axis_name: the mapped axis to average directional derivatives over, or ``None``.
 
     Returns:
-        A function of ``(key, *args, **kwargs)``.
+        A function of ``(key, *args, **kwargs)``. Where the value is NaN or infinite, every
+        entry of the estimate is NaN: an optimizer step on it is visibly bad, never a silent
+        step along a finite direction.
 
     Raises:
         ValueError: for an unknown ``distribution`` or a bad ``num_tangents``.
@@ -162,19 +170,18 @@ def forward_value_and_grad(
     if not isinstance(argnums, (int, np.integer)) or isinstance(argnums, bool):
         raise TypeError(f"`argnums` must be an int, got argnums={argnums!r}")
 
-    def value_and_estimate(key, *args, **kwargs):
+    def value_and_estimate(key: jax.Array, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         if not -len(args) <= argnums < len(args):
             raise ValueError(f"`argnums`={argnums} is out of range for {len(args)} arguments")
         leaves, treedef = jax.tree_util.tree_flatten(args[argnums])
-        ids = [i for i, x in enumerate(leaves) if is_float(x)]
-        primals = [jnp.asarray(leaves[i]) for i in ids]
+        float_ids = float_positions(leaves)
+        primals = [jnp.asarray(leaves[i]) for i in float_ids]
 
-        def f_float(*float_leaves):
-            new = list(leaves)
-            for i, x in zip(ids, float_leaves):
-                new[i] = x
+        def f_float(*float_leaves: jax.Array) -> tuple[jax.Array, Any]:
             new_args = list(args)
-            new_args[argnums] = jax.tree_util.tree_unflatten(treedef, new)
+            new_args[argnums] = jax.tree_util.tree_unflatten(
+                treedef, replace_at(leaves, float_ids, float_leaves)
+            )
             out = fun(*new_args, **kwargs)
             value, aux = out if has_aux else (out, None)
             if jnp.ndim(value) != 0 or not jnp.issubdtype(jnp.result_type(value), jnp.floating):
@@ -184,34 +191,24 @@ def forward_value_and_grad(
                 )
             return value, aux
 
-        tangents = sample_float_leaves(key, primals, ids, len(leaves), k, distribution)
-
-        def directional(*tans):
-            return jax.jvp(f_float, tuple(primals), tuple(tans), has_aux=True)
-
-        if k == 1:
-            value, dval, aux = directional(*(t[0] for t in tangents))
-            dvals = dval[None]
-        else:
-            value, dvals, aux = jax.vmap(directional, out_axes=(None, 0, None))(*tangents)
+        tangents = sample_float_leaves(key, primals, float_ids, len(leaves), k, distribution)
+        value, dvals, aux = jvp_tangents(f_float, primals, tangents, k)
         if axis_name is not None:
             value, dvals = lax.pmean((value, dvals), axis_name)
-        est = [float0_zeros(x) for x in leaves]
-        for i, t in zip(ids, tangents):
+        dvals = jnp.where(jnp.isfinite(value), dvals, jnp.nan)  # a bad value: a NaN estimate
+
+        def weighted_mean(t: jax.Array) -> jax.Array:  # (1/K) sum_k dvals[k] t[k]
             c = dvals.astype(t.dtype)
-            est[i] = (c[0] * t[0]) if k == 1 else jnp.tensordot(c, t, axes=1) * (1.0 / k)
+            return (c[0] * t[0]) if k == 1 else jnp.tensordot(c, t, axes=1) * (1.0 / k)
+
+        est = replace_at([float0_zeros(x) for x in leaves], float_ids, map(weighted_mean, tangents))
         estimate = jax.tree_util.tree_unflatten(treedef, est)
         return ((value, aux) if has_aux else value), estimate
 
     return value_and_estimate
 
 
-# Re-exported from private modules: one public face for forward gradients.
-from softops._forward.activity import activity_value_and_grad  # noqa: E402
-from softops._forward.local import local_value_and_grad  # noqa: E402
-from softops._forward.tap import no_tap  # noqa: E402
-from softops._forward.transforms import fgd, perturbed_dim_factor, scale_by_perturbed_dim  # noqa: E402
-
+# One public face for forward gradients: the names above and those imported from the family.
 __all__ = [
     "activity_value_and_grad",
     "fgd",

@@ -1,14 +1,14 @@
 r"""Isotonic regression: exact, batched, differentiable.
 
 Blondel et al. (2020) reduce the projections behind soft sort and soft rank to two isotonic
-problems with *decreasing* constraints :math:`v_1 \ge v_2 \ge \dots \ge v_n`:
+problems with *decreasing* constraints $v_1 \ge v_2 \ge \dots \ge v_n$:
 
-- :func:`isotonic_l2` solves :math:`\min_v \tfrac12 \|v - (s - w)\|^2`;
-- :func:`isotonic_kl` solves
-  :math:`\min_v \langle e^{s - v}, 1\rangle + \langle e^w, v\rangle`.
+- [`isotonic_l2`][softops.isotonic.isotonic_l2] solves $\min_v \tfrac12 \|v - (s - w)\|^2$;
+- [`isotonic_kl`][softops.isotonic.isotonic_kl] solves
+  $\min_v \langle e^{s - v}, 1\rangle + \langle e^w, v\rangle$.
 
-:func:`isotonic_regression` is the weighted least-squares isotonic regression that scikit-learn
-users know (increasing by default), on the same kernel.
+[`isotonic_regression`][softops.isotonic.isotonic_regression] is the weighted least-squares isotonic
+regression that scikit-learn users know (increasing by default), on the same kernel.
 
 All functions work along ``axis`` (the last by default) and treat the other axes as a batch. They
 are exact (Pool Adjacent Violators), O(n) memory, and differentiable in forward and reverse mode
@@ -37,6 +37,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from softops import _checks, _sharding
@@ -75,7 +76,10 @@ def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
         if kind == "l2":  # sign * y, weights (sign = 0: isotonic_l2 of s - w, unit weights)
             y, weights = (s - w, jnp.ones_like(s)) if sign == 0 else (sign * s, w)
             out = rows.isotonic_rows(y, weights, kind="l2", method=method)
-            return out if sign == 0 else sign * out
+            if sign == 0:
+                return out
+            # weights: a row with a negative one (traced; known ones raise) is NaN
+            return rows.nan_rows(sign * out, jnp.all(w >= 0, axis=-1))
         return rows.isotonic_rows(s, w, kind="kl", method=method)
 
     dtype = jnp.result_type(s.dtype, w.dtype)
@@ -89,12 +93,13 @@ def isotonic_l2(
 
     Solves, along ``axis``,
 
-    .. math::
-        v^\star = \arg\min_{v_1 \ge \dots \ge v_n} \tfrac12 \|v - (s - w)\|^2 .
+    $$
+    v^\star = \arg\min_{v_1 \ge \dots \ge v_n} \tfrac12 \|v - (s - w)\|^2 .
+    $$
 
-    On each block :math:`B` of equal solution values, :math:`v_B = \mathrm{mean}(s_B - w_B)`;
-    hence :math:`\partial v_B / \partial s_j = 1/|B|` and
-    :math:`\partial v_B/\partial w_j = -1/|B|`.
+    On each block $B$ of equal solution values, $v_B = \mathrm{mean}(s_B - w_B)$;
+    hence $\partial v_B / \partial s_j = 1/|B|$ and
+    $\partial v_B/\partial w_j = -1/|B|$.
 
     Args:
         s: ``[..., n, ...]`` floating array.
@@ -130,14 +135,15 @@ def isotonic_kl(
 
     Solves, along ``axis``,
 
-    .. math::
-        v^\star = \arg\min_{v_1 \ge \dots \ge v_n}
-        \langle e^{s - v}, 1\rangle + \langle e^{w}, v\rangle .
+    $$
+    v^\star = \arg\min_{v_1 \ge \dots \ge v_n}
+    \langle e^{s - v}, 1\rangle + \langle e^{w}, v\rangle .
+    $$
 
-    On each block :math:`B`, :math:`v_B = \mathrm{logsumexp}(s_B) - \mathrm{logsumexp}(w_B)`,
+    On each block $B$, $v_B = \mathrm{logsumexp}(s_B) - \mathrm{logsumexp}(w_B)$,
     computed in log space (no overflow for large inputs); hence
-    :math:`\partial v_B/\partial s_j = \mathrm{softmax}(s_B)_j` and
-    :math:`\partial v_B/\partial w_j = -\mathrm{softmax}(w_B)_j`.
+    $\partial v_B/\partial s_j = \mathrm{softmax}(s_B)_j$ and
+    $\partial v_B/\partial w_j = -\mathrm{softmax}(w_B)_j$.
 
     Args:
         s: ``[..., n, ...]`` floating array.
@@ -175,16 +181,18 @@ def isotonic_regression(
 
     Solves, along ``axis``,
 
-    .. math::
-        \min_{v_1 \le \dots \le v_n} \sum_i \omega_i (v_i - y_i)^2
+    $$
+    \min_{v_1 \le \dots \le v_n} \sum_i \omega_i (v_i - y_i)^2
+    $$
 
     (``v_1 >= ... >= v_n`` when ``increasing=False``). Each block's value is the weighted mean of
     ``y`` over the block, so the result is differentiable in ``y`` and in ``weights``.
 
     Args:
         y: ``[..., n, ...]`` floating array.
-        weights: positive weights :math:`\omega`, of ``y``'s shape or broadcastable to it; None
-            means all ones. A block of zero total weight gives NaN.
+        weights: positive weights $\omega$, of ``y``'s shape or broadcastable to it; None
+            means all ones. A block of zero total weight gives NaN; a known negative weight
+            raises, a traced one gives NaN for its row.
         increasing: the direction of the constraint.
         axis: the axis along which the constraint runs; the other axes are batch.
         method: ``"auto"``, ``"sequential"`` or ``"parallel"``.
@@ -204,7 +212,12 @@ def isotonic_regression(
     """
     increasing = _checks.boolean(increasing, "increasing")
     y = _checks.floating(y, "y")
-    weights = jnp.ones_like(y) if weights is None else weights
+    weights = _checks.array(np.ones((), y.dtype), "weights") if weights is None else weights
     y, w, ax, _ = _pair(y, weights, axis, method, names=("y", "weights"))
+    known = _checks._concrete(weights)
+    if known is not None and known.size and np.any(known < 0):
+        raise ValueError(
+            f"`weights` must be non-negative, got weights={known[known < 0].ravel()[0].item()!r}"
+        )
     sign = -1.0 if increasing else 1.0
     return _isotonic(y, w, axis=ax, kind="l2", sign=sign, method=method)

@@ -1,25 +1,27 @@
 r"""Soft sort and soft rank: projections onto the permutahedron.
 
-The permutahedron :math:`\mathcal{P}(w)` is the convex hull of the permutations of a vector ``w``.
+The permutahedron $\mathcal{P}(w)$ is the convex hull of the permutations of a vector ``w``.
 Blondel et al. (2020) define soft sort and soft rank as regularized projections onto it,
 
-.. math::
-    P_Q(z, w) = \arg\min_{\mu \in \mathcal{P}(w)} \tfrac12 \|\mu - z\|^2, \qquad
-    P_E(z, w) = \arg\min_{\mu \in \mathcal{P}(w)}
-    \langle \mu, \log \mu - 1\rangle - \langle \mu, z\rangle,
+$$
+P_Q(z, w) = \arg\min_{\mu \in \mathcal{P}(w)} \tfrac12 \|\mu - z\|^2, \qquad
+P_E(z, w) = \arg\min_{\mu \in \mathcal{P}(w)}
+\langle \mu, \log \mu - 1\rangle - \langle \mu, z\rangle,
+$$
 
-and reduce both to isotonic regression: with :math:`\sigma` the permutation sorting ``z`` in
+and reduce both to isotonic regression: with $\sigma$ the permutation sorting ``z`` in
 decreasing order and ``w`` sorted decreasingly,
-:math:`P_Q(z, w)_\sigma = z_\sigma - v_Q(z_\sigma, w)` and
-:math:`P_E(z, w)_\sigma = \exp(z_\sigma - v_E(z_\sigma, \log w))`, where :math:`v_Q, v_E` are
-:func:`softops.isotonic_l2` and :func:`softops.isotonic_kl`. One sort and one isotonic regression:
-O(n log n) time, O(n) memory, exact, O(n) derivatives in forward and reverse mode.
+$P_Q(z, w)_\sigma = z_\sigma - v_Q(z_\sigma, w)$ and
+$P_E(z, w)_\sigma = \exp(z_\sigma - v_E(z_\sigma, \log w))$, where $v_Q, v_E$ are
+[`softops.isotonic_l2`][softops.isotonic.isotonic_l2] and
+[`softops.isotonic_kl`][softops.isotonic.isotonic_kl]. One sort and one isotonic regression: O(n log
+n) time, O(n) memory, exact, O(n) derivatives in forward and reverse mode.
 
-With :math:`\rho = (n, n-1, \dots, 1)` and strength :math:`\varepsilon`:
+With $\rho = (n, n-1, \dots, 1)$ and strength $\varepsilon$:
 
 - ``soft_rank(x) = P(x / ε, ρ)`` (ascending ranks, 1 = smallest);
 - ``soft_sort(x) = -(ρ/ε - v(ρ/ε, sort_desc(-x)))`` for ascending order, i.e. the projection of
-  :math:`\rho/\varepsilon` onto :math:`\mathcal{P}(x)` (under ``"kl"``, descending is not the
+  $\rho/\varepsilon$ onto $\mathcal{P}(x)$ (under ``"kl"``, descending is not the
   reversed negation of ascending).
 
 Every output is computed from its isotonic block in closed form without subtracting large
@@ -27,7 +29,8 @@ numbers, so float32 keeps its digits at any ε (e.g. ε = 1e-8, or inputs of 1e3
 
 As ε → 0 they become the hard ranks and ``jnp.sort``; as ε → ∞ every soft rank tends to
 (n + 1)/2, and the L2 soft sort to ``mean(x)`` plus a spacing of 1/ε (the KL soft sort does not
-flatten: it tends to ``logsumexp(x) - log(n)`` minus the same spacing).
+flatten: with ``descending=True`` it tends to ``logsumexp(x) - log(n)`` minus the same spacing,
+in the ascending default to ``-(logsumexp(-x) - log(n))`` plus it).
 
 ``where=`` masks items: the valid items of each row are ranked (or sorted) among themselves, as
 if the others were absent; masked outputs are 0 with zero derivative. ``straight_through=True``
@@ -47,6 +50,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from softops import _checks, _sharding
@@ -105,7 +109,7 @@ def _soft_op(x, eps, where, *, axis, op, descending, regularization, method, str
 def _soft_public(
     op, x, axis, descending, regularization, strength, where, straight_through, method
 ) -> jax.Array:
-    """The shared body of :func:`soft_rank` and :func:`soft_sort`: validate, then run."""
+    """The shared body of `soft_rank` and `soft_sort`: validate, then run."""
     descending = _checks.boolean(descending, "descending")
     straight_through = _checks.boolean(straight_through, "straight_through")
     x, ax, mask, eps = _common(x, axis, regularization, method, where, strength)
@@ -137,11 +141,12 @@ def soft_rank(
 ) -> jax.Array:
     r"""Soft ranks of ``x`` along ``axis``: a differentiable relaxation of the hard ranks.
 
-    ``soft_rank(x) = P(sign * x / ε, ρ)`` with :math:`\rho = (n, \dots, 1)`, ``sign = +1`` for
+    ``soft_rank(x) = P(sign * x / ε, ρ)`` with $\rho = (n, \dots, 1)$, ``sign = +1`` for
     ascending ranks (1 = smallest) and ``-1`` for descending ranks (1 = largest); ``P`` is the L2 or
-    KL projection onto the permutahedron (:func:`projection_permutahedron`). Ranks start at 1, as in
-    Blondel et al.'s reference code and torchsort. Under ``"l2"`` each row sums to n(n+1)/2; tied
-    inputs get equal ranks.
+    KL projection onto the permutahedron
+    ([`projection_permutahedron`][softops.projection.projection_permutahedron]). Ranks start at 1,
+    as in Blondel et al.'s reference code and torchsort. Under ``"l2"`` each row sums to n(n+1)/2;
+    tied inputs get equal ranks.
 
     Limits: ε → 0 gives the hard ranks (tied values share their mean rank); ε → ∞ gives
     (n + 1)/2 everywhere. The L2 ranks are equivariant: ``soft_rank(c * x, ε = c * ε0)`` does not
@@ -211,18 +216,21 @@ def soft_sort(
     r"""Soft-sorted values of ``x`` along ``axis``: a differentiable relaxation of ``jnp.sort``.
 
     With ``s`` = ``sign * x`` sorted in decreasing order (``sign = -1`` for ascending output,
-    ``+1`` for descending) and :math:`\rho_\varepsilon = (n, \dots, 1)/\varepsilon`,
+    ``+1`` for descending) and $\rho_\varepsilon = (n, \dots, 1)/\varepsilon$,
 
-    .. math::
-        \mathrm{soft\_sort}(x) = \mathrm{sign} \cdot (\rho_\varepsilon - v(\rho_\varepsilon, s)),
+    $$
+    \mathrm{soft\_sort}(x) = \mathrm{sign} \cdot (\rho_\varepsilon - v(\rho_\varepsilon, s)),
+    $$
 
-    with ``v`` = :func:`softops.isotonic_l2` or :func:`softops.isotonic_kl`: the projection of
-    :math:`\rho_\varepsilon` onto the permutahedron of ``s``. Under ``"l2"`` the output preserves
-    the sum of ``x`` and is monotone.
+    with ``v`` = [`softops.isotonic_l2`][softops.isotonic.isotonic_l2] or
+    [`softops.isotonic_kl`][softops.isotonic.isotonic_kl]: the projection of $\rho_\varepsilon$ onto
+    the permutahedron of ``s``. Under ``"l2"`` the output preserves the sum of ``x`` and is
+    monotone.
 
     Limits: ε → 0 gives ``jnp.sort(x)``; ε → ∞ gives ``mean(x)`` plus a spacing of 1/ε (L2;
-    under KL the values do not flatten to the mean). Under L2, sorted neighbours whose gap exceeds
-    1/ε get pooled: ε acts on the inverse scale of ``x``
+    under KL the values do not flatten to the mean: they tend to ``-(logsumexp(-x) - log(n))``,
+    or ``logsumexp(x) - log(n)`` with ``descending=True``). Under L2, sorted neighbours whose gap
+    exceeds 1/ε get pooled: ε acts on the inverse scale of ``x``
     (``soft_sort(c * x, ε / c) = c * soft_sort(x, ε)``).
 
     Args:
@@ -272,13 +280,13 @@ def soft_sort(
 
 @functools.partial(jax.jit, static_argnames=("axis", "regularization", "method"))
 def _projection(z, w, where, *, axis, regularization, method):
-    def kernel(z, *rest):
-        w, where = rest if len(rest) == 2 else (None, rest[0])
-        return rows.project_rows(z, w, where, regularization=regularization, method=method)
-
-    items = (z,) if w is None else (z, w)
-    dtype = z.dtype if w is None else jnp.result_type(z.dtype, w.dtype)
-    return _sharding.run_items(kernel, axis, items, (), where, out_dtype=dtype, name="z")
+    project = functools.partial(rows.project_rows, regularization=regularization, method=method)
+    if w is None:
+        return _sharding.run_items(
+            lambda z, where: project(z, None, where), axis, (z,), (), where, name="z"
+        )
+    dtype = jnp.result_type(z.dtype, w.dtype)
+    return _sharding.run_items(project, axis, (z, w), (), where, out_dtype=dtype, name="z")
 
 
 def projection_permutahedron(
@@ -292,15 +300,15 @@ def projection_permutahedron(
 ) -> jax.Array:
     r"""Projection of ``z`` onto the permutahedron of ``w``, Euclidean or KL.
 
-    ``"l2"``: :math:`\arg\min_{\mu \in \mathcal{P}(w)} \tfrac12\|\mu - z\|^2`.
-    ``"kl"``: :math:`\arg\min_{\mu \in \mathcal{P}(w)} \mathrm{KL}(\mu, e^{z})`, which needs
-    ``w > 0``.
+    ``"l2"``: $\arg\min_{\mu \in \mathcal{P}(w)} \tfrac12\|\mu - z\|^2$.
+    ``"kl"``: $\arg\min_{\mu \in \mathcal{P}(w)} \mathrm{KL}(\mu, e^{z})$, which needs
+    ``w > 0`` (a known ``w <= 0`` raises; a traced one gives NaN for its row).
 
     Args:
         z: ``[..., n, ...]`` floating array.
         w: the vector whose permutations span the permutahedron, ``[n]`` or of ``z``'s shape (any
             order: it is sorted internally, and derivatives flow to it). Defaults to
-            :math:`\rho = (n, n-1, \dots, 1)` (to :math:`(n_v, \dots, 1)` over the valid items).
+            $\rho = (n, n-1, \dots, 1)$ (to $(n_v, \dots, 1)$ over the valid items).
         regularization: ``"l2"`` or ``"kl"``.
         axis: the item axis; the other axes are batch.
         where: optional boolean mask of ``z``'s shape: the projection of the valid items onto the
@@ -332,5 +340,11 @@ def projection_permutahedron(
         elif w.shape != z.shape:
             raise ValueError(
                 f"`w` must have shape ({n},) or the shape of `z` {z.shape}, got w.shape={w.shape}"
+            )
+        known = _checks._concrete(w)
+        if regularization == "kl" and known is not None and known.size and np.any(known <= 0):
+            raise ValueError(
+                "`w` must be positive with regularization='kl', got "
+                f"w={known[known <= 0].ravel()[0].item()!r}"
             )
     return _projection(z, w, mask, axis=ax, regularization=regularization, method=method)

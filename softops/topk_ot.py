@@ -1,34 +1,36 @@
 r"""Differentiable top-k by entropic optimal transport (Xie et al., 2020).
 
-Top-k is an optimal-transport problem: the n scores :math:`x_i` (mass :math:`1/n` each) are moved
-to anchors :math:`y_j` with cost :math:`C_{ij} = (x_i - y_j)^2` and an entropic regularization ε,
+Top-k is an optimal-transport problem: the n scores $x_i$ (mass $1/n$ each) are moved
+to anchors $y_j$ with cost $C_{ij} = (x_i - y_j)^2$ and an entropic regularization ε,
 
-.. math::
-    \Gamma^\star = \arg\min_{\Gamma \ge 0,\ \Gamma 1 = \mu,\ \Gamma^\top 1 = \nu}
-    \langle \Gamma, C / M \rangle + \varepsilon \langle \Gamma, \log \Gamma - 1\rangle,
+$$
+\Gamma^\star = \arg\min_{\Gamma \ge 0,\ \Gamma 1 = \mu,\ \Gamma^\top 1 = \nu}
+\langle \Gamma, C / M \rangle + \varepsilon \langle \Gamma, \log \Gamma - 1\rangle,
+$$
 
-with :math:`M = \max_{ij} C_{ij}` held constant when differentiating (as in the paper's code).
+with $M = \max_{ij} C_{ij}$ held constant when differentiating (as in the paper's code).
 
-- :func:`soft_topk_mask`: anchors :math:`\{0, 1\}`; the selected anchor gets mass :math:`k/n`, and
-  the mask is :math:`A = n\,\Gamma_{:, \mathrm{selected}} \in [0, 1]^n` with :math:`\sum A = k`.
-  Eliminating the row potentials leaves one scalar per row: :math:`A_i = \sigma((x_i - \theta)/T)`
-  (``largest=True``; :math:`\sigma((\theta - x_i)/T)` otherwise) with the threshold θ fixed by
-  :math:`\sum A = k`, solved by a safeguarded Newton root find; derivative in closed form, O(n).
-- :func:`soft_topk`: the sorted variant, anchors :math:`k, k-1, \dots, 1, 0` (the first k with mass
-  :math:`1/n`, the last with :math:`(n-k)/n`), solved by semi-dual Newton (or Sinkhorn); returns
-  the soft top-k values
-  in order and the k×n soft assignment (the paper's beam-search operator).
-- :func:`sinkhorn`: the solver itself, for any cost.
+- [`soft_topk_mask`][softops.topk_ot.soft_topk_mask]: anchors $\{0, 1\}$; the selected anchor
+  gets mass $k/n$, and the mask is $A = n\,\Gamma_{:, \mathrm{selected}} \in [0, 1]^n$ with
+  $\sum A = k$. Eliminating the row potentials leaves one scalar per row:
+  $A_i = \sigma((x_i - \theta)/T)$ (``largest=True``; $\sigma((\theta - x_i)/T)$ otherwise) with
+  the threshold θ fixed by $\sum A = k$, solved by a safeguarded Newton root find; derivative in
+  closed form, O(n).
+- [`soft_topk`][softops.topk_ot.soft_topk]: the sorted variant, anchors $k, k-1, \dots, 1, 0$
+  (the first k with mass $1/n$, the last with $(n-k)/n$), solved by semi-dual Newton (or
+  Sinkhorn); returns the soft top-k values in order and the k×n soft assignment (the paper's
+  beam-search operator).
+- [`sinkhorn`][softops.topk_ot.sinkhorn]: the solver itself, for any cost.
 
 Two parameterizations of the strength, mutually exclusive:
 
-- ``epsilon=ε`` (default 0.1): the paper's, relative to the normalized cost :math:`C/M`. Because
+- ``epsilon=ε`` (default 0.1): the paper's, relative to the normalized cost $C/M$. Because
   M depends on the scores and the anchors sit at fixed positions, results change when the scores
   are shifted or scaled (``mask(x + 5)`` differs from ``mask(x)``).
-- ``temperature=T``: in the units of the scores, :math:`\Gamma_{ij} \propto
-  \exp((x_i y_j - y_j^2/2)/T)`; for the mask :math:`A_i = \sigma((x_i - \theta)/T)`, invariant to
+- ``temperature=T``: in the units of the scores, $\Gamma_{ij} \propto
+  \exp((x_i y_j - y_j^2/2)/T)$; for the mask $A_i = \sigma((x_i - \theta)/T)$, invariant to
   a shift of the scores. For a scale-free strength pass a per-row array, e.g.
-  ``temperature=0.1 * x.std(-1)``. They relate by :math:`T = \varepsilon M / 2`.
+  ``temperature=0.1 * x.std(-1)``. They relate by $T = \varepsilon M / 2$.
 
 As ε (or T) → 0 the mask tends to the hard top-k indicator (``lax.top_k``) when the k-th and
 (k+1)-th scores differ; tied scores share the mass equally.
@@ -78,13 +80,13 @@ MaskSolver = Solver
 
 
 class TopKMaskOutput(NamedTuple):
-    r"""Result of :func:`soft_topk_mask_solve`.
+    r"""Result of [`soft_topk_mask_solve`][softops.topk_ot.soft_topk_mask_solve].
 
     Attributes:
         mask: the soft top-k mask, shape of ``x``.
         threshold: θ in the units of the scores (``A = sigmoid(±(x - θ)/T)``), batch shape.
         iterations: root-find (or Sinkhorn) iterations, int32, batch shape.
-        residual: :math:`|\sum A - k|` in mask units, batch shape.
+        residual: $|\sum A - k|$ in mask units, batch shape.
         converged: ``residual <= tol`` (or the threshold found to the dtype's resolution).
     """
 
@@ -96,13 +98,15 @@ class TopKMaskOutput(NamedTuple):
 
 
 class SoftTopKOutput(NamedTuple):
-    r"""Result of :func:`soft_topk_solve`: :func:`soft_topk`'s two arrays plus diagnostics.
+    r"""Result of [`soft_topk_solve`][softops.topk_ot.soft_topk_solve].
+
+    The two arrays of [`soft_topk`][softops.topk_ot.soft_topk] plus diagnostics.
 
     Attributes:
         values: soft top-k values in order, the shape of ``x`` with ``axis`` of length k.
         assignment: soft assignment of the items to the k slots, ``[*batch, k, n]``.
         iterations: Sinkhorn iterations, batch shape.
-        residual: column-marginal error in mask units (:math:`n \|\Gamma^\top 1 - \nu\|_1`).
+        residual: column-marginal error in mask units ($n \|\Gamma^\top 1 - \nu\|_1$).
         converged: ``residual <= tol``.
     """
 
@@ -129,13 +133,15 @@ def soft_topk_mask_solve(
     max_iter: int = 100,
     solver: MaskSolver = "newton",
 ) -> TopKMaskOutput:
-    r""":func:`soft_topk_mask` with its solver's diagnostics, per row.
+    r"""[`soft_topk_mask`][softops.topk_ot.soft_topk_mask] with its solver's diagnostics, per row.
 
-    Takes the arguments of :func:`soft_topk_mask`. Unlike it, a row whose solver stopped at
-    ``max_iter`` keeps its last iterate (with ``converged=False``) instead of NaN.
+    Takes the arguments of [`soft_topk_mask`][softops.topk_ot.soft_topk_mask]. Unlike it, a row
+    whose solver stopped at ``max_iter`` keeps its last iterate (with ``converged=False``) instead
+    of NaN.
 
     Returns:
-        A :class:`TopKMaskOutput` ``(mask, threshold, iterations, residual, converged)``.
+        A [`TopKMaskOutput`][softops.topk_ot.TopKMaskOutput]
+        ``(mask, threshold, iterations, residual, converged)``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -166,17 +172,17 @@ def soft_topk_mask(
     r"""Smoothed top-k indicator by entropic optimal transport (Xie et al., 2020).
 
     The n scores (mass 1/n) are transported to the anchors {0, 1} with cost
-    :math:`(x_i - y_j)^2 / M`, :math:`M = \max_{ij}(x_i - y_j)^2` (held constant when
+    $(x_i - y_j)^2 / M$, $M = \max_{ij}(x_i - y_j)^2$ (held constant when
     differentiating), and entropic regularization ε; the selected anchor (1 for
-    ``largest=True``, 0 otherwise) receives mass k/n and :math:`A = n\,\Gamma_{:,\mathrm{sel}}`.
-    Equivalently :math:`A_i = \sigma((x_i - \theta)/T)` (``largest``) or
-    :math:`\sigma((\theta - x_i)/T)`, with :math:`T = \varepsilon M / 2` (or ``temperature=T``)
-    and θ fixed by :math:`\sum_i A_i = k`, found by a safeguarded Newton root find.
+    ``largest=True``, 0 otherwise) receives mass k/n and $A = n\,\Gamma_{:,\mathrm{sel}}$.
+    Equivalently $A_i = \sigma((x_i - \theta)/T)$ (``largest``) or
+    $\sigma((\theta - x_i)/T)$, with $T = \varepsilon M / 2$ (or ``temperature=T``)
+    and θ fixed by $\sum_i A_i = k$, found by a safeguarded Newton root find.
 
     ``A`` lies in [0, 1] and sums to k (to ``tol``); ``k = 0`` and ``k = n`` are exact. As ε → 0
     it tends to the indicator of ``lax.top_k(x, k)``. Derivative (exact, O(n)):
-    :math:`dA = \sigma' \odot (ds - (\langle\sigma', ds\rangle - dk)/\sum\sigma')`,
-    :math:`\sigma' = A(1 - A)`, :math:`s = \pm x / T`.
+    $dA = \sigma' \odot (ds - (\langle\sigma', ds\rangle - dk)/\sum\sigma')$,
+    $\sigma' = A(1 - A)$, $s = \pm x / T$.
 
     Args:
         x: scores, ``[..., n, ...]`` with the items along ``axis`` (floating dtype).
@@ -190,7 +196,7 @@ def soft_topk_mask(
         temperature: alternative to ``epsilon`` in the units of the scores; mutually exclusive.
         where: boolean array of the shape of ``x``; ``False`` entries take no part and get
             exactly 0 (and zero gradient).
-        tol: stopping tolerance on :math:`|\sum A - k|`, in mask units (default
+        tol: stopping tolerance on $|\sum A - k|$, in mask units (default
             ``4 n eps_dtype``, the rounding of an n-term sum).
         max_iter: maximum root-find (or Sinkhorn) iterations.
         solver: ``"newton"`` (default: exact scalar root find, closed-form O(n) derivative) or
@@ -238,13 +244,14 @@ def soft_topk_solve(
     differentiation: Differentiation = "implicit",
     solver: Solver = "newton",
 ) -> SoftTopKOutput:
-    r""":func:`soft_topk` with its solver's diagnostics, per row.
+    r"""[`soft_topk`][softops.topk_ot.soft_topk] with its solver's diagnostics, per row.
 
-    Takes the arguments of :func:`soft_topk`. Unlike it, a row whose solver stopped at
-    ``max_iter`` keeps its last iterate (with ``converged=False``) instead of NaN.
+    Takes the arguments of [`soft_topk`][softops.topk_ot.soft_topk]. Unlike it, a row whose solver
+    stopped at ``max_iter`` keeps its last iterate (with ``converged=False``) instead of NaN.
 
     Returns:
-        A :class:`SoftTopKOutput` ``(values, assignment, iterations, residual, converged)``.
+        A [`SoftTopKOutput`][softops.topk_ot.SoftTopKOutput]
+        ``(values, assignment, iterations, residual, converged)``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -276,14 +283,14 @@ def soft_topk(
 ) -> tuple[jax.Array, jax.Array]:
     r"""Sorted soft top-k (Xie et al., 2020, beam-search operator): values and assignment.
 
-    The n scores (mass 1/n) are transported to the k+1 anchors :math:`k, k-1, \dots, 1, 0`
-    (``largest=True``; :math:`0, 1, \dots, k` otherwise): the first k anchors get mass 1/n, the
-    last :math:`(n-k)/n` (no rest anchor when k = n). With cost :math:`(x_i - y_j)^2/M`
+    The n scores (mass 1/n) are transported to the k+1 anchors $k, k-1, \dots, 1, 0$
+    (``largest=True``; $0, 1, \dots, k$ otherwise): the first k anchors get mass 1/n, the
+    last $(n-k)/n$ (no rest anchor when k = n). With cost $(x_i - y_j)^2/M$
     (M held constant) and entropic regularization ε, the plan Γ is computed by semi-dual Newton
     on the k anchor thresholds (``solver="newton"``: it starts from the sorted assignment and,
     when n is large, solves on the largest items first and certifies that the rest sits on the
     last anchor; it converges at every ε, to 1e-5 in float64) or by Sinkhorn (O(1/ε)
-    iterations). :math:`A = n\,\Gamma_{:, :k}^\top` is the k×n soft assignment: row j is the
+    iterations). $A = n\,\Gamma_{:, :k}^\top$ is the k×n soft assignment: row j is the
     soft indicator of the item of rank j+1, and ``values = A @ x`` are the soft top-k values in
     order. As ε → 0 they become ``lax.top_k(x, k)`` (ties share the slots). Implicit derivative
     through the k×k system at the solution, O(nk² + k³) whatever the iteration count.
@@ -346,12 +353,12 @@ def sinkhorn(
 ) -> SinkhornOutput:
     r"""Entropic optimal transport by log-domain Sinkhorn, with implicit derivatives.
 
-    Solves :math:`\min_{P \ge 0, P1 = a, P^\top 1 = b} \langle P, C\rangle +
-    \varepsilon \langle P, \log P - 1\rangle` through its dual potentials ``(f, g)``:
-    :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`. Each iteration updates ``g`` then
+    Solves $\min_{P \ge 0, P1 = a, P^\top 1 = b} \langle P, C\rangle +
+    \varepsilon \langle P, \log P - 1\rangle$ through its dual potentials ``(f, g)``:
+    $P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)$. Each iteration updates ``g`` then
     ``f`` (so the rows of ``P`` sum to ``a`` exactly) and stops when the column error
-    :math:`\|P^\top 1 - b\|_1` (in the units of ``b``) is at most ``tol``, or after ``max_iter``.
-    Reference semantics for one problem::
+    $\|P^\top 1 - b\|_1$ (in the units of ``b``) is at most ``tol``, or after ``max_iter``.
+    Reference semantics for one problem:
 
         g = zeros(m); f = eps * log(a) - eps * logsumexp((g - C) / eps, axis=1)
         while sum(abs(P(f, g).sum(0) - b)) > tol and it < max_iter:
@@ -372,19 +379,22 @@ def sinkhorn(
         cost: cost matrix, ``[..., n, m]``.
         a: row marginal, ``[..., n]``, non-negative (default uniform ``1/n``). Rows with
             ``a_i = 0`` get ``f_i = -inf`` and a zero row in the plan.
-        b: column marginal, ``[..., m]``, positive, with ``sum(b) == sum(a)`` (default ``1/m``).
+        b: column marginal, ``[..., m]``, positive, with ``sum(b) == sum(a)`` (default ``1/m``;
+            known marginals of different mass raise; traced ones are solved with ``b`` scaled
+            to the mass of ``a``, the map whose derivative is described above).
         epsilon: regularization, positive; a number or an array of the batch shape ``[...]``.
         tol: stopping tolerance on the column-marginal L1 error, in the units of ``b``.
-        max_iter: maximum number of iterations (exact number for ``"unrolled"``).
+        max_iter: maximum number of iterations, at least 1 (exact number for ``"unrolled"``).
         differentiation: ``"implicit"`` or ``"unrolled"``.
 
     Returns:
-        A :class:`SinkhornOutput` ``(f, g, plan, iterations, residual, converged)``. Problems
-        with a traced negative ``a``, non-positive ``b`` or bad ``epsilon`` give NaN.
+        A [`SinkhornOutput`][softops.topk_ot.SinkhornOutput]
+        ``(f, g, plan, iterations, residual, converged)``. Problems with a traced negative
+        ``a``, non-positive ``b`` or bad ``epsilon`` give NaN.
 
     Raises:
         ValueError: bad shapes, ``epsilon`` not positive, known ``a`` negative or ``b`` not
-            positive, bad ``tol``/``max_iter``/option.
+            positive, known ``a`` and ``b`` of different mass, bad ``tol``/``max_iter``/option.
         TypeError: non-floating ``cost``, ``a`` or ``b``, non-int ``max_iter``.
 
     Examples:

@@ -1,8 +1,9 @@
 """Runs every op on a batch sharded over 8 simulated CPU devices (a subprocess of test_sharding).
 
 ``python -m tests._sharding_check MODE`` with MODE ``explicit``, ``auto`` or ``shard_map``
-prints one JSON line: per op, whether the sharded value and gradient equal the unsharded ones,
-the collectives in the compiled HLO, and the output sharding.
+(``errors``: the item-axis refusal and a 2-D mesh; ``outside``: Explicit-sharded inputs used
+outside ``jax.set_mesh``) prints one JSON line: per op, whether the sharded value and
+gradient equal the unsharded ones, the collectives in the compiled HLO, and the output sharding.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
 import json  # noqa: E402
 import re  # noqa: E402
+import warnings  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -22,59 +24,9 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import softops  # noqa: E402
-from softops import losses  # noqa: E402
+from tests._sharding_check_ops import AUX, OPS, X  # noqa: E402
 
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
-
-rng = np.random.default_rng(0)
-X = rng.standard_normal((16, 12)).astype(np.float32)
-T = rng.standard_normal((16, 12)).astype(np.float32)
-W = rng.uniform(0.5, 2.0, (16, 12)).astype(np.float32)
-MASK = rng.random((16, 12)) > 0.2
-MASK[:, :3] = True
-LABELS = rng.integers(0, 12, 16).astype(np.int32)
-U = rng.standard_normal((16, 12)).astype(np.float32)
-
-OPS = {
-    "soft_rank_l2": lambda x, a: softops.soft_rank(x, regularization_strength=0.3),
-    "soft_rank_kl_where": lambda x, a: softops.soft_rank(x, regularization="kl", where=a["mask"]),
-    "soft_sort_l2": lambda x, a: softops.soft_sort(x, regularization_strength=0.5),
-    "soft_sort_kl_desc": lambda x, a: softops.soft_sort(x, regularization="kl", descending=True),
-    "soft_rank_straight_through": lambda x, a: softops.soft_rank(x, straight_through=True),
-    "projection_kl": lambda x, a: softops.projection_permutahedron(x, a["w"], regularization="kl"),
-    "isotonic_l2": lambda x, a: softops.isotonic_l2(x, a["t"]),
-    "isotonic_kl": lambda x, a: softops.isotonic_kl(x, a["t"]),
-    "isotonic_regression": lambda x, a: softops.isotonic_regression(x, weights=a["w"]),
-    "soft_topk_mask": lambda x, a: softops.soft_topk_mask(x, 3, temperature=0.3),
-    "soft_topk_mask_epsilon_where": lambda x, a: softops.soft_topk_mask(x, 2, where=a["mask"]),
-    "soft_topk_mask_straight_through": lambda x, a: softops.soft_topk_mask(
-        x, 2, straight_through=True
-    ),
-    "soft_topk_straight_through": lambda x, a: softops.soft_topk(
-        x, 2, epsilon=0.05, straight_through=True
-    )[0],
-    "spearman_loss": lambda x, a: losses.spearman_loss(x, a["t"]),
-    "soft_ndcg": lambda x, a: losses.soft_ndcg(x, jnp.abs(a["t"]), k=5),
-    "soft_topk_rank_loss": lambda x, a: losses.soft_topk_rank_loss(x, a["labels"], k=2),
-    "soft_topk_mask_loss": lambda x, a: losses.soft_topk_mask_loss(x, a["labels"], k=2),
-    "soft_quantile": lambda x, a: losses.soft_quantile(x, jnp.asarray([0.25, 0.5])),
-    "soft_lts_loss": lambda x, a: losses.soft_lts_loss(x, where=a["mask"]),
-    "soft_topk_newton": lambda x, a: softops.soft_topk(x, 3, epsilon=0.05)[0],
-    "soft_topk_newton_where": lambda x, a: softops.soft_topk(
-        x, 2, temperature=0.2, largest=False, where=a["mask"]
-    )[1].sum(-2),
-    # tol well below the comparison's rtol 1e-5: float32 sums round differently on 2 rows
-    # than on 16, and at the default tol (3.5e-4) a row stops one iteration apart (6e-5 off).
-    "soft_topk_sinkhorn": lambda x, a: softops.soft_topk(
-        x, 3, epsilon=0.5, solver="sinkhorn", tol=1e-5
-    )[0],
-    "sinkhorn_plan": lambda x, a: softops.sinkhorn(
-        (x[..., :, None] - jnp.linspace(-1, 1, 4)) ** 2, epsilon=0.5
-    ).plan.sum(-1),
-}
-
-
-AUX = {"t": T, "w": W, "mask": MASK, "labels": LABELS, "u": U}
 
 
 def _value_and_grad(op):
@@ -86,20 +38,55 @@ def _value_and_grad(op):
     return f
 
 
+def _spec(x) -> str:
+    """``x``'s partition spec as ``P('b', None)`` (jax 0.8 prints ``PartitionSpec(...)``)."""
+    return "P" + repr(tuple(x.sharding.spec))
+
+
 def _collectives(text):
     return {c: len(re.findall(re.escape(c) + r"[-a-z]*\(", text)) for c in COLLECTIVES}
 
 
 def _item_axis_error() -> dict:
-    """Sharding the item axis (not a batch axis) is refused with a ValueError naming it."""
+    """Sharding the item axis (not a batch axis) is refused with a ValueError naming it under an
+    Explicit mesh; under an Auto mesh it is gathered, with a warning, and the values are right."""
+    out: dict = {"item_axis_error": None}
     mesh = jax.make_mesh((8,), ("b",), axis_types=(AxisType.Explicit,))
     x = jax.device_put(np.zeros((2, 16), np.float32), NamedSharding(mesh, P(None, "b")))
     with jax.set_mesh(mesh):
         try:
             jax.jit(softops.soft_rank)(x)
         except ValueError as e:
-            return {"item_axis_error": str(e)}
-    return {"item_axis_error": None}
+            out["item_axis_error"] = str(e)
+    auto = jax.make_mesh((8,), ("b",), axis_types=(AxisType.Auto,))
+    x = X[:2, :8]
+    xi = jax.device_put(x, NamedSharding(auto, P(None, "b")))
+    with jax.set_mesh(auto), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = jax.jit(softops.soft_rank)(xi)
+    out["auto_item_axis"] = {
+        "value_equal": bool(np.allclose(got, softops.soft_rank(x), rtol=1e-6, atol=1e-6)),
+        "warning": next((str(w.message) for w in caught), None),
+    }
+    return out
+
+
+def _outside_mesh_context() -> dict:
+    """An input sharded over an Explicit mesh, used outside ``jax.set_mesh``: every op runs
+    where the batch lives (eager and jitted) and equals the unsharded result."""
+    mesh = jax.make_mesh((8,), ("b",), axis_types=(AxisType.Explicit,))
+    xs = jax.device_put(X, NamedSharding(mesh, P("b", None)))
+    aux = {k: jax.device_put(v, NamedSharding(mesh, P("b"))) for k, v in AUX.items()}
+    results = {}
+    for name, op in OPS.items():
+        want = op(X, AUX)
+        got, got_jit = op(xs, aux), jax.jit(op)(xs, aux)
+        results[name] = {
+            "value_equal": bool(np.allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True))
+            and bool(np.allclose(got_jit, want, rtol=1e-5, atol=1e-6, equal_nan=True)),
+            "out_spec": str(got.sharding.spec),
+        }
+    return results
 
 
 def _two_dim_mesh() -> dict:
@@ -115,7 +102,7 @@ def _two_dim_mesh() -> dict:
         "mesh2d": {
             "value_equal": bool(np.array_equal(got, f(x))),
             "collectives": _collectives(compiled.as_text()),
-            "out_spec": str(got.sharding.spec),
+            "out_spec": _spec(got),
         }
     }
 
@@ -123,6 +110,9 @@ def _two_dim_mesh() -> dict:
 def main(mode: str) -> None:
     if mode == "errors":
         print(json.dumps({**_item_axis_error(), **_two_dim_mesh()}))
+        return
+    if mode == "outside":
+        print(json.dumps(_outside_mesh_context()))
         return
     results = {}
     types = (AxisType.Auto,) if mode == "auto" else (AxisType.Explicit,)
@@ -144,7 +134,7 @@ def main(mode: str) -> None:
             "value_equal": bool(np.allclose(out, want_out, rtol=1e-5, atol=1e-6, equal_nan=True)),
             "grad_equal": bool(np.allclose(grad, want_grad, rtol=1e-5, atol=1e-6)),
             "collectives": _collectives(compiled.as_text()),
-            "out_spec": str(out.sharding.spec),
+            "out_spec": _spec(out),
         }
     print(json.dumps(results))
 

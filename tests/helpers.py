@@ -40,3 +40,19 @@ def derivative_battery(f, x, *, order=2, atol=1e-5, rtol=1e-5, eps=1e-6, seed=0)
     yj, jvj = jax.jit(lambda x, v: jax.jvp(f, (x,), (v,)))(x, v)
     np.testing.assert_allclose(yj, f(x), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(jvj, jv, rtol=1e-10, atol=1e-10)
+
+
+# Public names with no derivative of their own to check, and why.
+NOT_OPS = {
+    "SinkhornOutput": "a NamedTuple of results",
+    "SoftTopKOutput": "a NamedTuple of results",
+    "TopKMaskOutput": "a NamedTuple of results",
+    "activity_value_and_grad": "a gradient estimator (unbiasedness: tests/test_forward_grad*.py)",
+    "forward_value_and_grad": "a gradient estimator (unbiasedness: tests/test_forward_grad.py)",
+    "local_value_and_grad": "a gradient estimator (tests/test_forward_grad_local.py)",
+    "fgd": "an optax optimizer (tests/test_forward_grad.py)",
+    "scale_by_perturbed_dim": "an optax transform (tests/test_forward_grad.py)",
+    "perturbed_dim_factor": "a Python float of the dimension",
+    "sample_tangents": "random tangents (their law: tests/test_forward_grad.py)",
+    "no_tap": "the identity layer wrapper of the activity estimators",
+}

@@ -190,7 +190,7 @@ CASES = [
         TypeError,
         r"`k`.*k=1\.0",
     ),
-    ("ndcg_k", lambda x: losses.soft_ndcg(x, x, k=7), ValueError, r"`k`.*k=7"),
+    ("ndcg_k", lambda x: losses.soft_ndcg(x, jnp.abs(x), k=7), ValueError, r"`k`.*k=7"),
     # fractions
     ("trim_one", lambda x: losses.soft_lts_loss(x, trim=1.0), ValueError, r"`trim`.*1\.0"),
     (
@@ -284,6 +284,51 @@ CASES = [
     ),
     ("max_iter", lambda x: softops.soft_topk(x, 1, max_iter=10.0), TypeError, r"`max_iter`.*10\.0"),
     ("tol", lambda x: softops.sinkhorn(COST, epsilon=0.1, tol=-1.0), ValueError, r"`tol`.*-1\.0"),
+    # issue 21: arrays of the wrong kind where isotonic, NDCG and Sinkhorn take arrays
+    ("iso_s_none", lambda x: softops.isotonic_l2(None, x), TypeError, r"`s`.*None"),
+    ("iso_kl_s_str", lambda x: softops.isotonic_kl("abc", x), TypeError, r"`s`.*'abc'"),
+    ("iso_w_list", lambda x: softops.isotonic_kl(x, [1.0] * 6), TypeError, r"`w`.*list"),
+    ("iso_scalar", lambda x: softops.isotonic_l2(jnp.asarray(1.0), 1.0), ValueError, r"scalar"),
+    ("ndcg_float", lambda x: losses.soft_ndcg(1.5, x), ValueError, r"`scores`.*scalar"),
+    ("ndcg_none", lambda x: losses.soft_ndcg(x, None), TypeError, r"`relevance`.*None"),
+    (
+        "sinkhorn_0d",
+        lambda x: softops.sinkhorn(jnp.asarray(1.0), epsilon=0.1),
+        ValueError,
+        "`cost`",
+    ),
+    ("sinkhorn_str", lambda x: softops.sinkhorn("cost", epsilon=0.1), TypeError, r"`cost`"),
+    # issue 21: documented preconditions on known values
+    (
+        "isoreg_negative_weights",
+        lambda x: softops.isotonic_regression(x, weights=-jnp.ones(6, F32)),
+        ValueError,
+        r"`weights`.*non-negative.*-1\.0",
+    ),
+    (
+        "proj_kl_w_not_positive",
+        lambda x: softops.projection_permutahedron(x, jnp.zeros(6, F32), regularization="kl"),
+        ValueError,
+        r"`w`.*positive.*0\.0",
+    ),
+    (
+        "ndcg_negative_relevance",
+        lambda x: losses.soft_ndcg(x, -jnp.ones_like(x)),
+        ValueError,
+        r"`relevance`.*non-negative.*-1\.0",
+    ),
+    (
+        "sinkhorn_mass",
+        lambda x: softops.sinkhorn(COST, a=jnp.full(4, 0.5, F32), epsilon=0.1),
+        ValueError,
+        r"same total mass.*sum\(a\)=2\.0.*sum\(b\)=1\.0",
+    ),
+    (
+        "sinkhorn_max_iter_0",
+        lambda x: softops.sinkhorn(COST, epsilon=0.1, max_iter=0),
+        ValueError,
+        r"`max_iter`.*>= 1.*0",
+    ),
     # float16 ranks above 65504 are inf (issue 9)
     (
         "rank_f16_overflow",
@@ -309,7 +354,16 @@ def test_bad_argument_eager(case):
 
 # Array values built inside a jitted function are traced, so only their shapes and dtypes are
 # checked there (a traced bad k, trim or q gives NaN; see test_nonfinite.py).
-VALUE_CHECKS = {"mask_k_nan", "mask_k_array_big", "trim_array", "q_array"}
+VALUE_CHECKS = {
+    "mask_k_nan",
+    "mask_k_array_big",
+    "trim_array",
+    "q_array",
+    "isoreg_negative_weights",
+    "proj_kl_w_not_positive",
+    "ndcg_negative_relevance",
+    "sinkhorn_mass",
+}
 JIT_CASES = [c for c in CASES if c[0] not in VALUE_CHECKS]
 
 

@@ -1,5 +1,7 @@
 """Tests for softops.forward_grad: estimator statistics, generator quality, parallelism, memory."""
 
+import typing
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +9,10 @@ import optax
 import pytest
 
 from softops.forward_grad import (
+    activity_value_and_grad,
     fgd,
     forward_value_and_grad,
+    local_value_and_grad,
     perturbed_dim_factor,
     sample_tangents,
     scale_by_perturbed_dim,
@@ -157,6 +161,23 @@ def test_dtypes_preserved():
         assert v["a"].shape == (2, 4, 3) and v["i"].shape == (2, 3)
 
 
+def test_non_finite_value_gives_a_nan_estimate():
+    # Issue 21: a NaN parameter gave a NaN value and a finite (all-zero) estimate, which an
+    # optimizer would apply silently; JAX's own gradient of relu at NaN is finite too.
+    params = {"w": jnp.array([1.0, jnp.nan, 2.0]), "b": jnp.array(0.5)}
+
+    def loss(p):
+        return jnp.sum(jax.nn.relu(p["w"])) + p["b"]
+
+    for k in (1, 3):
+        value, est = forward_value_and_grad(loss, num_tangents=k)(jax.random.key(0), params)
+        assert jnp.isnan(value)
+        assert all(bool(jnp.all(jnp.isnan(leaf))) for leaf in jax.tree.leaves(est))
+    finite = {"w": jnp.array([1.0, -3.0, 2.0]), "b": jnp.array(0.5)}
+    _, est = forward_value_and_grad(loss)(jax.random.key(0), finite)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(est))
+
+
 def test_custom_jvp_rule_is_used():
     @jax.custom_jvp
     def ste_round(x):
@@ -206,6 +227,36 @@ def test_argument_errors():
         forward_value_and_grad(lambda x: jnp.sum(jnp.abs(x)))(
             jax.random.key(0), jnp.ones(3, jnp.complex64)
         )
+
+
+def test_each_option_accepts_exactly_the_values_its_signature_names():
+    """An option is one ``Literal`` type: the values it names are accepted, others rejected."""
+
+    def fn(*args):
+        return args
+
+    calls = {
+        forward_value_and_grad: lambda **o: forward_value_and_grad(_loss, **o),
+        sample_tangents: lambda **o: jax.eval_shape(
+            lambda: sample_tangents(jax.random.key(0), {"w": jnp.zeros(2)}, **o)
+        ),
+        perturbed_dim_factor: lambda **o: perturbed_dim_factor(10, **o),
+        scale_by_perturbed_dim: lambda **o: scale_by_perturbed_dim(**o),
+        activity_value_and_grad: lambda **o: activity_value_and_grad(fn, fn, fn, **o),
+        local_value_and_grad: lambda **o: local_value_and_grad([fn], [fn], fn, **o),
+    }
+    for public, call in calls.items():
+        hints = typing.get_type_hints(public)
+        for name in ("distribution", "estimator"):
+            if name not in hints:
+                continue
+            allowed = typing.get_args(hints[name])
+            assert len(allowed) >= 2 and all(isinstance(a, str) for a in allowed), allowed
+            for value in allowed:
+                call(**{name: value})
+            listed = ", ".join(repr(a) for a in allowed)
+            with pytest.raises(ValueError, match=f"`{name}` must be one of {listed}, got"):
+                call(**{name: "none of those"})
 
 
 # ---------------------------------------------------------------- generator quality

@@ -388,3 +388,59 @@ def test_sinkhorn_bad_marginals():
         out = np.asarray(run(a, b))
         assert np.all(np.isnan(out[1])), out
         np.testing.assert_array_equal(out[0], good[0])
+
+
+# Issue 21: documented preconditions on traced values give a NaN row (known values raise, see
+# test_arguments.py), and the other rows are untouched.
+TWO_ROWS = jnp.asarray([[0.3, -1.2, 2.5, 0.0], [0.1, 0.4, -0.7, 1.3]], F32)
+TRACED_PRECONDITIONS = {
+    "isotonic_regression_negative_weight": lambda w: softops.isotonic_regression(
+        TWO_ROWS, weights=w
+    ),
+    "projection_kl_w_not_positive": lambda w: softops.projection_permutahedron(
+        TWO_ROWS, w, regularization="kl"
+    ),
+    "soft_ndcg_negative_relevance": lambda w: losses.soft_ndcg(TWO_ROWS, w),
+    "soft_permutation_bad_temperature": lambda w: softops.soft_permutation(
+        TWO_ROWS, temperature=w[:, 1]
+    ),
+    "soft_quantize_bad_strength": lambda w: softops.soft_quantize(
+        TWO_ROWS, 2, regularization_strength=w[:, 1]
+    ),
+    "sort_with_bad_temperature": lambda w: softops.sort_with(
+        TWO_ROWS, TWO_ROWS, temperature=w[:, 1]
+    ),
+    "quantile_normalization_bad_strength": lambda w: softops.soft_quantile_normalization(
+        TWO_ROWS, jnp.arange(4.0, dtype=F32), regularization_strength=w[:, 1]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRACED_PRECONDITIONS))
+def test_traced_precondition_gives_nan_row(name):
+    op = jax.jit(TRACED_PRECONDITIONS[name])
+    good = jnp.asarray([[1.0, 2.0, 0.5, 1.5], [1.0, 2.0, 0.5, 1.5]], F32)
+    bad = good.at[0, 1].set(-1.0)  # row 0 breaks the precondition
+    out, ref = np.asarray(op(bad)), np.asarray(op(good))
+    assert np.all(np.isnan(out[0]))
+    np.testing.assert_array_equal(out[1], ref[1])
+
+
+def test_lts_nan_for_a_traced_trim_outside_and_an_empty_row():
+    # Issue 21: a traced trim = 1.5 gave 0, and a row without valid residual gave 0 (the
+    # quantiles give NaN: the mean of nothing).
+    assert np.isnan(float(jax.jit(lambda t: losses.soft_lts_loss(GOOD, trim=t))(1.5)))
+    where = jnp.asarray([[False] * 6, [True] * 6])
+    out = np.asarray(losses.soft_lts_loss(jnp.stack([GOOD, GOOD]), where=where))
+    assert np.isnan(out[0]) and out[1] == float(losses.soft_lts_loss(GOOD))
+
+
+def test_empty_lists_and_a_non_finite_permutation_row():
+    # Issue 21: soft_ndcg of empty lists raised a reduction error; soft_permutation of an
+    # empty item axis raised ZeroDivisionError and an inf row came back partly finite.
+    np.testing.assert_array_equal(losses.soft_ndcg(jnp.zeros((2, 0)), jnp.zeros((2, 0))), 0.0)
+    assert softops.soft_permutation(jnp.zeros((2, 0), F32)).shape == (2, 0, 0)
+    x = jnp.stack([GOOD, GOOD]).at[0, 2].set(jnp.inf)
+    out = np.asarray(softops.soft_permutation(x))
+    assert np.all(np.isnan(out[0]))
+    np.testing.assert_array_equal(out[1], softops.soft_permutation(GOOD))

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.scipy.special import logsumexp
 
 from softops import projection_permutahedron, soft_rank, soft_sort
 from tests import _np_reference as ref
@@ -249,3 +250,14 @@ def test_bad_input():
         projection_permutahedron(x, jnp.ones(3))
     with pytest.raises(TypeError, match="`descending` must be a bool"):
         soft_rank(x, descending="yes")
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_kl_soft_sort_large_strength_limit(descending):
+    # The docs' limit: descending tends to logsumexp(x) - log n, ascending to its mirror
+    # -(logsumexp(-x) - log n) (not the mean, and not the same constant), up to offsets of 1/ε.
+    x = jnp.array([0.3, -1.2, 2.0, 0.7])
+    out = soft_sort(x, regularization="kl", regularization_strength=1e6, descending=descending)
+    sign = 1.0 if descending else -1.0
+    limit = sign * (logsumexp(sign * x) - jnp.log(4.0))
+    np.testing.assert_allclose(out, jnp.full(4, limit), atol=1e-5)

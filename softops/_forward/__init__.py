@@ -1,6 +1,8 @@
 """The forward-gradient family (private): tangents, activity perturbation and local losses.
 
-``noise`` (counter-based random tangents), ``tangents`` (sampling and the K-tangent JVP), ``tap``
-(activity taps), ``activity`` (activity-perturbed estimators), ``local`` (local losses),
-``transforms`` (the optax transforms). Imports only the shared floor.
+``noise`` (the counter-based hash noise and seed pairs), ``leaves`` (a pytree's float leaves),
+``tangents`` (parameter and per-example tangents, the K-tangent JVP), ``tap`` (activity taps),
+``block`` (one block's activity-perturbed estimator, in named steps), ``activity`` and ``local``
+(the public estimators built on it), ``transforms`` (the optax transforms). Imports only the
+shared floor.
 """

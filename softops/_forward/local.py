@@ -1,17 +1,18 @@
 r"""Local losses: a chain of blocks, each trained on its own head and loss (private).
 
-Public names are re-exported by :mod:`softops.forward_grad`.
+Public names are re-exported by [`softops.forward_grad`][softops.forward_grad].
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any
 
+import jax
 import numpy as np
 
-from softops._forward.activity import Estimator, _check_options, make_block_estimator
-from softops._forward.tangents import derive_seeds, key_seeds
+from softops._forward.block import Estimator, check_options, make_block_estimator
+from softops._forward.noise import IidDistribution, derive_seeds, key_seeds
 
 
 def local_value_and_grad(
@@ -20,7 +21,7 @@ def local_value_and_grad(
     loss: Callable,
     *,
     num_tangents: int = 1,
-    distribution: Literal["rademacher", "normal"] = "rademacher",
+    distribution: IidDistribution = "rademacher",
     num_groups: int | Sequence[int] = 1,
     estimator: Estimator = "per_example",
     axis_name: str | None = None,
@@ -28,19 +29,21 @@ def local_value_and_grad(
     r"""Activity-perturbed forward gradients of a chain of blocks, each with its local loss.
 
     Returns ``g(key, params, x, *targets) -> (values, grads)`` for ``params`` a list (or tuple) of
-    per-block parameters: with :math:`h_0 = x` and
+    per-block parameters: with $h_0 = x$ and
 
-    .. math::
-        h_b = \mathrm{block}_b(\theta_b, \mathrm{sg}(h_{b-1})), \qquad
-        L_b = \frac1B \sum_n \mathrm{loss}(\mathrm{head}_b(\theta_b, h_b), y)_n,
+    $$
+    h_b = \mathrm{block}_b(\theta_b, \mathrm{sg}(h_{b-1})), \qquad
+    L_b = \frac1B \sum_n \mathrm{loss}(\mathrm{head}_b(\theta_b, h_b), y)_n,
+    $$
 
-    (:math:`\mathrm{sg}`: stop-gradient) ``values[b]`` is :math:`L_b` and ``grads[b]`` an unbiased
-    estimate of :math:`\nabla_{\theta_b} L_b` from :func:`activity_value_and_grad` (one
-    ``jax.jvp`` per block, independent tangents per block). Together they are the gradient of
-    :math:`\sum_b L_b` with the gradient stopped between blocks: each block learns greedily from
-    its own head, so the noise of each estimate grows with the units of one block (one group of
-    it with ``num_groups``), not with the depth. The last head is the model's output layer. Feed
-    ``grads`` to any optax optimizer (``optimizer.update(grads, state, params)`` on the list).
+    ($\mathrm{sg}$: stop-gradient) ``values[b]`` is $L_b$ and ``grads[b]`` an unbiased
+    estimate of $\nabla_{\theta_b} L_b$ from
+    [`activity_value_and_grad`][softops.forward_grad.activity_value_and_grad] (one ``jax.jvp`` per
+    block, independent tangents per block). Together they are the gradient of $\sum_b L_b$ with the
+    gradient stopped between blocks: each block learns greedily from its own head, so the noise of
+    each estimate grows with the units of one block (one group of it with ``num_groups``), not with
+    the depth. The last head is the model's output layer. Feed ``grads`` to any optax optimizer
+    (``optimizer.update(grads, state, params)`` on the list).
 
     No block is ever differentiated in reverse mode, so the temporary memory does not grow with
     the number of blocks (only each head and loss, one small layer, is).
@@ -52,13 +55,15 @@ def local_value_and_grad(
     Flax linen: ``lambda p, x, tap: tap(lambda q, a: dense.apply(q, a), p["dense"], x)``.
 
     Args:
-        blocks: ``block_b(params_b, x, tap) -> h_b`` (see :func:`activity_value_and_grad`).
+        blocks: ``block_b(params_b, x, tap) -> h_b`` (see
+            [`activity_value_and_grad`][softops.forward_grad.activity_value_and_grad]).
         heads: ``head_b(params_b, h_b) -> outputs``, one per block.
         loss: ``loss(outputs, *targets) -> [B]`` per-example losses, shared by the blocks.
         num_tangents: the number ``K`` of tangents per block.
         distribution: ``"rademacher"`` or ``"normal"``.
         num_groups: groups of the local loss, one int for all blocks or one per block.
-        estimator: ``"per_example"`` or ``"batch"`` (see :func:`activity_value_and_grad`).
+        estimator: ``"per_example"`` or ``"batch"`` (see
+            [`activity_value_and_grad`][softops.forward_grad.activity_value_and_grad]).
         axis_name: the mapped axis to average over inside ``shard_map``/``pmap``, or ``None``.
 
     Returns:
@@ -67,8 +72,10 @@ def local_value_and_grad(
 
     Raises:
         ValueError: if ``blocks`` and ``heads`` (or ``num_groups``, or ``params``) differ in
-            length, or as :func:`activity_value_and_grad` does.
-        TypeError: as :func:`activity_value_and_grad` does.
+            length, or as [`activity_value_and_grad`][softops.forward_grad.activity_value_and_grad]
+            does.
+        TypeError: as [`activity_value_and_grad`][softops.forward_grad.activity_value_and_grad]
+            does.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -110,8 +117,8 @@ def local_value_and_grad(
             f"num_groups={num_groups!r}"
         )
     for g in groups:
-        _check_options(num_tangents, distribution, g, estimator, axis_name)
-    fns = [
+        check_options(num_tangents, distribution, g, estimator, axis_name)
+    estimators = [
         make_block_estimator(
             b,
             h,
@@ -125,18 +132,20 @@ def local_value_and_grad(
         for b, h, g in zip(blocks, heads, groups)
     ]
 
-    def value_and_grad(key, params, x, *targets):
-        if not isinstance(params, (list, tuple)) or len(params) != len(fns):
+    def chain_value_and_grad(
+        key: jax.Array, params: Any, x: Any, *targets: Any
+    ) -> tuple[tuple[jax.Array, ...], list[Any] | tuple[Any, ...]]:
+        if not isinstance(params, (list, tuple)) or len(params) != len(estimators):
             raise ValueError(
-                f"`params` must be a list or tuple of {len(fns)} per-block parameter trees, "
-                f"got {type(params).__name__} of length {len(params)}"
+                f"`params` must be a list or tuple of {len(estimators)} per-block parameter "
+                f"trees, got {type(params).__name__} of length {len(params)}"
             )
-        seeds = derive_seeds(key_seeds(key), len(fns))
+        block_seeds = derive_seeds(key_seeds(key), len(estimators))
         values, grads = [], []
-        for fn, p, s in zip(fns, params, seeds):
-            (value, x), g = fn(s, p, x, *targets)
+        for estimate, p, s in zip(estimators, params, block_seeds):
+            (value, x), g = estimate(s, p, x, *targets)  # h of this block is the next one's x
             values.append(value)
             grads.append(g)
         return tuple(values), (tuple(grads) if isinstance(params, tuple) else grads)
 
-    return value_and_grad
+    return chain_value_and_grad

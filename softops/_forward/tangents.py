@@ -1,18 +1,18 @@
-"""Random tangents for forward gradients (private): parameter tangents and per-example tangents.
+"""Random tangents for forward gradients and the K-tangent JVP (private).
 
-Parameter tangents (:func:`sample_float_leaves`) are shaped like parameter leaves; every element is
-a pure function of (leaf seed, element index) (see ``noise``). Per-example activity tangents
-(:func:`example_tangents`) index their elements by the *global* example index, so a batch split
-over devices (``shard_map``, or ``jit`` with a sharded batch) draws, on each device, exactly the
-slice of the tangent that one device would draw for the whole batch: no communication, and the
-same estimate as on one device.
+Parameter tangents (``sample_float_leaves``) are shaped like parameter leaves; every element is a
+pure function of (leaf seed, element index) (see ``noise``). Per-example activity tangents
+(``example_tangents``) index their elements by the *global* example index, so a batch split over
+devices (``shard_map``, or ``jit`` with a sharded batch) draws, on each device, exactly the slice
+of the tangent that one device would draw for the whole batch: no communication, and the same
+estimate as on one device. ``jvp_tangents`` pushes ``K`` tangents through one function.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -23,40 +23,36 @@ from softops import _checks
 from softops._checks import compute_dtype
 from softops._forward import noise
 
-Distribution = Literal["rademacher", "normal", "orthogonal"]
-DISTRIBUTIONS = ("rademacher", "normal", "orthogonal")
-KURTOSIS = {"rademacher": 1, "normal": 3}
+#: The distributions of parameter tangents: the i.i.d. laws of ``noise``, or orthogonal directions.
+Distribution = Literal[noise.IidDistribution, "orthogonal"]
+DISTRIBUTIONS: tuple[str, ...] = get_args(Distribution)
 
 
-def is_float(leaf) -> bool:
-    """Whether a leaf is a real floating-point array; raises for complex leaves."""
-    dtype = jnp.result_type(leaf)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise TypeError(
-            f"forward gradients support real parameters only, got a leaf of dtype {dtype}"
-        )
-    return jnp.issubdtype(dtype, jnp.floating)
-
-
-def check_num_tangents(num_tangents) -> int:
+def check_num_tangents(num_tangents: Any) -> int:
     """Returns ``num_tangents`` as an int >= 1, else raises naming the argument."""
     return _checks.integer(num_tangents, "num_tangents", minimum=1)
 
 
-def float0_zeros(leaf, prefix=()) -> np.ndarray:
-    """The ``float0`` zero tangent of a non-float leaf (with optional leading axes)."""
-    return np.zeros(prefix + np.shape(leaf), dtype=jax.dtypes.float0)
-
-
 def sample_float_leaves(
-    key, leaves: Sequence, ids: Sequence[int], num_leaves: int, num_tangents: int, distribution: str
+    key: jax.Array,
+    leaves: Sequence[Any],
+    float_ids: Sequence[int],
+    num_leaves: int,
+    num_tangents: int,
+    distribution: Distribution,
 ) -> list[jax.Array]:
-    """Tangents ``[K, *leaf.shape]`` for the float ``leaves`` (``ids``: positions in the tree)."""
+    """Tangents ``[K, *leaf.shape]`` for the float ``leaves`` at positions ``float_ids`` of a tree.
+
+    Leaf ``i`` of the tree (of ``num_leaves``) draws from stream ``i``; orthogonal directions from
+    stream ``num_leaves``.
+    """
     seeds = jax.random.bits(key, (num_leaves + 1, 2), jnp.uint32)
     k = num_tangents
     if distribution != "orthogonal":
-        gen = noise.rademacher if distribution == "rademacher" else noise.normal
-        return [gen(seeds[i], (k,) + np.shape(x), jnp.result_type(x)) for i, x in zip(ids, leaves)]
+        return [
+            noise.sample(seeds[i], (k,) + np.shape(x), jnp.result_type(x), distribution)
+            for i, x in zip(float_ids, leaves)
+        ]
     sizes = [math.prod(np.shape(x)) for x in leaves]
     d = sum(sizes)
     if k > d:
@@ -65,7 +61,7 @@ def sample_float_leaves(
             f"distribution='orthogonal', got num_tangents={k}"
         )
     dtype = compute_dtype(max((jnp.result_type(x) for x in leaves), key=lambda t: t.itemsize))
-    gauss = noise.normal(seeds[num_leaves], (d, k), dtype)
+    gauss = noise.sample(seeds[num_leaves], (d, k), dtype, "normal")
     q, r = jnp.linalg.qr(gauss)  # Haar column space; signs of diag(r) fixed below.
     sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
     v = (q * sign * math.sqrt(d)).T  # [K, d]
@@ -76,41 +72,23 @@ def sample_float_leaves(
     return out
 
 
-def _uniform_grid(bits: jax.Array, nbits: int) -> jax.Array:
-    return (bits.astype(jnp.float32) + 0.5) * jnp.float32(2.0**-nbits)
-
-
-def _noise(idx: jax.Array, seeds: jax.Array, distribution: str) -> jax.Array:
-    """float32 noise from uint32 element indices: the same law and bits as ``noise``."""
-    h1 = noise.hash_u32(idx, seeds[0], seeds[1])
-    one = jnp.uint32(0x3F800000)  # bit pattern of float32 1.0
-    if distribution == "rademacher":
-        return lax.bitcast_convert_type((h1 & jnp.uint32(0x80000000)) | one, jnp.float32)
-    h2 = noise.hash_u32(idx, seeds[1], seeds[0] ^ jnp.uint32(noise._GOLDEN))
-    u1 = _uniform_grid(h1 >> 8, 24)
-    u = _uniform_grid((h2 >> 8) & jnp.uint32(0x7FFFFF), 23)
-    sign = lax.bitcast_convert_type((h2 & jnp.uint32(0x80000000)) | one, jnp.float32)
-    r = jnp.sqrt(jnp.float32(-2.0) * jnp.log(u1))
-    return r * sign * noise._cos_quarter(jnp.float32(math.pi / 2) * u)
-
-
 def example_tangents(
     seeds: jax.Array,
     like: jax.ShapeDtypeStruct,
     num_tangents: int,
-    distribution: str,
+    distribution: noise.IidDistribution,
     *,
-    batch_offset=0,
-    depends_on=None,
+    batch_offset: int | jax.Array = 0,
+    depends_on: jax.Array | None = None,
     batch_total: int | None = None,
-    sharding=None,
+    sharding: jax.sharding.PartitionSpec | None = None,
 ) -> jax.Array:
     """Tangents ``[K, B, *rest]`` for an activity ``like`` of shape ``[B, *rest]``.
 
     Element ``(k, n, j)`` is noise at index ``(k * batch_total + batch_offset + n) * R + j`` (``R``
     the size of ``rest``): with ``batch_offset = 0`` and ``batch_total = B`` this equals
-    ``noise``'s draw for the shape ``[K, B, *rest]``; a shard of examples ``[o, o + B)`` of a
-    batch of ``batch_total`` gets exactly its slice of the whole-batch draw.
+    ``noise.sample``'s draw for the shape ``[K, B, *rest]``; a shard of examples ``[o, o + B)`` of
+    a batch of ``batch_total`` gets exactly its slice of the whole-batch draw.
     """
     shape = (num_tangents,) + tuple(like.shape)
     b = shape[1]
@@ -123,7 +101,7 @@ def example_tangents(
         )
     kwargs = {} if sharding is None else {"out_sharding": sharding}
 
-    def iota(dim):
+    def iota(dim: int) -> jax.Array:
         return lax.broadcasted_iota(jnp.uint32, shape, dim, **kwargs)
 
     example = iota(1) + jnp.asarray(batch_offset).astype(jnp.uint32)
@@ -135,34 +113,10 @@ def example_tangents(
         for dim in range(3, len(shape)):
             within = within * jnp.uint32(shape[dim]) + iota(dim)
         idx = idx + within
-    return _noise(idx, seeds, distribution).astype(like.dtype)
+    return noise.at_indices(idx, seeds, distribution).astype(like.dtype)
 
 
-def key_seeds(key) -> jax.Array:
-    """A ``uint32[2]`` seed pair from a PRNG key (typed or raw), by the integer hash (no threefry).
-
-    Distinct keys give distinct seed pairs with overwhelming probability; streams derived with
-    :func:`derive_seeds` from one pair are independent hash streams.
-    """
-    if jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    data = jnp.ravel(jnp.asarray(key)).astype(jnp.uint32)
-    s0, s1 = jnp.uint32(0x243F6A88), jnp.uint32(0x85A308D3)  # digits of pi
-    for i in range(data.shape[0]):
-        s0, s1 = (
-            noise.hash_u32(data[i], s0, s1),
-            noise.hash_u32(data[i], s1, s0 ^ jnp.uint32(noise._GOLDEN)),
-        )
-    return jnp.stack([s0, s1])
-
-
-def derive_seeds(seeds: jax.Array, count: int) -> jax.Array:
-    """``count`` seed pairs ``uint32[count, 2]`` derived from one pair."""
-    idx = lax.iota(jnp.uint32, 2 * count)
-    return noise.hash_u32(idx, seeds[0], seeds[1]).reshape(count, 2)
-
-
-def nan_flags(x, batch: int):
+def nan_flags(x: Any, batch: int) -> jax.Array | None:
     """A ``uint32[B]`` of zeros (ones where example ``n`` of ``x`` starts with a NaN).
 
     Added to the example index of the tangents, it makes a block's tangents data-dependent on its
@@ -174,3 +128,25 @@ def nan_flags(x, batch: int):
         return None
     first = x[(slice(None),) + (0,) * (x.ndim - 1)]
     return (first != first).astype(jnp.uint32)
+
+
+def jvp_tangents(
+    fn: Callable[..., tuple[Any, Any]],
+    primals: Sequence[Any],
+    tangents: Sequence[jax.Array],
+    num_tangents: int,
+) -> tuple[Any, jax.Array, Any]:
+    """``fn(*primals) -> (out, aux)`` and the derivatives of ``out`` along ``K`` tangents.
+
+    ``tangents[i]`` is ``[K, *primals[i].shape]``. Returns ``(out, out_dots, aux)`` with
+    ``out_dots`` of shape ``[K, *out.shape]``: one ``jax.jvp`` for ``K = 1``, else ``jax.vmap``
+    of it over the tangents (the primal computed once).
+    """
+
+    def along(*tans: jax.Array) -> tuple[Any, Any, Any]:
+        return jax.jvp(fn, tuple(primals), tuple(tans), has_aux=True)
+
+    if num_tangents == 1:
+        out, out_dot, aux = along(*(t[0] for t in tangents))
+        return out, out_dot[None], aux
+    return jax.vmap(along, out_axes=(None, 0, None))(*tangents)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +12,11 @@ import numpy as np
 import optax
 
 from softops import _checks
-from softops._forward.tangents import DISTRIBUTIONS, KURTOSIS, Distribution, check_num_tangents
+from softops._forward.noise import KURTOSIS
+from softops._forward.tangents import DISTRIBUTIONS, Distribution, check_num_tangents
 
 
-def _num_float_entries(tree) -> int:
+def _num_float_entries(tree: Any) -> int:
     return sum(
         math.prod(np.shape(x))
         for x in jax.tree_util.tree_leaves(tree)
@@ -25,16 +27,18 @@ def _num_float_entries(tree) -> int:
 def perturbed_dim_factor(
     d: int, *, num_tangents: int = 1, distribution: Distribution = "rademacher"
 ) -> float:
-    r"""The step-size factor :math:`\|\nabla f\|^2 / \mathbb{E}\|\hat g\|^2` for ``d`` parameters.
+    r"""The step-size factor $\|\nabla f\|^2 / \mathbb{E}\|\hat g\|^2$ for ``d`` parameters.
 
     ``K / (K + d + κ - 2)`` for i.i.d. tangents, ``K / d`` for orthogonal ones. On a quadratic with
-    isotropic curvature ``L`` the step :math:`\eta\hat g` that minimizes the expected loss is
+    isotropic curvature ``L`` the step $\eta\hat g$ that minimizes the expected loss is
     ``factor / L``: the gradient-descent step shrunk by the estimate's excess second moment.
 
     Args:
         d: the number of perturbed (float) coordinates.
-        num_tangents: ``K``, as passed to :func:`forward_value_and_grad`.
-        distribution: as passed to :func:`forward_value_and_grad`.
+        num_tangents: ``K``, as passed to
+            [`forward_value_and_grad`][softops.forward_grad.forward_value_and_grad].
+        distribution: as passed to
+            [`forward_value_and_grad`][softops.forward_grad.forward_value_and_grad].
 
     Returns:
         The factor in (0, 1].
@@ -57,7 +61,7 @@ def perturbed_dim_factor(
 def scale_by_perturbed_dim(
     *, num_tangents: int = 1, distribution: Distribution = "rademacher"
 ) -> optax.GradientTransformation:
-    """An optax transformation that scales forward-gradient updates by :func:`perturbed_dim_factor`.
+    """An optax transformation that scales forward-gradient updates by `perturbed_dim_factor`.
 
     ``d`` is the number of float entries of the updates (static). Chain it before a learning rate
     to make a step size tuned for backprop a safe (conservative) step for forward gradients.
@@ -76,7 +80,9 @@ def scale_by_perturbed_dim(
     """
     perturbed_dim_factor(1, num_tangents=num_tangents, distribution=distribution)  # validates
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: optax.EmptyState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, optax.EmptyState]:
         del params
         factor = perturbed_dim_factor(
             _num_float_entries(updates), num_tangents=num_tangents, distribution=distribution
@@ -85,10 +91,16 @@ def scale_by_perturbed_dim(
             lambda u: u * factor if jnp.issubdtype(jnp.result_type(u), jnp.floating) else u, updates
         ), state
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+    def init_fn(params: optax.Params) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _check_learning_rate(learning_rate):
+def _check_learning_rate(
+    learning_rate: float | jax.Array | optax.Schedule,
+) -> float | jax.Array | optax.Schedule:
     """A positive finite number, a scalar float array (traced: unchecked) or a schedule."""
     if callable(learning_rate):
         return learning_rate
@@ -113,16 +125,16 @@ def _check_learning_rate(learning_rate):
 def fgd(
     learning_rate: float | jax.Array | optax.Schedule, *, decay: float = 0.0
 ) -> optax.GradientTransformation:
-    r"""Forward gradient descent with Baydin et al.'s decay :math:`\eta_i = \eta(i)\, e^{-i k}`.
+    r"""Forward gradient descent with Baydin et al.'s decay $\eta_i = \eta(i)\, e^{-i k}$.
 
-    Plain SGD on the estimates (``optax.sgd``); :math:`\eta(i)` is the constant
+    Plain SGD on the estimates (``optax.sgd``); $\eta(i)$ is the constant
     ``learning_rate`` or the optax schedule ``learning_rate(i)``, times an exponential decay.
 
     Args:
-        learning_rate: :math:`\eta_0 > 0` (a Python number, checked here; a float scalar array,
+        learning_rate: $\eta_0 > 0$ (a Python number, checked here; a float scalar array,
             checked when concrete, so that it can be traced) or an optax schedule, a function of
             the step count such as ``optax.cosine_decay_schedule(0.1, 1000)``.
-        decay: :math:`k \ge 0` per step (0 keeps the rate, or the schedule, unchanged).
+        decay: $k \ge 0$ per step (0 keeps the rate, or the schedule, unchanged).
 
     Returns:
         An ``optax.GradientTransformation``.
@@ -144,7 +156,7 @@ def fgd(
     if decay == 0:
         return optax.sgd(learning_rate)
 
-    def schedule(count):
+    def schedule(count: jax.Array) -> jax.Array:
         rate = learning_rate(count) if callable(learning_rate) else learning_rate
         return rate * jnp.exp(count.astype(jnp.float32) * (-decay))
 

@@ -5,14 +5,15 @@ rounds, then a second loop) dominates a soft sort/rank call. Here the structure 
 exact min–max characterization instead, O(n^2) data-parallel work with no control flow.
 
 With per-element statistics ``(a, b)`` (``a = w * y``, ``b = w > 0``) and
-:math:`V(j, k) = \sum_{i=j}^{k} a_i / \sum_{i=j}^{k} b_i` the mean of items ``j..k``, the
-decreasing isotonic solution is :math:`v_i = \min_{j \le i} \max_{k \ge i} V(j, k)`; its blocks
+$V(j, k) = \sum_{i=j}^{k} a_i / \sum_{i=j}^{k} b_i$ the mean of items ``j..k``, the
+decreasing isotonic solution is $v_i = \min_{j \le i} \max_{k \ge i} V(j, k)$; its blocks
 are the pieces of the least concave majorant of the cumulative-sum diagram. Item ``m`` starts a
 block iff point ``m`` of that diagram is a strict vertex of the majorant, i.e. iff every chord
 over it passes strictly below it:
 
-.. math::
-    \min_{j < m} V(j, m - 1) > \max_{l \ge m} V(m, l).
+$$
+\min_{j < m} V(j, m - 1) > \max_{l \ge m} V(m, l).
+$$
 
 (PAV pools equal neighbours, so equality pools too.) Barriers split a row into independent
 segments: ``j`` and ``l`` range over the segment of ``m`` only, and every barrier starts a block.
@@ -32,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softops import _compat
 from softops._isotonic.blocks import Stats
 
 MAX_N = 100  # longest row solved here (no gain measured at 128)
@@ -40,6 +42,8 @@ MAX_WORK = 2**14  # largest batch * n * n solved here (the PAV is faster beyond)
 
 def use(kind: str, shape: tuple) -> bool:
     """Whether rows of ``shape`` [..., n] go through the dense solver (static)."""
+    if not _compat.is_static(*shape):  # a symbolic batch or length: the solver for any size
+        return False
     n = shape[-1]
     return kind == "l2" and 2 <= n <= MAX_N and math.prod(shape[:-1]) * n * n <= MAX_WORK
 

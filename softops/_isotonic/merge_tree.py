@@ -1,17 +1,17 @@
 r"""Bounded-depth finisher of the parallel isotonic solver: a merge tree over blocks (private).
 
 The blocks left by the parallel rounds (``softops._isotonic.pav``) are merged bottom-up: at level
-:math:`\ell` every row is cut into chunks of :math:`2^\ell` blocks whose solutions are known
+$\ell$ every row is cut into chunks of $2^\ell$ blocks whose solutions are known
 (non-increasing block values), and each pair of neighbouring chunks (L, R) is solved at once.
 Pooling L and R only ever pools a suffix of L with a prefix of R into one new block, of value
-:math:`v^\star`: the L blocks of value :math:`\le v^\star` and the R blocks of value
-:math:`\ge v^\star`. With :math:`P(u)` = {L blocks of value :math:`\le u`} ∪ {R blocks of value
-:math:`\ge u`} and :math:`F(u) = \mathrm{value}(P(u)) - u`, F is positive below
-:math:`v^\star` and negative above it, so
+$v^\star$: the L blocks of value $\le v^\star$ and the R blocks of value
+$\ge v^\star$. With $P(u)$ = {L blocks of value $\le u$} ∪ {R blocks of value
+$\ge u$} and $F(u) = \mathrm{value}(P(u)) - u$, F is positive below
+$v^\star$ and negative above it, so
 
-- L block ``j`` is pooled iff :math:`F(v_j) \ge 0`, R block ``j`` iff :math:`F(v_j) \le 0`;
+- L block ``j`` is pooled iff $F(v_j) \ge 0$, R block ``j`` iff $F(v_j) \le 0$;
 - both sets are contiguous, so each is found by a binary search over its length, each step
-  evaluating F with two inner binary searches (the sizes of :math:`P(u)` in L and in R) and
+  evaluating F with two inner binary searches (the sizes of $P(u)$ in L and in R) and
   suffix/prefix statistics of the chunks.
 
 A level is O(n) data-parallel work plus O(log^2 n) binary-search steps; log2(n) levels. No

@@ -165,7 +165,7 @@ class _Slots(NamedTuple):
 def _stack_pav(kind: Kind, b_log: bool, sl: _Slots, first):
     """Stack-based PAV over the slots ``first, nxt[first], nxt[nxt[first]], ...`` of flat arrays.
 
-    Reference semantics (each step below is one ``while_loop`` iteration)::
+    Reference semantics (each step below is one ``while_loop`` iteration):
 
         stack = []
         for i in slots:  # i = first; i = nxt[i] while i < len(a)

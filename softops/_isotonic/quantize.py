@@ -30,35 +30,19 @@ def _last(v, ndim: int) -> jax.Array:
     return v.reshape((1,) * (ndim - 1) + (-1,))
 
 
-def _strength(value, batch: tuple, dtype) -> jax.Array:
-    """ε per row, [*batch, 1]."""
-    eps = _checks.per_row(value, "regularization_strength", batch, dtype)
-    return eps.reshape(batch + (1,))
-
-
-def _rows(x, axis, where, strength):
-    """Rows along the last axis in the compute dtype: (rows, axis, valid or None, count, eps).
-
-    ``count`` [..., 1] is the number of valid items per row, in the compute dtype.
-    """
+def _arguments(x, axis, where, strength):
+    """The item axis, the validity and the per-row strength (in the compute dtype)."""
     ax = _checks.axis(axis, x.ndim)
     valid = _checks.where(where, x.shape)
-    dtype = _checks.compute_dtype(x.dtype)
-    moved = jnp.moveaxis(x.astype(dtype), ax, -1)
-    batch, n = moved.shape[:-1], moved.shape[-1]
-    eps = _strength(strength, batch, dtype)
-    ok = None if valid is None else jnp.moveaxis(valid, ax, -1)
-    n_valid = jnp.full(batch + (1,), n, dtype) if ok is None else jnp.sum(ok, -1, keepdims=True)
-    return moved, ax, ok, n_valid.astype(dtype), eps
+    batch, dtype = _checks.batch_shape(x.shape, ax), _checks.compute_dtype(x.dtype)
+    return ax, valid, _checks.per_row(strength, "regularization_strength", batch, dtype)
 
 
-def _permutahedron(z, w):
-    """L2 projection of z [..., n] onto the permutahedron of w [..., n], per batch shard."""
-
-    def kernel(z, w, where):
-        return rows.project_rows(z, w, where, regularization="l2", method="auto")
-
-    return _sharding.run_items(kernel, -1, (z, w), (), name="z")
+def _count(x, valid) -> jax.Array:
+    """The number of valid items per row, [..., 1], in the dtype of ``x``."""
+    if valid is None:
+        return jnp.full(x.shape[:-1] + (1,), x.shape[-1], x.dtype)
+    return jnp.sum(valid, -1, keepdims=True).astype(x.dtype)
 
 
 def _target_quantiles(targets, weights, n_valid, n: int, dtype):  # n_valid: [..., 1]
@@ -90,18 +74,20 @@ def soft_quantile_normalization(
     r"""Soft quantile normalization: maps ``x`` onto a target distribution, keeping its order.
 
     Hard quantile normalization replaces the item of rank i (of n) by the mean of the targets'
-    quantile function over :math:`[(i-1)/n, i/n]`: the n-point version :math:`w` of the
+    quantile function over $[(i-1)/n, i/n]$: the n-point version $w$ of the
     distribution ``(targets, weights)`` (for n equally weighted targets, ``sort(targets)``).
-    The soft version is the Euclidean projection onto the permutahedron of :math:`w`,
+    The soft version is the Euclidean projection onto the permutahedron of $w$,
 
-    .. math::
-        Q_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(w)} \tfrac12 \|\mu - x/\varepsilon\|^2,
+    $$
+    Q_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(w)} \tfrac12 \|\mu - x/\varepsilon\|^2,
+    $$
 
-    exact by isotonic regression (:func:`softops.projection_permutahedron`): items whose gap is
-    below ε times the gap of their targets share their targets' mean. The output preserves the
-    order of ``x`` and sums to :math:`\sum w`. As ε → 0 it is the hard quantile normalization
-    (tied items share their targets' mean); as ε → ∞ every entry tends to the targets' mean.
-    For ``targets = 1..n`` it is :func:`softops.soft_rank`.
+    exact by isotonic regression
+    ([`softops.projection_permutahedron`][softops.projection.projection_permutahedron]): items whose
+    gap is below ε times the gap of their targets share their targets' mean. The output preserves
+    the order of ``x`` and sums to $\sum w$. As ε → 0 it is the hard quantile normalization (tied
+    items share their targets' mean); as ε → ∞ every entry tends to the targets' mean. For
+    ``targets = 1..n`` it is [`softops.soft_rank`][softops.projection.soft_rank].
 
     ott-jax's ``quantile_normalization`` uses the transport plan of the squashed inputs onto the
     targets instead: same hard limit, a different smoothing.
@@ -136,29 +122,47 @@ def soft_quantile_normalization(
     if targets.ndim != 1 or targets.shape[0] == 0:
         raise ValueError(f"`targets` must be 1-D and non-empty, got shape {targets.shape}")
     if weights is None:
-        weights = jnp.ones_like(targets)
+        weights = jnp.broadcast_to(
+            _checks.array(np.ones((), targets.dtype), "weights"), targets.shape
+        )
     else:
         weights = _checks.floating(weights, "weights")
         _checks.same_shape(weights, targets, ("weights", "targets"))
         known = _checks._concrete(weights)
         if known is not None and np.any(known < 0):
             raise ValueError(f"`weights` must be non-negative, got weights={known.tolist()!r}")
-    moved, ax, ok, n_valid, eps = _rows(x, axis, where, regularization_strength)
-    dtype, n = moved.dtype, moved.shape[-1]
-    t, w = targets.astype(dtype), weights.astype(dtype)
-    quantiles = _target_quantiles(t, w, jnp.maximum(n_valid, 1), n, dtype)
-    out = _project(moved, quantiles, n_valid, eps, ok)
-    return jnp.moveaxis(out, -1, ax).astype(x.dtype)
+    ax, valid, eps = _arguments(x, axis, where, regularization_strength)
+    dtype = eps.dtype
+    return _quantile_normalization(x, targets.astype(dtype), weights.astype(dtype), eps, valid,
+                                   axis=ax)  # fmt: skip
 
 
-@jax.jit
+@partial(jax.jit, static_argnames=("axis",))
+def _quantile_normalization(x, targets, weights, eps, valid, *, axis):
+    # The targets are shared by every row: their quantiles [..., n] are computed here, outside
+    # the per-shard kernel (a kernel under shard_map may not close over arrays).
+    n_valid = _count(jnp.moveaxis(x, axis, -1), None if valid is None else
+                     jnp.moveaxis(valid, axis, -1)).astype(eps.dtype)  # fmt: skip
+    n = x.shape[axis]
+    quantiles = _target_quantiles(targets, weights, jnp.maximum(n_valid, 1), n, eps.dtype)
+
+    def kernel(x, quantiles, eps, valid):
+        return _project(x, quantiles, _count(x, valid), eps, valid)
+
+    return _sharding.run_items(kernel, axis, (x, jnp.moveaxis(quantiles, -1, axis)), (eps,), valid)
+
+
 def _project(x, w, n_valid, eps, valid):
-    """Projection of x/eps [..., n] onto the permutahedron of w [..., n].
+    """Projection of x/eps [..., n] onto the permutahedron of w [..., n], rows [..., n].
 
     With ``valid``: of the valid entries onto the first n_valid entries of w (the others get 0).
+    A row with a strength that is not positive and finite (traced) gives NaN.
     """
+    good = (eps > 0) & jnp.isfinite(eps)
+    eps = jnp.where(good, eps, 1)[..., None]
     if valid is None:
-        return _permutahedron(x / eps, w)
+        out = rows.project_rows(x / eps, w, None, regularization="l2", method="auto")
+        return rows.nan_rows(out, good)
     # Masked entries go last with fillers below every w, far enough not to pool: a block of
     # valid entries has mean >= min(z) - max(w) > min(z) - gap - (min(w) - 1).
     inside = _last(jnp.arange(x.shape[-1], dtype=x.dtype), x.ndim) < n_valid
@@ -171,7 +175,8 @@ def _project(x, w, n_valid, eps, valid):
     low_z = lax.stop_gradient(jnp.where(jnp.isfinite(low_z), low_z, 0))
     z = jnp.where(valid, z, low_z - gap)
     w = jnp.where(inside, w, jnp.where(finite, low_w, 0) - 1)
-    return jnp.where(valid, _permutahedron(z, w), 0)
+    out = rows.project_rows(z, w, None, regularization="l2", method="auto")
+    return jnp.where(valid, rows.nan_rows(out, good), 0)
 
 
 def _interp_index(values, index):
@@ -186,7 +191,6 @@ def _interp_index(values, index):
     return v_lo + frac * (v_hi - v_lo)
 
 
-@partial(jax.jit, static_argnums=2)
 def _binned(s, n_valid, levels: int):
     """Equal-mass quantization V [..., n] of the ascending values s (the first n_valid count).
 
@@ -219,16 +223,17 @@ def soft_quantize(
 
     Hard quantization cuts the sorted values into ``L = num_levels`` bins of equal mass n/L (an
     item on a boundary is split between two bins), takes each bin's mean as its level, and gives
-    the item of rank p the mean :math:`V_p` of the levels over its mass
-    :math:`[(p-1)/n, p/n]`. The soft version projects onto the permutahedron of these values,
+    the item of rank p the mean $V_p$ of the levels over its mass
+    $[(p-1)/n, p/n]$. The soft version projects onto the permutahedron of these values,
 
-    .. math::
-        \mathrm{quantize}_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(V(x))}
-        \tfrac12 \|\mu - x/\varepsilon\|^2,
+    $$
+    \mathrm{quantize}_\varepsilon(x) = \arg\min_{\mu \in \mathcal{P}(V(x))}
+    \tfrac12 \|\mu - x/\varepsilon\|^2,
+    $$
 
     exact by isotonic regression: neighbours in different bins share a value when their gap is
     below ε times the gap of their levels (derivatives flow through both ``x/ε`` and
-    :math:`V(x)`). As ε → 0 it is the hard quantization (the limit of ott-jax's ``quantize``;
+    $V(x)$). As ε → 0 it is the hard quantization (the limit of ott-jax's ``quantize``;
     tied items share their mean value); as ε → ∞ every entry tends to ``mean(x)``; with
     ``num_levels = 1`` it is ``mean(x)`` at every ε. O(n log n + L).
 
@@ -258,10 +263,18 @@ def soft_quantize(
     """
     levels = _checks.integer(num_levels, "num_levels", minimum=1)
     x = _checks.floating(x, "x")
-    moved, ax, ok, n_valid, eps = _rows(x, axis, where, regularization_strength)
-    keyed = moved if ok is None else jnp.where(ok, moved, jnp.inf)
-    last = None if ok is None else ~ok  # the valid entries first
-    s = _sharding.take_last(keyed, _sort.argsort(keyed, last=last))  # jnp.sort's values, NaN last
-    values = _binned(s, jnp.maximum(n_valid, 1), levels)
-    out = _project(moved, values, n_valid, eps, ok)
-    return jnp.moveaxis(out, -1, ax).astype(x.dtype)
+    ax, valid, eps = _arguments(x, axis, where, regularization_strength)
+    return _quantize(x, eps, valid, axis=ax, levels=levels)
+
+
+@partial(jax.jit, static_argnames=("axis", "levels"))
+def _quantize(x, eps, valid, *, axis, levels):
+    def kernel(x, eps, valid):
+        n_valid = _count(x, valid)
+        keyed = x if valid is None else jnp.where(valid, x, jnp.inf)
+        last = None if valid is None else ~valid  # the valid entries first
+        s = _sharding.take_last(keyed, _sort.argsort(keyed, last=last))  # sorted, NaN last
+        values = _binned(s, jnp.maximum(n_valid, 1), levels)
+        return _project(x, values, n_valid, eps, valid)
+
+    return _sharding.run_items(kernel, axis, (x,), (eps,), valid)

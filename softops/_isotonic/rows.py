@@ -42,11 +42,20 @@ from softops._sharding import scatter_last, take_last
 from softops._straight_through import with_soft_derivative
 
 
-def _finish(out, x, eps, valid, out_valid):
-    """NaN for rows with a non-finite valid entry or a bad strength; 0 at masked outputs."""
-    finite = jnp.isfinite(x) if valid is None else jnp.isfinite(x) | ~valid
+def nan_rows(out, good):
+    """``out`` where ``good`` [...] holds; NaN in value and in every derivative elsewhere.
+
+    A product, not a ``where``: the derivative of a bad row is NaN, never a silent 0.
+    """
+    return out * jnp.where(good, 1, jnp.nan).astype(out.dtype)[..., None]
+
+
+def _finish(out, x, eps, valid, out_valid, w=None):
+    """NaN rows (a non-finite valid entry of x or w, a bad strength); 0 at masked outputs."""
+    finite = jnp.isfinite(x) if w is None else jnp.isfinite(x) & jnp.isfinite(w)
+    finite = finite if valid is None else finite | ~valid
     good = jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
-    out = jnp.where(good[..., None], out, jnp.nan)
+    out = nan_rows(out, good)
     return out if out_valid is None else jnp.where(out_valid, out, 0)
 
 
@@ -186,8 +195,11 @@ def project_rows(z, w, valid, *, regularization: str, method: str):
     """Projection of rows ``z`` onto the permutahedron of rows ``w`` (None: ranks n..1)."""
     w_desc = None if w is None else _sort_desc(w, valid)[1]
     one = jnp.ones(z.shape[:-1], z.dtype)
+    if regularization == "kl" and w is not None:  # log w: a row with a valid w <= 0 is NaN
+        positive = (w > 0) if valid is None else (w > 0) | ~valid
+        one = jnp.where(jnp.all(positive, axis=-1), one, jnp.nan)
     out = _project(z, 1.0, w_desc, valid, regularization, method)
-    return _finish(out, z, one, valid, valid)
+    return _finish(out, z, one, valid, valid, w)
 
 
 def sort_rows(
@@ -246,5 +258,4 @@ def isotonic_rows(a, b, *, kind: Kind, method: str):
     else:
         (ma, la), (mb, lb) = seg.lse(a), seg.lse(b)
         out = (ma - mb) + (la - lb)
-    good = jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1, keepdims=True)
-    return jnp.where(good, out, jnp.nan)
+    return nan_rows(out, jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1))

@@ -1,14 +1,15 @@
 r"""Two-anchor entropic top-k: a scalar root find per row and an O(n) derivative (private).
 
 With two anchors, eliminating the row potentials of the entropic OT dual leaves one scalar per
-row: :math:`A_i = \sigma(s_i + \tau)` with :math:`\tau` fixed by :math:`\sum_i A_i = k`. The map
-:math:`F(\tau) = \sum_i \sigma(s_i + \tau) - k` is increasing, and with :math:`q = k/n`,
+row: $A_i = \sigma(s_i + \tau)$ with $\tau$ fixed by $\sum_i A_i = k$. The map
+$F(\tau) = \sum_i \sigma(s_i + \tau) - k$ is increasing, and with $q = k/n$,
 
-.. math::
-    F(\operatorname{logit} q - \max_i s_i) \le 0 \le F(\operatorname{logit} q - \min_i s_i),
+$$
+F(\operatorname{logit} q - \max_i s_i) \le 0 \le F(\operatorname{logit} q - \min_i s_i),
+$$
 
 so a safeguarded Newton iteration on that bracket (bisect when the Newton step leaves it) finds
-:math:`\tau`. Reference semantics for one row::
+$\tau$. Reference semantics for one row:
 
     lo, hi = logit(k / n) - max(s), logit(k / n) - min(s)
     tau = logit(k / n) - mean(s)  # or log(k) - logsumexp(s) when k is tiny
@@ -19,9 +20,9 @@ so a safeguarded Newton iteration on that bracket (bisect when the Newton step l
 
 The JAX loop runs all rows of a batch at once (per-row state vectors, finished rows frozen, per
 batch shard) and also stops when the bracket has shrunk to a few ulps (the best the dtype can do)
-or at ``max_iter``. Derivative: :math:`dA = \sigma' \odot (ds + d\tau)` with
-:math:`d\tau = (dk - \langle \sigma', ds\rangle)/\sum \sigma'`,
-:math:`\sigma' = \sigma(z)\sigma(-z)` (both factors computed directly: no cancellation).
+or at ``max_iter``. Derivative: $dA = \sigma' \odot (ds + d\tau)$ with
+$d\tau = (dk - \langle \sigma', ds\rangle)/\sum \sigma'$,
+$\sigma' = \sigma(z)\sigma(-z)$ (both factors computed directly: no cancellation).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _sums(x, c, tau, valid):
     """F + k = sum(A) and D = sum(A (1 - A)) at ``s = c x`` in one fused pass (one exp per item).
 
     ``A (1 - A)`` is ``e / (1 + e)^2`` with ``e = exp(-|z|)``: no cancellation when A is near 1.
-    ``e`` stops at the smallest normal number (:func:`_floor`): each item then counts at most
+    ``e`` stops at the smallest normal number (`_floor`): each item then counts at most
     that much too much, and no subnormal number (slow on CPUs) is ever formed.
     """
     z = x * c[..., None] + tau[..., None]
@@ -120,7 +121,7 @@ def _start(x, c, k, valid, n_valid, x_top, s_max, s_min, tol):
     t0 = _logit(k / n_valid)
     # (x - x_top) c, not c x - s_max: exactly 0 for the top item however XLA fuses it (a fused
     # multiply-add would leave the rounding error of c x_top, which can dwarf the other terms)
-    # (no subnormal numbers: slow on CPUs; exp stops at :func:`_floor`, squares below the
+    # (no subnormal numbers: slow on CPUs; exp stops at `_floor`, squares below the
     # smallest normal number are dropped; each adds at most that much to the totals)
     shifted = jnp.maximum((x - x_top[..., None]) * c[..., None], _floor(dtype))
     u = jnp.exp(jnp.where(valid > 0, shifted, -jnp.inf))
@@ -190,7 +191,7 @@ def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: flo
     ``ok``: the residual is within ``tol`` or the bracket has shrunk to a few ulps (the best the
     dtype can do); False only when ``max_iter`` stopped the search (or the row is NaN). Rows with
     ``k > n_valid / 2`` are solved as ``sum sigma(-s - tau) = n_valid - k`` (the same equation),
-    so the sum S lives in its upper tail. Steps: near the root (``|F| < D``) :func:`_newton`;
+    so the sum S lives in its upper tail. Steps: near the root (``|F| < D``) `_newton`;
     further away ``G = log(S / k)`` (close to linear in tau when the items near the root are in
     their exponential tails), by regula falsi with the Illinois rule once both ends of the bracket
     have been evaluated and by Newton on G before; bisection when a step leaves the bracket.
@@ -279,7 +280,7 @@ def topk_mask_rows(x, c, k, valid, n_valid, extremes, *, solve_x, max_iter: int,
     ones (no tangent). ``solve_x``: ``x`` for the root find, which may differ from ``x`` in rows
     that are not interior (0 < k < n_valid). Returns (A, tau, iterations, residual
     |sum(A) - k|, ok). The root find runs on values without gradient; derivatives come from
-    :func:`_mask_at` (implicit, closed form).
+    `_mask_at` (implicit, closed form).
     """
     inner = _interior(k, n_valid)
     k_safe = jnp.where(inner, k, 0.5 * n_valid)

@@ -1,41 +1,41 @@
 r"""Entropic OT of 1-D items onto sorted anchors, by semi-dual Newton (private).
 
-One row: items :math:`x_i` with masses :math:`a_i \ge 0`, anchors :math:`y_0 > \dots > y_{m-1}`
-with masses :math:`b_j > 0`, cost :math:`(x_i - y_j)^2`, regularization ε (cost units). The plan
-is :math:`P_{ij} = a_i \pi_{ij}`, :math:`\pi_i = \mathrm{softmax}_j((g_j - C_{ij})/\varepsilon)`,
-g maximizing the concave semi-dual :math:`F(g) = \langle b, g\rangle - \varepsilon \sum_i a_i
-\mathrm{LSE}_j((g_j - C_{ij})/\varepsilon)`: gradient :math:`b - P^\top 1`, negative Hessian
-:math:`H/\varepsilon`, :math:`H = \sum_i a_i (\mathrm{diag}\,\pi_i - \pi_i \pi_i^\top)`.
+One row: items $x_i$ with masses $a_i \ge 0$, anchors $y_0 > \dots > y_{m-1}$
+with masses $b_j > 0$, cost $(x_i - y_j)^2$, regularization ε (cost units). The plan
+is $P_{ij} = a_i \pi_{ij}$, $\pi_i = \mathrm{softmax}_j((g_j - C_{ij})/\varepsilon)$,
+g maximizing the concave semi-dual $F(g) = \langle b, g\rangle - \varepsilon \sum_i a_i
+\mathrm{LSE}_j((g_j - C_{ij})/\varepsilon)$: gradient $b - P^\top 1$, negative Hessian
+$H/\varepsilon$, $H = \sum_i a_i (\mathrm{diag}\,\pi_i - \pi_i \pi_i^\top)$.
 
 **Thresholds.** In 1-D the logit gap of neighbouring anchors is affine in x:
-:math:`(g_j - C_{ij}) - (g_{j+1} - C_{i,j+1}) = 2 \Delta y_j (x_i - t_j)`, :math:`\Delta y_j = y_j -
-y_{j+1}`. The m-1 thresholds t are the unknowns: gauge-free, in the units of x, and well
-conditioned in float32 (g carries :math:`y_j^2`, which would cost the logits their low bits). With
-:math:`Y_j = y_j - y_{m-1}`, :math:`L_{ij} = (2/\varepsilon)(x_i Y_j - \sum_{j' \ge j} \Delta y_{j'}
-t_{j'})` (x and t centred on a per-row constant). The thresholds are carried as offsets from
+$(g_j - C_{ij}) - (g_{j+1} - C_{i,j+1}) = 2 \Delta y_j (x_i - t_j)$, $\Delta y_j = y_j -
+y_{j+1}$. The m-1 thresholds t are the unknowns: gauge-free, in the units of x, and well
+conditioned in float32 (g carries $y_j^2$, which would cost the logits their low bits). With
+$Y_j = y_j - y_{m-1}$, $L_{ij} = (2/\varepsilon)(x_i Y_j - \sum_{j' \ge j} \Delta y_{j'}
+t_{j'})$ (x and t centred on a per-row constant). The thresholds are carried as offsets from
 their start, which enter the logits last: on a tie, float32 t alone cannot place a threshold
 finely enough (200 equal items at ε = 1e-4: residual 5.5e-4 in mask units at the float32 t
 nearest the solution, computed in float64, above the 3.8e-4 tolerance). A Newton step in g,
-:math:`z = H_<^{-1} (b - P^\top 1)_<` (first m-1 anchors; gauge :math:`g_{m-1} = 0`), moves the
-thresholds by :math:`-\varepsilon (z_j - z_{j+1}) / (2 \Delta y_j)`, :math:`z_{m-1} = 0`.
+$z = H_<^{-1} (b - P^\top 1)_<$ (first m-1 anchors; gauge $g_{m-1} = 0$), moves the
+thresholds by $-\varepsilon (z_j - z_{j+1}) / (2 \Delta y_j)$, $z_{m-1} = 0$.
 
-**Start.** At ε → 0 the plan is the sorted assignment: :math:`t_j` lies halfway between the last
-item (from the largest x) whose mass fits in :math:`b_0 + \dots + b_j` and the next. Newton starts
+**Start.** At ε → 0 the plan is the sorted assignment: $t_j$ lies halfway between the last
+item (from the largest x) whose mass fits in $b_0 + \dots + b_j$ and the next. Newton starts
 there at the target ε (measured: fewer steps than ε-continuation, at every ε), or, for a diffuse
-row (ε above the x-span times the anchor gap), from the ε → ∞ solution :math:`\pi_i = b`.
+row (ε above the x-span times the anchor gap), from the ε → ∞ solution $\pi_i = b$.
 
 **Step.** Far from the solution (error above an eighth of the first m - 1 anchors' mass), an
-over-full anchor's residual :math:`b_j - c_j` (:math:`c = P^\top 1`) is replaced by :math:`c_j
-\log(b_j / c_j)`: Newton on :math:`\log c = \log b`, exact for an isolated anchor, whose column
-is exponential in :math:`g_j` (plain Newton moves such a :math:`g_j` by at most ε and divides
+over-full anchor's residual $b_j - c_j$ ($c = P^\top 1$) is replaced by $c_j
+\log(b_j / c_j)$: Newton on $\log c = \log b$, exact for an isolated anchor, whose column
+is exponential in $g_j$ (plain Newton moves such a $g_j$ by at most ε and divides
 the excess by about e per step). The plain step is kept where that one is not an ascent
 direction of F. Measured (float32, standard-normal rows): 3 steps instead of 4-5 at ε = 0.1,
 9 instead of 10-12 at ε = 1e-2; the same counts at small ε.
 
-**Screening** (:func:`newton_rows`, top-k marginals): the solve runs first on the ``head`` largest
+**Screening** (`newton_rows`, top-k marginals): the solve runs first on the ``head`` largest
 items, the rest held on the last anchor. When every threshold lies above the rest, an item i of
-the rest has :math:`\sum_{j < m-1} \pi_{ij} \le (m-1) e^{L_{i,m-2}}` (its logits decrease
-towards the first anchor, :math:`L_{i,m-1} = 0`); in a row where that bound, summed over the
+the rest has $\sum_{j < m-1} \pi_{ij} \le (m-1) e^{L_{i,m-2}}$ (its logits decrease
+towards the first anchor, $L_{i,m-1} = 0$); in a row where that bound, summed over the
 rest, is at most ``tol / 8``, the rest is kept exactly one-hot on the last anchor (``frozen``) and
 the Newton steps cost O(head · m²). The other rows go on with Newton on the full rows (their sums
 in chunks of items: XLA on CPU pays for big temporaries); finished rows are frozen, so a batch
@@ -43,8 +43,8 @@ where every row was certified runs no full-row step at all.
 
 Reference semantics for one row; the JAX loop runs a batch with per-row state (finished rows
 frozen with ``jnp.where``; a row stops on a vanishing step or non-finite data), per batch shard
-(:func:`softops._sharding.batch_local`, on values without gradient), and ends when every row of
-the shard is done::
+(`softops._sharding.batch_local`, on values without gradient), and ends when every row of
+the shard is done:
 
     t = sorted_assignment_thresholds(x, a, b)
     while sum(abs(P(t).sum(0) - b)) > tol and it < max_iter:
@@ -53,15 +53,15 @@ the shard is done::
         alpha = 1  # halve until F(t + alpha dt) >= F(t) + 1e-4 alpha <grad, eps z>
         t = t + alpha * dt
 
-Derivative (forward mode, implicit, no loop): differentiating :math:`(b - P^\top 1)_< = 0` gives
-:math:`H_< w = (db - \sum_i da_i \pi_i - \sum_i a_i\, d^o\pi_i)_<`, where :math:`d^o\pi` is the
-tangent of π at fixed t (from x, Δy, ε) and :math:`w_j` the (item-independent) logit tangent of
-the thresholds; then :math:`d\pi = d^o\pi + \pi \odot (w - \langle \pi, w\rangle)`: O(nm + m³),
-attached at the solved thresholds by :func:`_plan_at` (a ``custom_jvp``). H is the solver's, from
-its last accepted evaluation (:func:`_hess_at` differentiates it through the plan at higher
+Derivative (forward mode, implicit, no loop): differentiating $(b - P^\top 1)_< = 0$ gives
+$H_< w = (db - \sum_i da_i \pi_i - \sum_i a_i\, d^o\pi_i)_<$, where $d^o\pi$ is the
+tangent of π at fixed t (from x, Δy, ε) and $w_j$ the (item-independent) logit tangent of
+the thresholds; then $d\pi = d^o\pi + \pi \odot (w - \langle \pi, w\rangle)$: O(nm + m³),
+attached at the solved thresholds by `_plan_at` (a ``custom_jvp``). H is the solver's, from
+its last accepted evaluation (`_hess_at` differentiates it through the plan at higher
 orders only). Frozen items are one-hot on the last anchor and contribute exact zeros to H and to
-every tangent term. Sums :math:`\sum_i \pi_{ji} w_i` (top-k values) get a tangent of their own,
-:func:`_sums_at`: every term is a product of pi with an item vector, so no [..., m, n] tangent
+every tangent term. Sums $\sum_i \pi_{ji} w_i$ (top-k values) get a tangent of their own,
+`_sums_at`: every term is a product of pi with an item vector, so no [..., m, n] tangent
 or cotangent is formed.
 """
 
@@ -189,7 +189,7 @@ def _shifted(pi, q, zeta):
 
 @jax.custom_jvp
 def _sums_at(x, dy, a, b, eps, t, d, frozen, hess, w):
-    """sum_i pi_ji w_i [..., m] at the solved thresholds (the plan of :func:`_plan_at`)."""
+    """sum_i pi_ji w_i [..., m] at the solved thresholds (the plan of `_plan_at`)."""
     return _mv(_plan_at(x, dy, a, b, eps, t, d, frozen, hess)[0], w)
 
 
@@ -279,7 +279,7 @@ def newton_plan(
 
     ``x``, ``a`` [..., n]; ``y`` [m] or [..., m], strictly decreasing; ``b`` [..., m] with
     ``sum(b) == sum(a)``; ``eps`` [...] in cost units; ``tol`` on ``error = ||P^T 1 - b||_1``.
-    ``head``: screening size (``"auto"``: :func:`head_size`; ``None``: off); ``keep``: the
+    ``head``: screening size (``"auto"``: `head_size`; ``None``: off); ``keep``: the
     number of leading anchors whose plan is returned (default all m). Derivatives flow to
     ``x``, ``y``, ``a``, ``b`` and ``eps``.
     """
@@ -297,7 +297,7 @@ def newton_plan(
 def newton_sums(x, y, a, b, eps, w, max_iter: int, tol: float, head: int | None | str = "auto"):
     """The plan pi [..., m, n], the sums pi @ w [..., m], iterations and error.
 
-    The arguments of :func:`newton_plan` and item weights ``w`` [..., n]. The sums get a
+    The arguments of `newton_plan` and item weights ``w`` [..., n]. The sums get a
     tangent of their own, products of pi with item vectors (O(nm) reads, nothing of size
     [..., m, n] written): prefer them to contracting pi when only the sums are needed.
     """
@@ -311,7 +311,7 @@ def newton_sums(x, y, a, b, eps, w, max_iter: int, tol: float, head: int | None 
 def newton_rows(x, y, a, b, eps, max_iter: int, tol: float, head: int | None | str = "auto"):
     """Entropic OT of rows onto sorted anchors: (f, g, plan [..., n, m], iterations, error).
 
-    The arguments of :func:`newton_plan`; ``g`` is gauged to ``g[..., -1] == 0``.
+    The arguments of `newton_plan`; ``g`` is gauged to ``g[..., -1] == 0``.
     """
     batch, m = x.shape[:-1], b.shape[-1]
     y = jnp.broadcast_to(jnp.asarray(y, x.dtype), batch + (m,))

@@ -1,8 +1,8 @@
-r"""The semi-dual Newton loop of :mod:`softops._ot.newton` and its row helpers (private).
+r"""The semi-dual Newton loop of `softops._ot.newton` and its row helpers (private).
 
 The helpers take rows with any leading batch axes (items last, anchors second to last); the loop
-runs on rows [B, n] without gradient, per batch shard (:func:`_solve`). The math, the start,
-the screening and the reference semantics are in :mod:`softops._ot.newton`.
+runs on rows [B, n] without gradient, per batch shard (`_solve`). The math, the start,
+the screening and the reference semantics are in `softops._ot.newton`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softops import _compat
 from softops._sharding import batch_local, like_vma, scatter_last
 
 
@@ -40,11 +41,13 @@ class _State(NamedTuple):
 def head_size(n: int, m: int) -> int | None:
     """Screening size for n items and m anchors, or None when screening would not pay."""
     head = 2 * m + 16
-    return head if 4 * head <= n else None
+    return head if _compat.is_static(n) and 4 * head <= n else None
 
 
 def chunk_size(nb: int, m: int, n: int) -> int | None:
     """Items per chunk in full-row evaluations (about 2**18 plan entries), or None for one."""
+    if not _compat.is_static(nb, n):  # a symbolic batch or length: one chunk
+        return None
     chunk = max(128, 1 << max(0, (2**18 // max(nb * m, 1)).bit_length() - 1))
     return chunk if chunk < n else None
 
@@ -67,9 +70,9 @@ def _logits(x, t, d, dy, eps, c):
     r"""L [..., m, n]: logits relative to the last anchor at the thresholds ``t + d``.
 
     ``d``: offsets from a reference ``t`` (or None), x and t centred at c [...]:
-    :math:`L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
-    \sum_{l \ge j} \Delta y_l d_l)`. The offsets enter last, so that they resolve thresholds
-    far below the ulp of t (float32 rows with ties: see :func:`_newton_loop`).
+    $L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
+    \sum_{l \ge j} \Delta y_l d_l)$. The offsets enter last, so that they resolve thresholds
+    far below the ulp of t (float32 rows with ties: see `_newton_loop`).
     """
     v = _suffix(dy * (t - c[..., None]))
     u = x - c[..., None]
@@ -139,7 +142,7 @@ def _direction(ev: _Eval, b):
     An over-full anchor's column is about exponential in its g_j: plain Newton on b - col moves
     g_j by at most ε and divides the excess by about e per step. Far from the solution (error
     above an eighth of the first m - 1 anchors' mass) the over-full anchors' residuals are taken
-    as :math:`col_j \log(b_j / col_j)` (Newton on log col = log b: exact for an isolated anchor;
+    as $col_j \log(b_j / col_j)$ (Newton on log col = log b: exact for an isolated anchor;
     equal to b - col to first order). The plain step is kept where that is not an ascent
     direction of F, and near the solution (quadratic convergence, as measured).
     """
@@ -253,8 +256,8 @@ def _start(x, a, b, dy, eps, size: int):
 
     The sorted assignment (the ε → 0 solution) from the ``size`` largest items; for a diffuse
     row (ε at least the x-span times the largest anchor gap) the ε → ∞ solution instead, where
-    :math:`\pi_i \to b`: :math:`t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
-    y_j)`. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
+    $\pi_i \to b$: $t_j = \bar{x} - \varepsilon \log(b_j / b_{j+1}) / (2 \Delta
+    y_j)$. Measured: 3-6 Newton steps instead of 8-10 at the paper's ε >= 0.1.
     """
     valid = a > 0
     top, idx = lax.top_k(jnp.where(valid, x, -jnp.inf), size)
@@ -294,7 +297,7 @@ def _tail_bound(x, a, in_head, t, dy, eps):
 def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
     """Thresholds t + d [..., m-1], frozen items [..., n], iterations, error, H [..., m-1, m-1].
 
-    t is the start and d the offsets from it (see :func:`_newton_loop`).
+    t is the start and d the offsets from it (see `_newton_loop`).
     Runs on values without gradient, shard by shard. ``head``: screening size (None: off). H is
     the Hessian of the last evaluation that accepted t (frozen items add exact zeros to it, so
     a certified row's head solve gives the full row's H); zero for a row never evaluated.

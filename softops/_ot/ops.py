@@ -1,9 +1,9 @@
 """Argument handling and the jitted, per-batch-shard sides of the top-k ops (private).
 
-:mod:`softops.topk_ot` validates through :func:`mask_op`, :func:`sorted_op` and
-:func:`sinkhorn_op`, which check every argument on the shared layer (:mod:`softops._checks`)
-and run the row kernels of :mod:`softops._ot.topk_rows` where the batch lives
-(:func:`softops._sharding.run_items`).
+[`softops.topk_ot`][softops.topk_ot] validates through `mask_op`, `sorted_op` and
+`sinkhorn_op`, which check every argument on the shared layer (`softops._checks`)
+and run the row kernels of `softops._ot.topk_rows` where the batch lives
+(`softops._sharding.run_items`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, 
 
 def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad,
             straight_through=False):  # fmt: skip
-    """(mask, threshold, iterations, residual, converged) of :func:`softops.soft_topk_mask`."""
+    """(mask, threshold, iterations, residual, converged) of `softops.soft_topk_mask`."""
     _checks.choice(solver, SOLVERS, "solver")
     hard = _checks.boolean(straight_through, "straight_through")
     x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
@@ -88,7 +88,7 @@ def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, sol
     if tol is None:  # |sum A - k| in mask units: the rounding of an n-term sum
         eps = jnp.finfo(dtype).eps
         tol = float(max(4 * x.shape[ax] * eps, 16 * eps))
-    k = jnp.broadcast_to(jnp.asarray(k, dtype), strength.shape)
+    k = jnp.broadcast_to(_checks.array(k, "k").astype(dtype), strength.shape)
     return _mask(
         x, k, strength, mask, axis=ax, largest=largest, kind=kind, solver=solver,
         max_iter=max_iter, tol=tol, nan_bad=nan_bad, hard=hard,
@@ -127,7 +127,7 @@ def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver
 
 def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, mode, solver,
               nan_bad, straight_through=False):  # fmt: skip
-    """(values, assignment, iterations, residual, converged) of :func:`softops.soft_topk`."""
+    """(values, assignment, iterations, residual, converged) of `softops.soft_topk`."""
     _checks.choice(mode, DIFFERENTIATIONS, "differentiation")
     hard = _checks.boolean(straight_through, "straight_through")
     _checks.choice(solver, SOLVERS, "solver")
@@ -156,7 +156,8 @@ def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, m
 
 def _marginal(v, size, batch, dtype, name, *, positive: bool):
     if v is None:
-        return jnp.full(batch + (size,), 1 / max(size, 1), dtype)  # size 0: empty
+        uniform = _checks.array(np.asarray(1 / max(size, 1), dtype), name)  # size 0: empty
+        return jnp.broadcast_to(uniform, batch + (size,))
     arr = _checks.floating(v, name).astype(dtype)
     known = _checks._concrete(v)
     if known is not None and known.size:
@@ -170,6 +171,22 @@ def _marginal(v, size, batch, dtype, name, *, positive: bool):
         raise ValueError(
             f"`{name}` must broadcast to {batch + (size,)}, got shape {arr.shape}"
         ) from None
+
+
+def _same_mass(a, b) -> None:
+    """Known marginals must carry the same mass (to the dtype's rounding of their sums)."""
+    ka, kb = _checks._concrete(a), _checks._concrete(b)
+    if ka is None or kb is None or not ka.size or not kb.size:
+        return
+    sa, sb = ka.sum(-1), kb.sum(-1)
+    slack = 8 * np.finfo(ka.dtype).eps * (ka.shape[-1] + kb.shape[-1]) * np.maximum(sa, sb)
+    bad = np.abs(sa - sb) > slack
+    if np.any(bad):
+        raise ValueError(
+            "`a` and `b` must have the same total mass, got sum(a)="
+            f"{np.ravel(sa)[np.argmax(np.ravel(bad))].item()!r} and sum(b)="
+            f"{np.ravel(sb)[np.argmax(np.ravel(bad))].item()!r}"
+        )
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "tol", "mode"))
@@ -188,19 +205,19 @@ def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
 
 
 def sinkhorn_op(cost, a, b, epsilon, tol, max_iter, differentiation) -> SinkhornOutput:
-    """:func:`softops.sinkhorn` after validation."""
+    """[`softops.sinkhorn`][softops.topk_ot.sinkhorn] after validation."""
     _checks.choice(differentiation, DIFFERENTIATIONS, "differentiation")
     cost = _checks.floating(cost, "cost")
     if cost.ndim < 2:
         raise ValueError(f"`cost` must have shape [..., n, m], got shape {cost.shape}")
-    minimum = 1 if differentiation == "unrolled" else 0
-    max_iter = _checks.integer(max_iter, "max_iter", minimum=minimum)
+    max_iter = _checks.integer(max_iter, "max_iter", minimum=1)
     tol = _checks.tolerance(tol, allow_none=False)
     dtype = _checks.compute_dtype(cost.dtype)
     *batch_list, n, m = cost.shape
     batch = tuple(batch_list)
     a = _marginal(a, n, batch, dtype, "a", positive=False)
     b = _marginal(b, m, batch, dtype, "b", positive=True)
+    _same_mass(a, b)
     eps = _checks.per_row(epsilon, "epsilon", batch, dtype)
     if n == 0 or m == 0 or 0 in batch:
         zeros = jnp.zeros

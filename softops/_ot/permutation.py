@@ -1,13 +1,13 @@
 r"""What ``ott.tools.soft_sort`` offers beyond soft sort, rank and top-k, on softops' kernels.
 
-- :func:`soft_permutation` and :func:`sort_with`: entropic optimal transport of the scores onto
-  sorted positions (the semi-dual Newton kernel of :mod:`softops._ot.newton`), because the
+- `soft_permutation` and `sort_with`: entropic optimal transport of the scores onto
+  sorted positions (the semi-dual Newton kernel of `softops._ot.newton`), because the
   permutahedron ops give no smooth permutation matrix: the Jacobian of the L2 soft sort is
   block averaging ∘ permutation, doubly stochastic but piecewise constant in the scores (its
   derivative is zero and it jumps where blocks merge).
-- :func:`softops._isotonic.quantize.soft_quantile_normalization` and
-  :func:`softops._isotonic.quantize.soft_quantize`: exact permutahedron ops (Blondel et al., 2020).
-- Quantiles at an array of levels in one call: :func:`softops.soft_quantile` already takes a 1-D
+- `soft_quantile_normalization` and `soft_quantize` (`softops._isotonic.quantize`): exact
+  permutahedron ops (Blondel et al., 2020).
+- Quantiles at an array of levels in one call: `softops.soft_quantile` already takes a 1-D
   ``q``.
 
 ott-jax solves every one of these by Sinkhorn on inputs squashed into [0, 1] (sigmoid of the
@@ -27,33 +27,55 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from softops import _checks
+from softops import _checks, _sharding
 from softops._ot.newton import newton_rows
 
 __all__ = ["soft_permutation", "sort_with"]
 
 
-def _temperature(value, batch: tuple, dtype) -> jax.Array:
-    """The per-row temperature, flattened to [B]."""
-    return _checks.per_row(value, "temperature", batch, dtype).reshape(-1)
+def _plan_rows(x, temp, *, k: int, descending: bool, tol, max_iter: int):
+    """Soft assignment [..., k, n] of the items of rows x [..., n] to the first k sorted positions.
 
-
-@partial(jax.jit, static_argnums=(2, 3, 4, 5))  # eager calls compile the solver once per shape
-def _sorted_plan(rows, temp, k: int, descending: bool, tol, max_iter: int):
-    """Soft assignment [B, k, n] of the items of rows [B, n] to the first k sorted positions."""
-    nb, n = rows.shape
-    dtype = rows.dtype
+    Rows with a non-finite score, a temperature that is not positive and finite (traced), or a
+    solver stopped at ``max_iter`` are NaN, in value and derivative; the solver never sees them
+    (their scores are zeroed first).
+    """
+    batch, n = x.shape[:-1], x.shape[-1]
+    dtype = x.dtype
+    good = jnp.all(jnp.isfinite(x), axis=-1) & (temp > 0) & jnp.isfinite(temp)
+    x = jnp.where(good[..., None], x, 0)
+    temp = jnp.where(good, temp, 1)
     m = k + 1 if k < n else n
     y = jnp.arange(m - 1, -1, -1).astype(dtype)  # position 0 = the largest (of -x if ascending)
-    b = jnp.full((nb, m), 1 / n, dtype)
+    b = jnp.full(batch + (m,), 1 / n, dtype)
     if m > k:
-        b = jnp.concatenate([b[:, :k], jnp.full((nb, 1), (n - k) / n, dtype)], axis=1)
+        b = jnp.concatenate([b[..., :k], jnp.full(batch + (1,), (n - k) / n, dtype)], axis=-1)
     if tol is None:
         tol = float(max(np.sqrt(jnp.finfo(dtype).eps), 16 * n * jnp.finfo(dtype).eps))
-    a = jnp.full((nb, n), 1 / n, dtype)
-    x = rows if descending else -rows
-    _, _, plan, _, _ = newton_rows(x, y, a, b, 2 * temp, max_iter, tol / n)
-    return jnp.swapaxes(n * plan[:, :, :k], 1, 2)
+    a = jnp.full(batch + (n,), 1 / n, dtype)
+    _, _, plan, _, err = newton_rows(x if descending else -x, y, a, b, 2 * temp, max_iter, tol / n)
+    ok = good & (n * err <= tol)
+    nan = jnp.where(ok, 1, jnp.nan).astype(dtype)[..., None, None]
+    return jnp.swapaxes(n * plan[..., :k], -1, -2) * nan
+
+
+@partial(jax.jit, static_argnames=("axis", "k", "descending", "tol", "max_iter"))
+def _permutation(x, temp, *, axis, k, descending, tol, max_iter):
+    def kernel(x, temp, where):
+        del where
+        plan = _plan_rows(x, temp, k=k, descending=descending, tol=tol, max_iter=max_iter)
+        return (), plan
+
+    return _sharding.run_items(kernel, axis, (x,), (temp,), with_rows=True)[1]
+
+
+@partial(jax.jit, static_argnames=("k", "descending", "tol", "max_iter"))
+def _sorted_items(x, criterion, temp, *, k, descending, tol, max_iter):
+    def kernel(criterion, temp, items):
+        plan = _plan_rows(criterion, temp, k=k, descending=descending, tol=tol, max_iter=max_iter)
+        return jnp.einsum("...kn,...nf->...kf", plan.astype(items.dtype), items)
+
+    return _sharding.on_batch_shards(kernel, criterion, temp, x, name="criterion")
 
 
 def soft_permutation(
@@ -67,12 +89,13 @@ def soft_permutation(
 ) -> jax.Array:
     r"""Soft permutation matrix that sorts ``x``: an entropic optimal-transport plan.
 
-    The n scores (mass 1/n each) are transported to n sorted positions :math:`y_j = j` with cost
-    :math:`(x_i - y_j)^2` and entropic regularization :math:`2T`:
+    The n scores (mass 1/n each) are transported to n sorted positions $y_j = j$ with cost
+    $(x_i - y_j)^2$ and entropic regularization $2T$:
 
-    .. math::
-        P_{ji} = n\,\Gamma_{ij}, \qquad \Gamma_{ij} \propto
-        \exp\big((x_i y_j - y_j^2/2 + g_j) / T\big), \quad \Gamma 1 = \Gamma^\top 1 = 1/n,
+    $$
+    P_{ji} = n\,\Gamma_{ij}, \qquad \Gamma_{ij} \propto
+    \exp\big((x_i y_j - y_j^2/2 + g_j) / T\big), \quad \Gamma 1 = \Gamma^\top 1 = 1/n,
+    $$
 
     so ``P`` is doubly stochastic and ``P @ x`` is a soft sort of ``x`` (position 0 holds the
     smallest, or the largest with ``descending=True``). T is in the units of ``x``. As T → 0,
@@ -113,15 +136,13 @@ def soft_permutation(
     tol = _checks.tolerance(tol)
     x = _checks.floating(x, "x")
     ax = _checks.axis(axis, x.ndim)
-    dtype = _checks.compute_dtype(x.dtype)
-    moved = jnp.moveaxis(x.astype(dtype), ax, -1)
-    batch, n = moved.shape[:-1], moved.shape[-1]
-    temp = _temperature(temperature, batch, dtype)
-    rows = moved.reshape(-1, n)
-    if n <= 1 or rows.shape[0] == 0:
+    batch, n = _checks.batch_shape(x.shape, ax), x.shape[ax]
+    temp = _checks.per_row(temperature, "temperature", batch, _checks.compute_dtype(x.dtype))
+    if n <= 1 or 0 in batch:  # nothing to transport: the (empty or 1 x 1) identity
         return jnp.ones(batch + (n, n), x.dtype)
-    perm = _sorted_plan(rows, temp, n, descending, tol, max_iter)
-    return perm.reshape(batch + (n, n)).astype(x.dtype)
+    return _permutation(
+        x, temp, axis=ax, k=n, descending=descending, tol=tol, max_iter=max_iter
+    ).astype(x.dtype)
 
 
 def sort_with(
@@ -137,12 +158,13 @@ def sort_with(
     r"""Soft-sorts the items of ``x`` (vectors allowed) by the soft order of ``criterion``.
 
     With ``A`` the soft assignment of the items to the first k sorted positions of
-    ``criterion`` (:func:`soft_permutation` for all n positions; for k < n the k+1-anchor
-    transport of :func:`softops.soft_topk`: the first k positions get mass 1/n each, the rest
-    (n-k)/n), the output is :math:`\mathrm{out}_j = \sum_i A_{ji} x_i`: each row a convex
-    combination of the items, in increasing order of the criterion (decreasing with
-    ``descending=True``). As T → 0 it tends to ``x[argsort(criterion)][:k]``; as T → ∞ every row
-    tends to the mean of ``x``. Derivatives flow to ``x`` and to ``criterion``.
+    ``criterion`` ([`soft_permutation`][softops.topk_ot.soft_permutation] for all n positions; for k
+    < n the k+1-anchor transport of [`softops.soft_topk`][softops.topk_ot.soft_topk]: the first k
+    positions get mass 1/n each, the rest (n-k)/n), the output is
+    $\mathrm{out}_j = \sum_i A_{ji} x_i$: each row a convex combination of the items, in increasing
+    order of the criterion (decreasing with ``descending=True``). As T → 0 it tends to
+    ``x[argsort(criterion)][:k]``; as T → ∞ every row tends to the mean of ``x``. Derivatives flow
+    to ``x`` and to ``criterion``.
 
     ott-jax's ``sort_with(inputs, criterion, topk)`` is the same construction on the squashed
     criterion, with positions ``linspace(0, 1, n)`` (``linspace(0, 1, k + 1)`` with ``topk``,
@@ -185,12 +207,15 @@ def sort_with(
     batch, n = criterion.shape[:-1], criterion.shape[-1]
     k = n if k is None else int(_checks.k_value(k, n, batch, minimum=1))
     dtype = _checks.compute_dtype(criterion.dtype)
-    temp = _temperature(temperature, batch, dtype)
-    rows = criterion.astype(dtype).reshape(-1, n)
+    temp = _checks.per_row(temperature, "temperature", batch, dtype)
     features = x.shape[criterion.ndim :]
-    items = x.astype(_checks.compute_dtype(x.dtype)).reshape(rows.shape + (-1,))
-    if n == 1 or rows.shape[0] == 0:
+    if 0 in batch:
+        return jnp.zeros(batch + (k,) + features, x.dtype)
+    if n <= 1:  # nothing to sort (k = n)
         return x
-    assign = _sorted_plan(rows, temp, k, descending, tol, max_iter).astype(items.dtype)
-    out = jnp.einsum("bkn,bnf->bkf", assign, items)
+    items = x.astype(_checks.compute_dtype(x.dtype)).reshape(criterion.shape + (-1,))
+    out = _sorted_items(
+        items, criterion.astype(dtype), temp, k=k, descending=descending, tol=tol,
+        max_iter=max_iter,
+    )  # fmt: skip
     return out.reshape(batch + (k,) + features).astype(x.dtype)

@@ -4,29 +4,30 @@ For problems with cost ``C`` [..., n, m], marginals ``a`` [..., n], ``b`` [..., 
 regularization ε [...], the entropic optimal-transport dual is solved by alternating exact block
 maximizations,
 
-.. math::
-    g_j \leftarrow \varepsilon \log b_j - \varepsilon \mathrm{LSE}_i ((f_i - C_{ij})/\varepsilon),
-    \quad
-    f_i \leftarrow \varepsilon \log a_i - \varepsilon \mathrm{LSE}_j ((g_j - C_{ij})/\varepsilon),
+$$
+g_j \leftarrow \varepsilon \log b_j - \varepsilon \mathrm{LSE}_i ((f_i - C_{ij})/\varepsilon),
+\quad
+f_i \leftarrow \varepsilon \log a_i - \varepsilon \mathrm{LSE}_j ((g_j - C_{ij})/\varepsilon),
+$$
 
-with plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`. Each iteration ends on an
-``f`` update, so the row marginals are exact and the error is :math:`\|P^\top 1 - b\|_1`.
-The gauge :math:`(f + c, g - c)` is fixed by :math:`g_{m-1} = 0`. All problems of a batch run in
+with plan $P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)$. Each iteration ends on an
+``f`` update, so the row marginals are exact and the error is $\|P^\top 1 - b\|_1$.
+The gauge $(f + c, g - c)$ is fixed by $g_{m-1} = 0$. All problems of a batch run in
 one loop (finished ones frozen), shard by shard (``softops._sharding.batch_local``).
 
-Derivative (forward mode, implicit). With :math:`p = df/\varepsilon`, :math:`q = dg/\varepsilon` and
-:math:`w_{ij} = dC_{ij}/\varepsilon + h_{ij}\, d\varepsilon/\varepsilon`,
-:math:`h = (f_i + g_j - C_{ij})/\varepsilon`, the linearized marginal conditions are
-:math:`r_i p_i + (Pq)_i - u_i = da_i` and :math:`(P^\top p)_j + c_j q_j - v_j = db_j` with
-:math:`r = P1`, :math:`c = P^\top 1`, :math:`u = (P \odot w)1`, :math:`v = (P \odot w)^\top 1`.
-Eliminating :math:`p` leaves :math:`(\mathrm{diag}(c) - P^\top D_r^{-1} P) q = db - P^\top D_r^{-1}
-(da + u) + v`, singular along :math:`1`; the gauge :math:`q_{m-1} = 0` leaves an (m-1)×(m-1)
+Derivative (forward mode, implicit). With $p = df/\varepsilon$, $q = dg/\varepsilon$ and
+$w_{ij} = dC_{ij}/\varepsilon + h_{ij}\, d\varepsilon/\varepsilon$,
+$h = (f_i + g_j - C_{ij})/\varepsilon$, the linearized marginal conditions are
+$r_i p_i + (Pq)_i - u_i = da_i$ and $(P^\top p)_j + c_j q_j - v_j = db_j$ with
+$r = P1$, $c = P^\top 1$, $u = (P \odot w)1$, $v = (P \odot w)^\top 1$.
+Eliminating $p$ leaves $(\mathrm{diag}(c) - P^\top D_r^{-1} P) q = db - P^\top D_r^{-1}
+(da + u) + v$, singular along $1$; the gauge $q_{m-1} = 0$ leaves an (m-1)×(m-1)
 symmetric positive-definite system, solved densely: O(nm + m³), no loop in the tangent.
 
-Marginal tangents that change the mass (:math:`\sum da \ne \sum db`) leave the feasible set. The
+Marginal tangents that change the mass ($\sum da \ne \sum db$) leave the feasible set. The
 rows of the loop's iterates are exact, so for any positive masses its limit (gauge fixed) solves the
-problem with marginals :math:`(a, \beta)`, :math:`\beta = b \sum a / \sum b`; the tangent is
-that of this map: ``db`` is replaced by :math:`d\beta` (equal to ``db`` when the masses balance),
+problem with marginals $(a, \beta)$, $\beta = b \sum a / \sum b$; the tangent is
+that of this map: ``db`` is replaced by $d\beta$ (equal to ``db`` when the masses balance),
 which keeps the dropped last column equation satisfied and agrees with unrolled differentiation.
 """
 
@@ -43,15 +44,15 @@ from softops._sharding import batch_local, like_vma
 
 
 class SinkhornOutput(NamedTuple):
-    r"""Result of :func:`softops.sinkhorn`.
+    r"""Result of [`softops.sinkhorn`][softops.topk_ot.sinkhorn].
 
     Attributes:
         f: row potentials, ``[..., n]``.
         g: column potentials, ``[..., m]`` (gauge: ``g[..., -1] == 0``).
-        plan: the transport plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`,
+        plan: the transport plan $P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)$,
             ``[..., n, m]``; its rows sum to ``a`` exactly.
         iterations: Sinkhorn iterations used, int32 ``[...]``.
-        residual: final column-marginal error :math:`\|P^\top 1 - b\|_1`, in the units of ``b``.
+        residual: final column-marginal error $\|P^\top 1 - b\|_1$, in the units of ``b``.
         converged: ``residual <= tol``, bool ``[...]``.
     """
 
@@ -135,7 +136,7 @@ def _loop(cost, a, b, eps, *, max_iter: int, tol: float):
 def sinkhorn_implicit(cost, a, b, eps, max_iter: int, tol: float):
     """Potentials (f, g), iterations and error of problems [..., n, m]; implicit derivative.
 
-    The loop runs on values without gradient; :func:`_potentials_at` gives the derivatives.
+    The loop runs on values without gradient; `_potentials_at` gives the derivatives.
     """
     sg = lax.stop_gradient
     f, g, it, err = _loop(sg(cost), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol)
@@ -151,7 +152,7 @@ def _potentials_at(cost, a, b, eps, f, g):
 
 
 def _column_target_tangent(a, b, da, db):
-    r"""Tangent of the column marginal the iteration reaches, :math:`\beta = b\,\sum a/\sum b`.
+    r"""Tangent of the column marginal the iteration reaches, $\beta = b\,\sum a/\sum b$.
 
     Rows are exact, so the loop's limit (gauge fixed) solves the problem with marginals
     ``(a, β)``; for mass-balanced tangents (``sum(da) == sum(db)`` at ``sum(a) == sum(b)``)

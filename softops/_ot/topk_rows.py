@@ -2,7 +2,7 @@
 
 Rows ``x`` [..., n] with validity ``valid`` (bool or None) and a per-row temperature ``temp`` [...]
 in the units of the scores. The paper's ``epsilon`` is converted to that temperature by
-:func:`temperature` (``T = epsilon * M / 2`` with ``M`` the largest cost, held constant when
+`temperature` (``T = epsilon * M / 2`` with ``M`` the largest cost, held constant when
 differentiating). Every kernel returns per-row diagnostics and an ``ok`` flag; the public layer
 turns rows that are not ``ok`` into NaN.
 """

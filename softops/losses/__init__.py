@@ -4,16 +4,21 @@ Conventions (as optax's ranking losses): the last axis holds the items (list ent
 residuals), the leading axes are a batch; every function returns one value per example (the batch
 shape), with no reduction over the batch. ``where=`` is an optional boolean mask of the items'
 shape: ``False`` entries take no part (they neither count as items nor receive gradient). Every
-function is built on the public ops (:func:`softops.soft_rank`, :func:`softops.soft_sort`,
-:func:`softops.soft_topk_mask`), so batches sharded over devices run where they live and an
-example with a NaN input gets a NaN value.
+function is built on the public ops ([`softops.soft_rank`][softops.projection.soft_rank],
+[`softops.soft_sort`][softops.projection.soft_sort],
+[`softops.soft_topk_mask`][softops.topk_ot.soft_topk_mask]), so batches sharded over devices run
+where they live and an example with a NaN input gets a NaN value.
 
-- :func:`spearman_correlation`, :func:`spearman_loss`: correlation of soft ranks;
-- :func:`soft_ndcg`: NDCG with soft ranks in the discount;
-- :func:`soft_topk_rank_loss`: hinge on the soft (descending) rank of the true class;
-- :func:`soft_topk_mask_loss`: minus the log mass of the soft top-k mask on the true class;
-- :func:`soft_quantile`, :func:`soft_median`: interpolated order statistics of the soft sort;
-- :func:`soft_lts_loss`: soft least trimmed squares.
+- [`spearman_correlation`][softops.losses.spearman_correlation],
+  [`spearman_loss`][softops.losses.spearman_loss]: correlation of soft ranks;
+- [`soft_ndcg`][softops.losses.soft_ndcg]: NDCG with soft ranks in the discount;
+- [`soft_topk_rank_loss`][softops.losses.soft_topk_rank_loss]: hinge on the soft (descending)
+  rank of the true class;
+- [`soft_topk_mask_loss`][softops.losses.soft_topk_mask_loss]: minus the log mass of the soft
+  top-k mask on the true class;
+- [`soft_quantile`][softops.losses.soft_quantile], [`soft_median`][softops.losses.soft_median]:
+  interpolated order statistics of the soft sort;
+- [`soft_lts_loss`][softops.losses.soft_lts_loss]: soft least trimmed squares.
 
 Each tends to its hard counterpart as the regularization strength ε goes to 0.
 

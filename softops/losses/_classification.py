@@ -1,4 +1,4 @@
-r"""Top-k classification losses (private; see :mod:`softops.losses`)."""
+r"""Top-k classification losses (private; see [`softops.losses`][softops.losses])."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ def soft_topk_rank_loss(
     [0, 1] by the logistic function (``squash=True``) so that ε has a fixed scale, ranked in
     descending order (rank 1 = largest), and
 
-    .. math::
-        \ell(\theta, y) = \max\bigl(r_y(\sigma(\theta)) - k,\ 0\bigr),
-        \qquad r = \mathrm{soft\_rank}_\varepsilon(\sigma(\theta), \text{descending}).
+    $$
+    \ell(\theta, y) = \max\bigl(r_y(\sigma(\theta)) - k,\ 0\bigr),
+    \qquad r = \mathrm{soft\_rank}_\varepsilon(\sigma(\theta), \text{descending}).
+    $$
 
     As ε → 0 it is ``max(rank_y - k, 0)`` with the hard rank: zero exactly when the true class is
     in the top k (ties share their average rank). Under ``"l2"`` soft ranks lie in [1, n], so the
@@ -101,15 +102,17 @@ def soft_topk_mask_loss(
 ) -> jax.Array:
     r"""Top-k classification loss from the optimal-transport soft top-k mask.
 
-    With :math:`A = \mathrm{soft\_topk\_mask}(\theta, k)` (:func:`softops.soft_topk_mask`,
-    entries in [0, 1] summing to k), the loss is the negative log mass on the true class,
+    With $A = \mathrm{soft\_topk\_mask}(\theta, k)$
+    ([`softops.soft_topk_mask`][softops.topk_ot.soft_topk_mask], entries in [0, 1] summing to k),
+    the loss is the negative log mass on the true class,
 
-    .. math::
-        \ell(\theta, y) = -\log \max(A_y, \text{tiny}),
+    $$
+    \ell(\theta, y) = -\log \max(A_y, \text{tiny}),
+    $$
 
     with ``tiny`` the dtype's smallest normal number (the clip only acts where ``A_y`` underflows).
-    We chose :math:`-\log A_y` over :math:`1 - A_y`: since :math:`A_y = \sigma((\theta_y -
-    \tau)/T)`, it is the softplus :math:`\log(1 + e^{-(\theta_y - \tau)/T})`, whose gradient does
+    We chose $-\log A_y$ over $1 - A_y$: since $A_y = \sigma((\theta_y -
+    \tau)/T)$, it is the softplus $\log(1 + e^{-(\theta_y - \tau)/T})$, whose gradient does
     not vanish when the true class is far outside the top k. As ε → 0 it is 0 when the true class
     is strictly in the top k and grows without bound otherwise.
 

@@ -53,3 +53,9 @@ def count(x: jax.Array, valid: jax.Array | None) -> jax.Array:
     if valid is None:
         return jnp.full(x.shape[:-1] + (1,), x.shape[-1], x.dtype)
     return jnp.sum(valid, axis=-1, keepdims=True).astype(x.dtype)
+
+
+@jax.jit
+def one_minus(x: jax.Array) -> jax.Array:
+    """``1 - x``, jitted: the constant is part of the program (no host transfer per call)."""
+    return 1 - x

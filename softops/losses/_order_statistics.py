@@ -1,4 +1,4 @@
-r"""Order statistics and trimmed losses on the soft sort (private; see :mod:`softops.losses`)."""
+r"""Order statistics and trimmed losses on the soft sort (private; see `softops.losses`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def _quantile_levels(q, dtype) -> jax.Array:
     """``q``: a number or a 1-D array in [0, 1] (known values checked)."""
     if isinstance(q, (bool, np.bool_)) or q is None:
         raise TypeError(f"`q` must be a number or a 1-D array, got q={q!r}")
-    arr = _checks.real(q, "q", dtype) if not isinstance(q, numbers.Number) else jnp.asarray(q)
+    arr = (
+        _checks.real(q, "q", dtype) if not isinstance(q, numbers.Number) else _checks.array(q, "q")
+    )
     if arr.ndim > 1:
         raise ValueError(f"`q` must be a number or 1-D, got shape {arr.shape}")
     known = _checks._concrete(q)
@@ -39,12 +41,13 @@ def soft_quantile(
 ) -> jax.Array:
     r"""Soft quantiles: linear interpolation between the order statistics of the soft sort.
 
-    With :math:`s = \mathrm{soft\_sort}_\varepsilon(x)` (ascending, over the :math:`n_v` valid
-    items) and :math:`h = q\,(n_v - 1)`,
+    With $s = \mathrm{soft\_sort}_\varepsilon(x)$ (ascending, over the $n_v$ valid
+    items) and $h = q\,(n_v - 1)$,
 
-    .. math::
-        Q_\varepsilon(q) = (1 - (h - \lfloor h\rfloor))\, s_{\lfloor h\rfloor}
-        + (h - \lfloor h\rfloor)\, s_{\lfloor h\rfloor + 1},
+    $$
+    Q_\varepsilon(q) = (1 - (h - \lfloor h\rfloor))\, s_{\lfloor h\rfloor}
+    + (h - \lfloor h\rfloor)\, s_{\lfloor h\rfloor + 1},
+    $$
 
     NumPy's default ``method="linear"``. ε → 0 gives ``np.quantile(x, q)``; under ``"l2"``,
     ε → ∞ gives ``mean(x)``. The L2 soft sort pools sorted neighbours whose gap exceeds 1/ε, so ε
@@ -110,7 +113,9 @@ def soft_median(
     regularization: Regularization = "l2",
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    r"""Soft median: :func:`soft_quantile` at q = 1/2 (mean of the two middle values, even n).
+    r"""Soft median: [`soft_quantile`][softops.losses.soft_quantile] at q = 1/2.
+
+    The mean of the two middle values for even n.
 
     ε → 0 gives ``np.median``; under ``"l2"``, ε → ∞ gives the mean.
 
@@ -124,8 +129,8 @@ def soft_median(
         The soft medians, shape ``[...]`` (NaN for a row with a NaN or without valid items).
 
     Raises:
-        TypeError: as :func:`soft_quantile`.
-        ValueError: as :func:`soft_quantile`.
+        TypeError: as [`soft_quantile`][softops.losses.soft_quantile].
+        ValueError: as [`soft_quantile`][softops.losses.soft_quantile].
 
     Examples:
         >>> import jax.numpy as jnp
@@ -152,13 +157,14 @@ def soft_lts_loss(
 ) -> jax.Array:
     r"""Soft least trimmed squares: mean of the smallest soft-sorted squared residuals.
 
-    With :math:`s = \mathrm{soft\_sort}_\varepsilon(r^2)` (ascending, over the :math:`n_v` valid
-    residuals) and :math:`h = n_v - \lfloor \mathrm{trim} \cdot n_v\rfloor`,
+    With $s = \mathrm{soft\_sort}_\varepsilon(r^2)$ (ascending, over the $n_v$ valid
+    residuals) and $h = n_v - \lfloor \mathrm{trim} \cdot n_v\rfloor$,
 
-    .. math::
-        \ell_\varepsilon(r) = \frac1h \sum_{i=1}^{h} s_i .
+    $$
+    \ell_\varepsilon(r) = \frac1h \sum_{i=1}^{h} s_i .
+    $$
 
-    ε → 0 gives least trimmed squares (the mean of the h smallest :math:`r_i^2`); under ``"l2"``,
+    ε → 0 gives least trimmed squares (the mean of the h smallest $r_i^2$); under ``"l2"``,
     ε → ∞ gives least squares (``mean(r**2)``): the soft sort pools every value with the large
     ones. Blondel et al. (2020), Section 6. The L2 soft sort pools sorted squared residuals whose
     gap exceeds 1/ε, so choose ε relative to the inverse scale of ``r**2``.
@@ -172,7 +178,8 @@ def soft_lts_loss(
         where: optional boolean ``[..., n]`` of the residuals to use.
 
     Returns:
-        The losses, shape ``[...]`` (NaN for a row with a NaN residual).
+        The losses, shape ``[...]``: NaN for a row with a NaN residual, no valid residual, or a
+        traced ``trim`` outside [0, 1) (a known one raises).
 
     Raises:
         TypeError: for non-floating residuals, a non-real ``trim`` or a non-boolean ``where``.
@@ -211,6 +218,9 @@ def _lts(r, trim, eps, valid, *, regularization):
         keep = nv - jnp.floor(trim[..., None] * nv + 1e-6)
         pos = jax.lax.broadcasted_iota(s.dtype, s.shape, s.ndim - 1)
         kept = jnp.where(pos < keep, s, 0)
-        return _common.safe_div(jnp.sum(kept, axis=-1), keep[..., 0])
+        # NaN for a row with no valid residual or a traced trim outside [0, 1) (known ones
+        # raise): the mean of nothing, as NumPy's.
+        ok = (keep[..., 0] > 0) & (trim >= 0) & (trim < 1)
+        return jnp.where(ok, _common.safe_div(jnp.sum(kept, axis=-1), keep[..., 0]), jnp.nan)
 
     return _sharding.on_batch_shards(body, r, trim, eps, valid, name="residuals")

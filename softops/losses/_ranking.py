@@ -1,4 +1,4 @@
-r"""Ranking losses: soft Spearman correlation and soft NDCG (private; see :mod:`softops.losses`)."""
+r"""Ranking losses: soft Spearman correlation and soft NDCG (private; see `softops.losses`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -64,12 +65,13 @@ def spearman_correlation(
 ) -> jax.Array:
     r"""Soft Spearman rank correlation along the last axis.
 
-    With :math:`r = \mathrm{soft\_rank}_\varepsilon(\text{predictions})` and
-    :math:`t` the ranks of the targets, centred over the valid items
-    (:math:`\tilde r = r - \bar r`),
+    With $r = \mathrm{soft\_rank}_\varepsilon(\text{predictions})$ and
+    $t$ the ranks of the targets, centred over the valid items
+    ($\tilde r = r - \bar r$),
 
-    .. math::
-        \rho_\varepsilon = \frac{\langle \tilde r, \tilde t\rangle}{\|\tilde r\|\,\|\tilde t\|}.
+    $$
+    \rho_\varepsilon = \frac{\langle \tilde r, \tilde t\rangle}{\|\tilde r\|\,\|\tilde t\|}.
+    $$
 
     The targets are soft-ranked too, by default with the same strength (Blondel et al.'s
     convention): ``target_regularization_strength=None``. A positive value gives them their own
@@ -79,7 +81,7 @@ def spearman_correlation(
 
     Limits: ε → 0 (both strengths) gives Spearman's ρ of the hard ranks; under ``"l2"``, ε → ∞
     (both) gives Pearson's correlation of the raw values, since then
-    :math:`\tilde r \to (x - \bar x)/\varepsilon`.
+    $\tilde r \to (x - \bar x)/\varepsilon$.
 
     Args:
         predictions: ``[..., n]`` floating array.
@@ -126,9 +128,10 @@ def spearman_loss(
     regularization: Regularization = "l2",
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    r"""One minus the soft Spearman correlation: :math:`1 - \rho_\varepsilon`, in [0, 2].
+    r"""One minus the soft Spearman correlation: $1 - \rho_\varepsilon$, in [0, 2].
 
-    See :func:`spearman_correlation` for the arguments, limits and the treatment of the targets.
+    See [`spearman_correlation`][softops.losses.spearman_correlation] for the arguments, limits and
+    the treatment of the targets.
 
     Args:
         predictions: ``[..., n]`` floating array.
@@ -142,8 +145,8 @@ def spearman_loss(
         The losses, shape ``[...]``.
 
     Raises:
-        TypeError: as :func:`spearman_correlation`.
-        ValueError: as :func:`spearman_correlation`.
+        TypeError: as [`spearman_correlation`][softops.losses.spearman_correlation].
+        ValueError: as [`spearman_correlation`][softops.losses.spearman_correlation].
 
     Examples:
         >>> import jax.numpy as jnp
@@ -161,7 +164,7 @@ def spearman_loss(
         regularization=regularization,
         where=where,
     )
-    return 1 - rho
+    return _common.one_minus(rho)
 
 
 def soft_ndcg(
@@ -176,28 +179,30 @@ def soft_ndcg(
 ) -> jax.Array:
     r"""Soft NDCG: the DCG discount evaluated at soft (descending) ranks of the scores.
 
-    With :math:`r = \mathrm{soft\_rank}_\varepsilon(\text{scores}, \text{descending})` (rank 1 =
-    highest score) and gains :math:`g = 2^{\mathrm{rel}} - 1` (``"exp2"``) or
-    :math:`g = \mathrm{rel}` (``"linear"``, as ``sklearn.metrics.ndcg_score``),
+    With $r = \mathrm{soft\_rank}_\varepsilon(\text{scores}, \text{descending})$ (rank 1 =
+    highest score) and gains $g = 2^{\mathrm{rel}} - 1$ (``"exp2"``) or
+    $g = \mathrm{rel}$ (``"linear"``, as ``sklearn.metrics.ndcg_score``),
 
-    .. math::
-        \mathrm{DCG}_\varepsilon = \sum_i \frac{g_i\, c_k(r_i)}{\log_2(1 + r_i)}, \qquad
-        \mathrm{NDCG}_\varepsilon = \mathrm{DCG}_\varepsilon / \mathrm{IDCG},
+    $$
+    \mathrm{DCG}_\varepsilon = \sum_i \frac{g_i\, c_k(r_i)}{\log_2(1 + r_i)}, \qquad
+    \mathrm{NDCG}_\varepsilon = \mathrm{DCG}_\varepsilon / \mathrm{IDCG},
+    $$
 
     where IDCG is the hard DCG of the ideal order (relevance sorted, top k) and the cutoff is
-    :math:`c_k(r) = \mathrm{clip}(k + 1 - r, 0, 1)` (1 when ``k`` is None): equal to
-    :math:`[r \le k]` at integer ranks and continuous in between. ε → 0 gives the hard NDCG@k
+    $c_k(r) = \mathrm{clip}(k + 1 - r, 0, 1)$ (1 when ``k`` is None): equal to
+    $[r \le k]$ at integer ranks and continuous in between. ε → 0 gives the hard NDCG@k
     (for untied scores); a row without positive gain gets 0. For ε > 0 the value is a smooth
     surrogate, not a guaranteed lower bound of the hard NDCG. The ``"exp2"`` gains are computed
     relative to the row's largest relevance, so large grades do not overflow.
 
     Args:
         scores: ``[..., n]`` floating array (higher = ranked first).
-        relevance: ``[..., n]`` non-negative real array (graded relevance); no gradient.
+        relevance: ``[..., n]`` non-negative real array (graded relevance); no gradient. A
+            known negative value raises; a traced one gives NaN for its row.
         k: cutoff, ``1 <= k <= n``, or None for all items.
         regularization_strength: ε > 0, a number or an array of the batch shape.
         regularization: ``"l2"`` or ``"kl"``.
-        gain: ``"exp2"`` (:math:`2^{rel} - 1`) or ``"linear"``.
+        gain: ``"exp2"`` ($2^{rel} - 1$) or ``"linear"``.
         where: optional boolean ``[..., n]`` of the items in each list.
 
     Returns:
@@ -221,7 +226,13 @@ def soft_ndcg(
     dtype = _checks.compute_dtype(x_in.dtype)
     rel = lax.stop_gradient(_checks.real(relevance, "relevance", dtype))
     _checks.same_shape(x_in, rel, ("scores", "relevance"))
+    known = _checks._concrete(relevance)
+    if known is not None and known.size and np.any(known < 0):
+        bad = known[known < 0].ravel()[0].item()
+        raise ValueError(f"`relevance` must be non-negative, got relevance={bad!r}")
     n = x_in.shape[-1]
+    if n == 0:  # empty lists have no positive gain: NDCG 0, as for any such row
+        return jnp.zeros(x_in.shape[:-1], x_in.dtype)
     if k is not None:
         k = _checks.k_value(k, n, (), minimum=1)
     valid = _checks.where(where, x_in.shape)
@@ -255,6 +266,8 @@ def _ndcg_rows(x, rel, eps, valid, *, k, regularization, gain):
     else:
         g = rel
     g = jnp.where(in_row, g, 0)
+    # A traced negative relevance (known ones raise) makes its row NaN.
+    g = jnp.where(jnp.any(in_row & (rel < 0), axis=-1, keepdims=True), jnp.nan, g)
     r_safe = jnp.where(in_row, r, 1)
     disc = 1 / jnp.log2(1 + r_safe)
     if k is not None:

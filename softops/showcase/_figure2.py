@@ -77,21 +77,25 @@ def _plot(out: Path, x) -> None:
         ax.set_xlabel("regularization strength ε")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-    # One colour per output coordinate j; the line style is the regularization.
-    handles = [
-        Line2D([], [], color=f"C{j}", label=f"j = {j + 1} (x_{j + 1} = {v:g})")
-        for j, v in enumerate(X)
-    ]
-    handles += [
+    # One colour per output coordinate j, which means a different thing in each panel: the j-th
+    # smallest value on the left, the rank of x_j on the right. The line style is the
+    # regularization.
+    for ax, labels in (
+        (axes[0], [f"{j + 1}. smallest ({v:g})" for j, v in enumerate(sorted(X))]),
+        (axes[1], [f"rank of x_{j + 1} ({v:g})" for j, v in enumerate(X)]),
+    ):
+        coords = [Line2D([], [], color=f"C{j}", label=label) for j, label in enumerate(labels)]
+        ax.legend(handles=coords, fontsize=7, frameon=False, loc="best")
+    styles = [
         Line2D([], [], color="k", ls="-", label="L2 regularization"),
         Line2D([], [], color="k", ls="--", label="KL regularization"),
     ]
-    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.legend(handles=styles, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(
         "Soft sort (ascending) and soft rank of x as ε grows; colour j: the j-th smallest "
         "value (left), the rank of x_j (right)",
         fontsize=9,
     )
-    fig.tight_layout(rect=(0, 0, 0.76, 1))
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     fig.savefig(out / PLOT, dpi=120)
     plt.close(fig)

@@ -204,7 +204,8 @@ def _plot(out: Path, sizes, results) -> None:
                     f"{why}\n(n={r['n']:,}, {_mib(r['temp_bytes'])})",
                     (r["n"], y),
                     textcoords="offset points",
-                    xytext=(6, -4),
+                    xytext=(-8, -4),  # left of the mark: the text stays inside the axes
+                    ha="right",
                     fontsize=7,
                     color=f"C{j}",
                 )

@@ -1,11 +1,22 @@
-"""Plots and Markdown tables of :mod:`softops.showcase.fg_training` results."""
+"""Plots and Markdown tables of ``softops.showcase.fg_training`` results.
+
+The methods' order and labels live here, with the tables they shape; ``fg_training`` imports them
+(this module imports nothing of it, so neither imports the other in a cycle).
+"""
 
 from __future__ import annotations
 
 import math
 import pathlib
 
-from softops.showcase.fg_training import LABELS, METHODS
+#: The methods, in the order of the tables.
+METHODS = ("backprop", "fgd", "fgd_activity", "fgd_local")
+LABELS = {
+    "backprop": "backprop",
+    "fgd": "FGD, weight-perturbed",
+    "fgd_activity": "FGD, activity-perturbed",
+    "fgd_local": "FGD, activity-perturbed + local losses",
+}
 
 
 def plot_path(out, dataset):

@@ -18,7 +18,7 @@ accuracy, the wall-clock time and steps each method needs to reach backprop's fi
 minus one point, and the per-step cost.
 
 Used by ``python -m softops``, ``examples/forward_gradient_training.py`` and
-``benchmarks/bench_local_losses.py``; plots and tables are in :mod:`softops.showcase.fg_report`.
+``benchmarks/bench_local_losses.py``; plots and tables are in `softops.showcase.fg_report`.
 """
 
 from __future__ import annotations
@@ -40,15 +40,9 @@ from softops.forward_grad import (
     no_tap,
 )
 from softops.showcase.data import load_data
+from softops.showcase.fg_report import LABELS as LABELS  # re-exported: a method's name
+from softops.showcase.fg_report import METHODS, plot, plot_path
 
-#: The methods, in the order of the tables.
-METHODS = ("backprop", "fgd", "fgd_activity", "fgd_local")
-LABELS = {
-    "backprop": "backprop",
-    "fgd": "FGD, weight-perturbed",
-    "fgd_activity": "FGD, activity-perturbed",
-    "fgd_local": "FGD, activity-perturbed + local losses",
-}
 LRS = {
     "backprop": (0.003, 0.01, 0.03),
     "fgd": (0.001, 0.003, 0.01),
@@ -109,23 +103,7 @@ def setup(method, sizes, n_classes, *, seed, num_groups=16):
     """``(params, predict(params, x), grad_fn(key, params, x, y) -> (loss, grads))``."""
     model = MLP(sizes, n_classes, seed=seed, local_heads=method == "fgd_local")
     if method == "fgd_local":
-        # The glue: one (graphdef, state) per block; a block is `block(x, tap)`, its head `head`.
-        graphdefs, states = zip(*(nnx.split(block) for block in model.blocks))
-        blocks = [lambda p, x, tap, g=g: nnx.merge(g, p)(x, tap) for g in graphdefs]
-        heads = [lambda p, h, g=g: nnx.merge(g, p).head(h) for g in graphdefs]
-        fvg = local_value_and_grad(blocks, heads, xent, num_groups=num_groups)
-
-        def grad_fn(key, params, x, y):
-            values, grads = fvg(key, params, x, y)
-            return values[-1], grads  # the last block's loss is the model's loss
-
-        def predict(params, x):
-            for g, p in zip(graphdefs, params):
-                x = nnx.merge(g, p)(x)
-            return nnx.merge(graphdefs[-1], params[-1]).head(x)
-
-        return list(states), predict, grad_fn
-
+        return _setup_local(model, num_groups)
     graphdef, state = nnx.split(model)
 
     def predict(params, x):
@@ -140,17 +118,37 @@ def setup(method, sizes, n_classes, *, seed, num_groups=16):
         return state, predict, forward_value_and_grad(loss)
     if method != "fgd_activity":
         raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
-    fvg = activity_value_and_grad(
+    activity_grad = activity_value_and_grad(
         lambda p, x, tap: nnx.merge(graphdef, p).features(x, tap),  # the whole net is one block
         lambda p, h: nnx.merge(graphdef, p).blocks[-1].head(h),
         xent,
     )
 
     def grad_fn(key, params, x, y):
-        (value, _), grads = fvg(key, params, x, y)
+        (value, _), grads = activity_grad(key, params, x, y)
         return value, grads
 
     return state, predict, grad_fn
+
+
+def _setup_local(model, num_groups):
+    """``setup`` for ``fgd_local``: parameters, predictions and estimates block by block."""
+    # The glue: one (graphdef, state) per block; a block is `block(x, tap)`, its head `head`.
+    graphdefs, states = zip(*(nnx.split(block) for block in model.blocks))
+    blocks = [lambda p, x, tap, g=g: nnx.merge(g, p)(x, tap) for g in graphdefs]
+    heads = [lambda p, h, g=g: nnx.merge(g, p).head(h) for g in graphdefs]
+    local_grads = local_value_and_grad(blocks, heads, xent, num_groups=num_groups)
+
+    def grad_fn(key, params, x, y):
+        values, grads = local_grads(key, params, x, y)
+        return values[-1], grads  # the last block's loss is the model's loss
+
+    def predict_chain(params, x):
+        for g, p in zip(graphdefs, params):
+            x = nnx.merge(g, p)(x)
+        return nnx.merge(graphdefs[-1], params[-1]).head(x)
+
+    return list(states), predict_chain, grad_fn
 
 
 # ---------------------------------------------------------------- training, side by side
@@ -197,14 +195,14 @@ def train_side_by_side(compiled, runs, *, steps, chunk, progress=None, order_see
 
     A curve is ``[(seconds of timed steps, step, train loss, test accuracy, chunk seconds)]``.
     """
-    state = {}
-    for run in runs:
-        method, lr, seed = run
+    training = {}  # (method, lr, seed) -> its parameters, optimizer state, key and curve
+    for trial in runs:
+        method, lr, seed = trial
         c = compiled[method]
         params, opt_state = c["init"](seed)
         jax.block_until_ready(c["run_chunk"](params, opt_state, jax.random.key(0), lr))  # warm-up
         loss, acc = c["evaluate"](params)
-        state[run] = {
+        training[trial] = {
             "params": params,
             "opt": opt_state,
             "key": jax.random.key(1000 + seed),
@@ -214,12 +212,12 @@ def train_side_by_side(compiled, runs, *, steps, chunk, progress=None, order_see
     order = list(runs)
     for i in range(steps // chunk):
         rng.shuffle(order)
-        for run in order:
-            s, c = state[run], compiled[run[0]]
+        for trial in order:
+            s, c = training[trial], compiled[trial[0]]
             s["key"], sub = jax.random.split(s["key"])
             t0 = time.perf_counter()
             s["params"], s["opt"] = jax.block_until_ready(
-                c["run_chunk"](s["params"], s["opt"], sub, run[1])
+                c["run_chunk"](s["params"], s["opt"], sub, trial[1])
             )
             dt = time.perf_counter() - t0
             loss, acc = c["evaluate"](s["params"])
@@ -228,7 +226,8 @@ def train_side_by_side(compiled, runs, *, steps, chunk, progress=None, order_see
             )
         if progress is not None:
             progress.update(1)
-    return {run: state[run]["curve"] for run in runs}, {run: state[run]["params"] for run in runs}
+    curves = {trial: training[trial]["curve"] for trial in runs}
+    return curves, {trial: training[trial]["params"] for trial in runs}
 
 
 def reach(curve, target):
@@ -324,7 +323,5 @@ def run(
     res.update(summarize(curves, methods, lrs, seeds))
     res["curves"] = {m: curves[(m, res[f"lr_{m}"], seeds[0])] for m in methods}
     if out:
-        from softops.showcase.fg_report import plot, plot_path
-
         res["plot"] = str(plot(res, methods, plot_path(out, res["dataset"])))
     return res

@@ -150,7 +150,7 @@ METRICS = {
 
 
 def run_seeds(seeds, **kwargs) -> dict[str, Any]:
-    """:func:`run` for each seed; per metric the values, their mean and standard deviation."""
+    """`run` for each seed; per metric the values, their mean and standard deviation."""
     runs = [run(seed=s, **kwargs) for s in seeds]
     out: dict[str, Any] = {k: runs[0][k] for k in ("dataset", "n_train", "n_test", "steps", "k")}
     out["seeds"] = list(seeds)

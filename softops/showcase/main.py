@@ -10,7 +10,7 @@ Sections:
 
 The report (Markdown) goes to stdout; progress goes to stderr. Files are written only with
 ``--out DIR``: ``DIR/README.md`` (the report), its PNG plots and ``DIR/results.json`` (every table
-and the raw numbers, in the format of :mod:`softops.showcase.results`).
+and the raw numbers, in the format of `softops.showcase.results`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The showcase and the benchmarks write one file each (``--json PATH``); committed
 between ``<!-- table:FILE.TABLE -->`` and ``<!-- /table:FILE.TABLE -->``, and their values between
 ``<!-- value:FILE.KEY -->`` and ``<!-- /value -->`` (``FILE`` is the JSON file's stem).
 
-Format (``"format": 1``)::
+Format (``"format": 1``):
 
     {
       "format": 1,
@@ -159,7 +159,7 @@ def write(
         "format": FORMAT,
         "name": name,
         "command": command or " ".join(["python", *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": seconds,
         "environment": environment(),
         "tables": tables,
