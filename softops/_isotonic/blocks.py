@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softops._isotonic.segments import segmented_scan
+
 Kind = Literal["l2", "kl", "kl_desc"]  # kl_desc: kl, statistics nonincreasing along rows
 
 
@@ -131,10 +133,8 @@ def run_combine(kind: Kind, xs: tuple[jax.Array, ...], new: jax.Array, live: jax
         return _segment_lse(xs, ids, n)
     ends = jnp.concatenate([new[:, 1:] | ~live[:, 1:], jnp.ones((bsz, 1), bool)], axis=1)
 
-    def add(p, q):
-        return (p[0] | q[0], *(jnp.where(q[0], y, x + y) for x, y in zip(p[1:], q[1:])))
-
-    totals = lax.associative_scan(add, (ends, *xs), reverse=True, axis=1)[1:]
+    flipped = segmented_scan(ends[:, ::-1], tuple(x[:, ::-1] for x in xs))
+    totals = tuple(hi[:, ::-1] for hi, _ in flipped)
     rows = lax.broadcasted_iota(jnp.int32, new.shape, 0)
     tgt = jnp.where(new & live, ids, n)
     return tuple(jnp.zeros_like(t).at[rows, tgt].set(t, mode="drop") for t in totals)
