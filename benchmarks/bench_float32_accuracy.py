@@ -15,6 +15,7 @@ per case:
 - the row-sum relative error ``|sum(f32) - sum(f64)| / sum(|f64|)`` (sums in float64; for ranks
   ``sum(f64) = n(n + 1)/2``);
 - whether the float32 soft sort is non-decreasing;
+- ``--only soft_rank:l2:1.0 ...``: the listed cases only;
 - ``--long``: the soft sort at strength n / 10 instead (blocks of many items);
 - the warm float32 call time (one call, noisy: for orientation only).
 
@@ -165,6 +166,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     p.add_argument("--long", action="store_true", help="the long-block sort cases instead")
+    p.add_argument("--only", nargs="+", metavar="OP:REG:EPS", help="e.g. soft_rank:l2:1")
     p.add_argument("--cost", action="store_true", help="time against another checkout")
     p.add_argument("--against", help="the other checkout's root (with --cost)")
     p.add_argument("--rounds", type=int, default=5)
@@ -178,7 +180,10 @@ def main() -> None:
             p.error("--cost needs --against DIR")
         cost(a.against, a.rounds, a.repeats)
     else:
-        accuracy(a.n, LONG if a.long else CASES)
+        cases = LONG if a.long else CASES
+        if a.only:
+            cases = [c for c in CASES + LONG if ":".join(map(str, c)) in a.only]
+        accuracy(a.n, cases)
 
 
 if __name__ == "__main__":
