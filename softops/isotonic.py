@@ -73,13 +73,13 @@ def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
     """The decreasing isotonic solution of the statistics built from ``(s, w)``."""
 
     def kernel(s, w, _):
-        if kind == "l2":  # sign * y * weights, weights (sign = 0: isotonic_l2 of s - w)
+        if kind == "l2":  # sign * y, weights (sign = 0: isotonic_l2 of s - w, unit weights)
             if sign == 0:
                 return rows.isotonic_rows(s - w, jnp.ones_like(s), kind="l2", method=method)
             # weights: a row with a negative one (traced; known ones raise) is NaN
             good = jnp.all(w >= 0, axis=-1)
             w = _checks.clean_rows(good, w, 1.0)
-            out = rows.isotonic_rows(sign * s * w, w, kind="l2", method=method)
+            out = rows.isotonic_rows(sign * s, w, kind="l2", method=method)
             return _checks.nan_rows(sign * out, good)
         return rows.isotonic_rows(s, w, kind="kl", method=method)
 
