@@ -13,14 +13,19 @@ forward pass of the loss measured in the same interleaved rounds (median over ro
 Then the compiled temporary memory of the jvp-based and grad-based value-and-gradient for tanh MLPs
 (width 64, batch 256) of growing depth.
 
-Usage: ``python benchmarks/bench_forward_grad.py [--quick] [--rounds N]``.
+Usage: ``python benchmarks/bench_forward_grad.py [--quick] [--rounds N] [--json PATH]`` (the JSON
+is what ``scripts/update_tables.py`` renders into docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
 import random
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -199,8 +204,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few rounds, fewer depths")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per model")
+    parser.add_argument("--json", type=Path, default=None, help="write the results there")
     args = parser.parse_args()
     rounds = args.rounds or (5 if args.quick else 30)
+    record: dict = {
+        "meta": {
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "cpu_count": os.cpu_count(),
+            "batch": BATCH,
+            "rounds": rounds,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        },
+        "models": [],
+        "memory": [],
+    }
     print(
         f"jax {jax.__version__}, backend {jax.default_backend()}, batch {BATCH}, float32, "
         f"{rounds} interleaved rounds, medians of per-round ratios\n"
@@ -212,6 +230,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, make in MODELS.items():
         r = bench_model(name, make, rounds)
+        record["models"].append(r)
         print(
             f"| {r['model']} | {r['d']:,} | {r['fwd_ms']:.2f} | {r['Rf']:.2f} | {r['Rb']:.2f} "
             f"| {r['Rf/Rb']:.2f} | {r['fgd/sgd']:.2f} | {r['sample/fwd']:.2f} "
@@ -223,9 +242,13 @@ def main():
     print("| depth | forward_value_and_grad (jvp) | value_and_grad (backprop) | ratio |")
     print("|---:|---:|---:|---:|")
     for depth, fwd, bwd in memory_table(depths):
+        record["memory"].append({"depth": depth, "jvp_bytes": fwd, "grad_bytes": bwd})
         print(
             f"| {depth} | {fwd / 1e6:.3f} | {bwd / 1e6:.3f} | {bwd / max(fwd, 1):.1f} |", flush=True
         )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -347,7 +347,46 @@ def render_bench_topk_mask(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_bench_forward_grad(data: dict) -> str:
+    """Markdown for ``benchmarks/bench_forward_grad.py --json`` output."""
+    meta = data["meta"]
+    out = [
+        f"`python benchmarks/bench_forward_grad.py` on {meta['backend']} ({meta['cpu_count']} "
+        f"cores, shared), jax {meta['jax']}, {meta['date']}; batch {meta['batch']}, float32, "
+        f"{meta['rounds']} interleaved rounds per model, medians of the per-round ratios (each "
+        "ratio of two timings taken in the same round). Rf: `jax.jvp` of the loss over one "
+        "forward pass; Rb: `jax.value_and_grad` over one forward pass; FGD step / SGD step: "
+        "`forward_value_and_grad` (tangent sampling included) plus an SGD update over "
+        "`value_and_grad` plus the same update; sampling: `sample_tangents` alone, next to "
+        "writing d ones (the floor).",
+        "",
+        "| model | d | forward (ms) | Rf | Rb | Rf / Rb | FGD step / SGD step | sampling / fwd "
+        "| write d ones / fwd |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["models"]:
+        out.append(
+            f"| {r['model']} | {r['d']:,} | {r['fwd_ms']:.2f} | {r['Rf']:.2f} | {r['Rb']:.2f} "
+            f"| {r['Rf/Rb']:.2f} | {r['fgd/sgd']:.2f} | {r['sample/fwd']:.2f} "
+            f"| {r['ones/fwd']:.2f} |"
+        )
+    out += [
+        "",
+        "Compiled temporary memory (`memory_analysis().temp_size_in_bytes`), tanh MLP of width 64, "
+        "batch 256:",
+        "",
+        "| depth | `forward_value_and_grad` (MB) | `value_and_grad` (MB) | backprop / forward |",
+        "|---:|---:|---:|---:|",
+    ]
+    for m in data["memory"]:
+        fwd, bwd = m["jvp_bytes"], m["grad_bytes"]
+        ratio = bwd / max(fwd, 1)
+        out.append(f"| {m['depth']} | {fwd / 1e6:.3f} | {bwd / 1e6:.3f} | {ratio:.1f} |")
+    return "\n".join(out) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
+    "bench_forward_grad": render_bench_forward_grad,
     "bench_topk": render_bench_topk,
     "bench_topk_mask": render_bench_topk_mask,
     "bench_sort": render_bench_sort,
