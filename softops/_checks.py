@@ -272,3 +272,15 @@ def defined(fn: Callable, name: str) -> Callable:
     if not callable(fn):
         raise TypeError(f"`{name}` must be callable, got {name}={_describe(fn)}")
     return fn
+
+
+def segments(value: Any, shape: tuple[int, ...], name: str = "segments") -> jax.Array | None:
+    """Optional integer segment ids of exactly ``shape`` (packed lists)."""
+    if value is None:
+        return None
+    ids = array(value, name)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"`{name}` must have an integer dtype, got dtype {ids.dtype}")
+    if ids.shape != tuple(shape):
+        raise ValueError(f"`{name}` must have the shape {tuple(shape)}, got shape {ids.shape}")
+    return ids

@@ -36,6 +36,11 @@ in the ascending default to ``-(logsumexp(-x) - log(n))`` plus it).
 if the others were absent; masked outputs are 0 with zero derivative. ``straight_through=True``
 returns the hard result (ties share their mean rank) with the soft derivative.
 
+``segments=`` packs several lists into one row: an integer id per item, and the items with
+equal ids are ranked (or sorted) among themselves, as if each list were a row of its own. One
+sort by (list, value) and a block barrier at every list start keep it O(n log n) for the whole
+row, with the same exactness and derivatives; ``where=`` applies within each list.
+
 NaN and inf: a row with a NaN or ±inf among its valid items, or with a strength that is not
 positive and finite (only possible when the strength is traced), gives NaN in that row only.
 
@@ -94,7 +99,7 @@ def _common(
     jax.jit,
     static_argnames=("axis", "op", "descending", "regularization", "method", "straight_through"),
 )
-def _soft_op(x, eps, where, *, axis, op, descending, regularization, method, straight_through):
+def _soft_op(x, eps, where, ids, *, axis, op, descending, regularization, method, straight_through):
     kernel = rows.rank_rows if op == "rank" else rows.sort_rows
     kernel = functools.partial(
         kernel,
@@ -103,22 +108,28 @@ def _soft_op(x, eps, where, *, axis, op, descending, regularization, method, str
         method=method,
         straight_through=straight_through,
     )
-    return _sharding.run_items(kernel, axis, (x,), (eps,), where)
+    if ids is None:
+        return _sharding.run_items(kernel, axis, (x,), (eps,), where)
+    return _sharding.run_items(
+        lambda x, ids, eps, where: kernel(x, eps, where, ids), axis, (x, ids), (eps,), where
+    )
 
 
 def _soft_public(
-    op, x, axis, descending, regularization, strength, where, straight_through, method
+    op, x, axis, descending, regularization, strength, where, straight_through, method, segments
 ) -> jax.Array:
     """The shared body of `soft_rank` and `soft_sort`: validate, then run."""
     descending = _checks.boolean(descending, "descending")
     straight_through = _checks.boolean(straight_through, "straight_through")
     x, ax, mask, eps = _common(x, axis, regularization, method, where, strength)
+    ids = _checks.segments(segments, x.shape)
     if op == "rank":
         _checks.ranks_fit(x.dtype, x.shape[ax], "x")
     return _soft_op(
         x,
         eps,
         mask,
+        ids,
         axis=ax,
         op=op,
         descending=descending,
@@ -138,6 +149,7 @@ def soft_rank(
     where: ArrayLike | None = None,
     straight_through: bool = False,
     method: Method = "auto",
+    segments: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Soft ranks of ``x`` along ``axis``: a differentiable relaxation of the hard ranks.
 
@@ -166,16 +178,19 @@ def soft_rank(
         straight_through: return the hard ranks (ties averaged) with the soft ranks' derivative
             (biased: the derivative is that of a different function than the value).
         method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
+        segments: optional integer array of ``x``'s shape (packed lists): the items of each row
+            with equal ids form one list, ranked 1 to its size (its number of valid items).
 
     Returns:
         Soft ranks with the shape and dtype of ``x``.
 
     Raises:
         TypeError: for a non-floating ``x``, a non-bool ``descending``/``straight_through``, a
-            non-boolean ``where``.
-        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength or ``where``
-            shape, an ``x`` sharded along ``axis``, or a float16 ``x`` with more than 65504
-            items along ``axis`` (its ranks would overflow float16 to inf; cast to float32).
+            non-boolean ``where``, non-integer ``segments``.
+        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength, ``where`` or
+            ``segments`` shape, an ``x`` sharded along ``axis``, or a float16 ``x`` with more
+            than 65504 items along ``axis`` (its ranks would overflow float16 to inf; cast to
+            float32).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -185,6 +200,10 @@ def soft_rank(
         >>> mask = jnp.array([True, False, True, True])
         >>> soft_rank(jnp.array([0.3, -1.2, 2.5, 0.0]), regularization_strength=1e-3, where=mask)
         Array([2., 0., 3., 1.], dtype=float32)
+        >>> lists = jnp.array([0, 0, 1, 1])  # two packed lists of two items
+        >>> x = jnp.array([0.3, -1.2, 2.5, 0.0])
+        >>> soft_rank(x, regularization_strength=1e-3, segments=lists)
+        Array([2., 1., 2., 1.], dtype=float32)
 
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
@@ -199,6 +218,7 @@ def soft_rank(
         where,
         straight_through,
         method,
+        segments,
     )
 
 
@@ -212,6 +232,7 @@ def soft_sort(
     where: ArrayLike | None = None,
     straight_through: bool = False,
     method: Method = "auto",
+    segments: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Soft-sorted values of ``x`` along ``axis``: a differentiable relaxation of ``jnp.sort``.
 
@@ -243,15 +264,18 @@ def soft_sort(
             among themselves into the first positions; the remaining positions get 0.
         straight_through: return ``jnp.sort`` (of the valid items) with the soft derivative.
         method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
+        segments: optional integer array of ``x``'s shape (packed lists): the items of each row
+            with equal ids form one list, sorted into the positions its items hold (in index
+            order; with ``where``, its valid items first and 0 at its remaining positions).
 
     Returns:
         The soft-sorted values, with the shape and dtype of ``x``.
 
     Raises:
         TypeError: for a non-floating ``x``, a non-bool ``descending``/``straight_through``, a
-            non-boolean ``where``.
-        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength or ``where``
-            shape, or an ``x`` sharded along ``axis``.
+            non-boolean ``where``, non-integer ``segments``.
+        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength, ``where`` or
+            ``segments`` shape, or an ``x`` sharded along ``axis``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -275,6 +299,7 @@ def soft_sort(
         where,
         straight_through,
         method,
+        segments,
     )
 
 

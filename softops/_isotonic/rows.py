@@ -23,7 +23,8 @@ $x_{p(i)}$ cancels out of every derivative (each formula is the same function fo
 of it), so it is held constant: its gather then needs no transpose (a scatter-add in reverse
 mode). Rows with a non-finite entry (among the valid ones) or a strength that is not positive and
 finite give NaN. Masked entries (``valid`` False) sort after the valid ones, never pool with them,
-and get 0.
+and get 0. Segment ids (``ids``, packed lists: `softops._isotonic.packed`) split a row into
+lists that never pool with each other.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
-from softops._isotonic import pav
+from softops._isotonic import packed, pav
 from softops._sharding import scatter_last, take_last
 from softops._straight_through import with_soft_derivative
 
@@ -87,13 +88,17 @@ def _finish(out, x, eps, valid, out_valid, w=None):
     return out if out_valid is None else jnp.where(out_valid, out, 0)
 
 
-def _sort_desc(x, valid):
-    """Descending order of ``x``, masked entries last.
+def _sort_desc(x, valid, ids=None):
+    """Descending order of ``x``, masked entries last (last in their segment, with ``ids``).
 
     Returns the permutation, the sorted ``x`` (masked entries set to 0, differentiable through the
     gather) and the sorted validity.
     """
-    perm = _sort.argsort(x, descending=True, last=None if valid is None else ~valid)
+    last = None if valid is None else ~valid
+    if ids is None:
+        perm = _sort.argsort(x, descending=True, last=last)
+    else:
+        perm = _sort.argsort_segments(x, ids, descending=True, last=last)
     xs = take_last(x, perm)
     if valid is None:
         return perm, xs, None
@@ -101,8 +106,18 @@ def _sort_desc(x, valid):
     return perm, jnp.where(vs, xs, 0), vs
 
 
-def _ranks_desc(valid, shape, dtype):
-    """The ranks (n_v, n_v - 1, ..., 1) at the valid sorted positions, 0 after them."""
+def _groups(ids, perm, vs):
+    """The segments of a row sorted by `_sort_desc` (None without segment ids)."""
+    return None if ids is None else packed.groups(take_last(ids, perm), vs)
+
+
+def _ranks_desc(valid, shape, dtype, groups=None):
+    """The ranks (n_v, n_v - 1, ..., 1) at the valid sorted positions, 0 after them.
+
+    With ``groups`` (packed lists), the ranks of each segment.
+    """
+    if groups is not None:
+        return packed.ranks_desc(groups, dtype)
     iota = lax.broadcasted_iota(dtype, shape, len(shape) - 1)
     if valid is None:
         return shape[-1] - iota
@@ -114,8 +129,10 @@ def _unsort(out_sorted, perm):
     return take_last(out_sorted, scatter_last(perm.shape, jnp.int32, perm, iota))
 
 
-def _structure(kind, a, b, vs, method):
+def _structure(kind, a, b, vs, method, starts=None):
     barrier = None if vs is None else ~vs
+    if starts is not None:
+        barrier = starts if barrier is None else barrier | starts
     return pav.block_starts(a, b, kind, method, barrier)
 
 
@@ -145,11 +162,19 @@ def _cuts(zs, inv_eps, wd, vs, regularization):
     return first | masked | cut
 
 
-def _project(z, inv_eps, w_desc, valid, regularization, method):
-    """P(z * inv_eps, w) in the input order, rows [B, n]; ``w_desc`` sorted decreasingly."""
-    perm, zs, vs = _sort_desc(z, valid)
+def _project(z, inv_eps, w_desc, valid, regularization, method, ids=None):
+    """P(z * inv_eps, w) in the input order, rows [B, n].
+
+    ``w_desc``: ``w`` sorted decreasingly, or None for the ranks (of each segment, with ``ids``).
+    """
+    perm, zs, vs = _sort_desc(z, valid, ids)
+    groups = _groups(ids, perm, vs)
+    if w_desc is None:
+        w_desc = _ranks_desc(vs, z.shape, z.dtype, groups)
     wd = lax.stop_gradient(w_desc)
     barrier = _cuts(lax.stop_gradient(zs), inv_eps, wd, vs, regularization)
+    if groups is not None:
+        barrier = barrier | groups.starts
     # theta relative to the first item of its segment (<= 0): far-apart items never pool, and
     # measuring theta from the row's maximum would round away the gaps that decide the pooling
     # (an outlier of 1e8 with gaps of 2 in float32).
@@ -173,31 +198,41 @@ def _project(z, inv_eps, w_desc, valid, regularization, method):
 
 
 def rank_rows(
-    x, eps, valid, *, descending: bool, regularization: str, method: str, straight_through=False
+    x,
+    eps,
+    valid,
+    ids=None,
+    *,
+    descending: bool,
+    regularization: str,
+    method: str,
+    straight_through=False,
 ):
     """Soft ranks of rows ``x`` [..., n] with strengths ``eps`` [...].
 
     Rank 1 is the smallest unless ``descending``. ``straight_through``: the hard ranks (ties
-    averaged), with the soft derivative.
+    averaged), with the soft derivative. ``ids``: segment ids, each segment ranked on its own.
     """
     z = -x if descending else x
-    w = _ranks_desc(valid, x.shape, x.dtype)
-    out = _project(z, 1 / eps[..., None], w, valid, regularization, method)
+    out = _project(z, 1 / eps[..., None], None, valid, regularization, method, ids)
     if straight_through:
-        out = with_soft_derivative(_hard_ranks(z, w, valid), out)
+        out = with_soft_derivative(_hard_ranks(z, valid, ids), out)
     return _finish(out, x, eps, valid, valid)
 
 
-def _hard_ranks(z, w_desc, valid):
+def _hard_ranks(z, valid, ids=None):
     """Hard ranks from the descending order of ``z``, tied values sharing their mean rank.
 
-    ``w_desc`` gives the rank of each sorted position; the mean over ties is the limit of the soft
-    ranks as the strength goes to 0.
+    The mean over ties is the limit of the soft ranks as the strength goes to 0.
     """
-    perm, zs, vs = _sort_desc(lax.stop_gradient(z), valid)
+    perm, zs, vs = _sort_desc(lax.stop_gradient(z), valid, ids)
+    groups = _groups(ids, perm, vs)
+    w_desc = _ranks_desc(vs, z.shape, z.dtype, groups)
     new = jnp.concatenate([jnp.ones_like(zs[..., :1], bool), zs[..., 1:] != zs[..., :-1]], -1)
     if vs is not None:
         new = new | ~vs
+    if groups is not None:
+        new = new | groups.starts
     seg = _segments(new)
     ranks = seg.sum(w_desc) / seg.sum(jnp.ones_like(w_desc))
     return _unsort(ranks, perm)
@@ -218,23 +253,34 @@ def project_rows(z, w, valid, *, regularization: str, method: str):
 
 
 def sort_rows(
-    x, eps, valid, *, descending: bool, regularization: str, method: str, straight_through=False
+    x,
+    eps,
+    valid,
+    ids=None,
+    *,
+    descending: bool,
+    regularization: str,
+    method: str,
+    straight_through=False,
 ):
     """Soft-sorted rows ``x`` [..., n], ascending unless ``descending``.
 
     Masked entries trail as 0. ``straight_through``: the hard sorted values, with the soft
-    derivative.
+    derivative. ``ids``: segment ids; each segment is sorted into the positions its items hold
+    (in index order), its masked items' positions last.
     """
     sign = 1.0 if descending else -1.0
-    _, s, vs = _sort_desc(sign * x, valid)  # s = sign * x, sorted decreasingly
-    w = _ranks_desc(vs, x.shape, x.dtype)
+    perm, s, vs = _sort_desc(sign * x, valid, ids)  # s = sign * x, sorted decreasingly
+    groups = _groups(ids, perm, vs)
+    w = _ranks_desc(vs, x.shape, x.dtype, groups)
     inv_eps = 1 / eps[..., None]
     s0 = lax.stop_gradient(s - s[..., :1])
     a = lax.stop_gradient((w - w[..., :1]) * inv_eps)
+    bars = None if groups is None else groups.starts
     if regularization == "l2":
-        starts = _structure("l2", a - s0, jnp.ones_like(a), vs, method)
+        starts = _structure("l2", a - s0, jnp.ones_like(a), vs, method, bars)
     else:
-        starts = _structure("kl_desc", a, s0, vs, method)
+        starts = _structure("kl_desc", a, s0, vs, method, bars)
     seg = _segments(starts)
     block_sum, pivot = seg.sum, seg.pivot
     sp = take_last(lax.stop_gradient(s), pivot)
@@ -247,6 +293,10 @@ def sort_rows(
         out = sp + jnp.log(block_sum(jnp.exp(d))) + u - jnp.log(block_sum(jnp.exp(u)))
     if straight_through:
         out = with_soft_derivative(s, out)
+    if ids is not None:  # the j-th of a segment to the j-th position of its items
+        place = _sort.argsort_ids(ids)
+        out = _unsort(out, place)
+        vs = None if vs is None else _unsort(vs, place)
     return _finish(sign * out, x, eps, valid, vs)
 
 
