@@ -14,6 +14,7 @@ import pytest
 
 import softops
 import softops.losses
+import softops.ltr
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every public object, wherever it is defined (what users read on the API pages), once.
@@ -23,6 +24,7 @@ PUBLIC |= {
     for name in softops.losses.__all__
     if not any((obj := getattr(softops.losses, name)) is seen for seen in PUBLIC.values())
 }
+PUBLIC |= {f"ltr.{name}": getattr(softops.ltr, name) for name in softops.ltr.__all__}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLIC))
