@@ -214,7 +214,7 @@ def cutoff_fn(
         >>> from softops import ltr
         >>> c = ltr.cutoff_fn(-jnp.array([1.0, 2.0, 3.0, 4.0]), n=2)
         >>> [round(v, 3) for v in c.tolist()], round(float(c.sum()), 5)
-        ([0.924, 0.832, 0.168, 0.076], 2.0)
+        ([0.818, 0.622, 0.378, 0.182], 2.0)
     """
     x = _checks.floating(a, "a")
     if x.ndim == 0:
