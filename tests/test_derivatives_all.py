@@ -257,10 +257,14 @@ CASES: dict[str, dict[str, Case]] = {
         ),
     },
     "plackett_luce_rank": {
-        "defaults": Case(lambda x: losses.plackett_luce_rank(KEY, x)),
+        # one key per call: the noise of a batch is not that of its rows drawn one by one,
+        # so each row is sampled with the same key (the batched path: tests/test_ltr.py)
+        "defaults": Case(_per_row(lambda x: losses.plackett_luce_rank(KEY, x))),
         "where_segments": Case(
-            lambda x, m, s: losses.plackett_luce_rank(
-                KEY, x, regularization_strength=0.5, where=m, segments=s
+            _per_row(
+                lambda x, m, s: losses.plackett_luce_rank(
+                    KEY, x, regularization_strength=0.5, where=m, segments=s
+                )
             ),
             X,
             (MASK, SEGMENTS),
