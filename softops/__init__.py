@@ -1,5 +1,6 @@
 """softops: differentiable sorting, ranking and top-k, and forward gradients, in pure JAX."""
 
+from softops import routing as routing  # the module: its names are not re-exported
 from softops.forward_grad import activity_value_and_grad as activity_value_and_grad
 from softops.forward_grad import fgd as fgd
 from softops.forward_grad import forward_value_and_grad as forward_value_and_grad
@@ -24,6 +25,7 @@ from softops.projection import soft_quantile_normalization as soft_quantile_norm
 from softops.projection import soft_quantize as soft_quantize
 from softops.projection import soft_rank as soft_rank
 from softops.projection import soft_sort as soft_sort
+from softops.sparse_topk import soft_topk_magnitude as soft_topk_magnitude
 from softops.topk_ot import SinkhornOutput as SinkhornOutput
 from softops.topk_ot import SoftTopKOutput as SoftTopKOutput
 from softops.topk_ot import TopKMaskOutput as TopKMaskOutput
@@ -54,6 +56,7 @@ __all__ = [
     "soft_quantize",
     "soft_rank",
     "soft_sort",
+    "soft_topk_magnitude",
     "soft_lts_loss",
     "soft_median",
     "soft_ndcg",

@@ -147,7 +147,7 @@ def batch_shape(shape: tuple[int, ...], ax: int) -> tuple[int, ...]:
     return tuple(shape[:ax]) + tuple(shape[ax + 1 :])
 
 
-def _concrete(value) -> np.ndarray | None:
+def concrete(value) -> np.ndarray | None:
     """The value as a NumPy array if it is known at trace time, else None."""
     if isinstance(value, jax.core.Tracer):
         return None
@@ -171,7 +171,7 @@ def per_row(
     arr = array(value, name)
     if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
         raise TypeError(f"`{name}` must be real, got dtype {arr.dtype}")
-    known = _concrete(value)
+    known = concrete(value)
     if known is not None and known.size:
         ok = np.isfinite(known) & ((known > 0) if positive else True)
         if not np.all(ok):
@@ -254,7 +254,7 @@ def k_value(
     arr = array(value, "k")
     if not (jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
         raise TypeError(f"`k` must have an integer or floating dtype, got dtype {arr.dtype}")
-    known = _concrete(value)
+    known = concrete(value)
     if known is not None and known.size and not np.all((known >= minimum) & (known <= n)):
         bad = known[~((known >= minimum) & (known <= n))].ravel()[0].item()
         raise ValueError(f"`k` must satisfy {rule}, got k={bad!r} for n={n}")
@@ -272,6 +272,23 @@ def defined(fn: Callable, name: str) -> Callable:
     if not callable(fn):
         raise TypeError(f"`{name}` must be callable, got {name}={_describe(fn)}")
     return fn
+
+
+# The bad-row policy, in the ops (every family): a row with a non-finite valid entry, or a traced
+# parameter out of range, is NaN in value and carries exactly 0 derivative (its inputs are
+# replaced before the kernel), so a loss that masks it with `jnp.where` trains on the other rows.
+# (A NaN derivative where the row is used and 0 where it is masked cannot be had in reverse mode:
+# the cotangent 0 of a masked row times a NaN partial is NaN.)
+
+
+def clean_rows(good: jax.Array, x: jax.Array, fill: float = 0.0) -> jax.Array:
+    """Rows ``x`` [..., n] where ``good`` [...] holds, ``fill`` elsewhere (no derivative flows)."""
+    return jnp.where(good.reshape(good.shape + (1,) * (x.ndim - good.ndim)), x, fill)
+
+
+def nan_rows(out: jax.Array, good: jax.Array) -> jax.Array:
+    """Outputs ``out`` [..., *item] where ``good`` [...] holds, NaN elsewhere."""
+    return clean_rows(good, out, jnp.nan)
 
 
 def segments(value: Any, shape: tuple[int, ...], name: str = "segments") -> jax.Array | None:

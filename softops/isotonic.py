@@ -73,13 +73,14 @@ def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
     """The decreasing isotonic solution of the statistics built from ``(s, w)``."""
 
     def kernel(s, w, _):
-        if kind == "l2":  # sign * y * weights, weights (sign = 0: isotonic_l2 of s - w)
-            a, b = (s - w, jnp.ones_like(s)) if sign == 0 else (sign * s * w, w)
-            out = rows.isotonic_rows(a, b, kind="l2", method=method)
+        if kind == "l2":  # sign * y, weights (sign = 0: isotonic_l2 of s - w, unit weights)
             if sign == 0:
-                return out
+                return rows.isotonic_rows(s - w, jnp.ones_like(s), kind="l2", method=method)
             # weights: a row with a negative one (traced; known ones raise) is NaN
-            return rows.nan_rows(sign * out, jnp.all(w >= 0, axis=-1))
+            good = jnp.all(w >= 0, axis=-1)
+            w = _checks.clean_rows(good, w, 1.0)
+            out = rows.isotonic_rows(sign * s, w, kind="l2", method=method)
+            return _checks.nan_rows(sign * out, good)
         return rows.isotonic_rows(s, w, kind="kl", method=method)
 
     dtype = jnp.result_type(s.dtype, w.dtype)
@@ -214,7 +215,7 @@ def isotonic_regression(
     y = _checks.floating(y, "y")
     weights = _checks.array(np.ones((), y.dtype), "weights") if weights is None else weights
     y, w, ax, _ = _pair(y, weights, axis, method, names=("y", "weights"))
-    known = _checks._concrete(weights)
+    known = _checks.concrete(weights)
     if known is not None and known.size and np.any(known < 0):
         raise ValueError(
             f"`weights` must be non-negative, got weights={known[known < 0].ravel()[0].item()!r}"

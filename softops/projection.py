@@ -366,7 +366,7 @@ def projection_permutahedron(
             raise ValueError(
                 f"`w` must have shape ({n},) or the shape of `z` {z.shape}, got w.shape={w.shape}"
             )
-        known = _checks._concrete(w)
+        known = _checks.concrete(w)
         if regularization == "kl" and known is not None and known.size and np.any(known <= 0):
             raise ValueError(
                 "`w` must be positive with regularization='kl', got "

@@ -8,7 +8,9 @@ $$
 \langle \Gamma, C / M \rangle + \varepsilon \langle \Gamma, \log \Gamma - 1\rangle,
 $$
 
-with $M = \max_{ij} C_{ij}$ held constant when differentiating (as in the paper's code).
+with $M = \max_{ij} C_{ij}$. M is differentiated as the function of the valid scores' max and
+min that it is, so every derivative is that of the returned value (the paper's code holds M
+constant, which gives a gradient that is not the derivative of the output).
 
 - [`soft_topk_mask`][softops.topk_ot.soft_topk_mask]: anchors $\{0, 1\}$; the selected anchor
   gets mass $k/n$, and the mask is $A = n\,\Gamma_{:, \mathrm{selected}} \in [0, 1]^n$ with
@@ -77,6 +79,7 @@ __all__ = [
 Differentiation = Literal["implicit", "unrolled"]
 Solver = Literal["newton", "sinkhorn"]
 MaskSolver = Solver
+MaskRegularization = Literal["kl", "l2", "p=3/2", "p=4/3"]
 
 
 class TopKMaskOutput(NamedTuple):
@@ -132,6 +135,7 @@ def soft_topk_mask_solve(
     tol: float | None = None,
     max_iter: int = 100,
     solver: MaskSolver = "newton",
+    regularization: MaskRegularization = "kl",
 ) -> TopKMaskOutput:
     r"""[`soft_topk_mask`][softops.topk_ot.soft_topk_mask] with its solver's diagnostics, per row.
 
@@ -150,8 +154,9 @@ def soft_topk_mask_solve(
         ([0.0, 1.0, 0.0, 1.0], True)
     """
     out = ops.mask_op(
-        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, False
-    )
+        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, False,
+        regularization=regularization,
+    )  # fmt: skip
     return TopKMaskOutput(*out)
 
 
@@ -168,12 +173,13 @@ def soft_topk_mask(
     max_iter: int = 100,
     solver: MaskSolver = "newton",
     straight_through: bool = False,
+    regularization: MaskRegularization = "kl",
 ) -> jax.Array:
     r"""Smoothed top-k indicator by entropic optimal transport (Xie et al., 2020).
 
     The n scores (mass 1/n) are transported to the anchors {0, 1} with cost
-    $(x_i - y_j)^2 / M$, $M = \max_{ij}(x_i - y_j)^2$ (held constant when
-    differentiating), and entropic regularization ε; the selected anchor (1 for
+    $(x_i - y_j)^2 / M$, $M = \max_{ij}(x_i - y_j)^2$ (differentiated as a function of
+    the scores' extremes), and entropic regularization ε; the selected anchor (1 for
     ``largest=True``, 0 otherwise) receives mass k/n and $A = n\,\Gamma_{:,\mathrm{sel}}$.
     Equivalently $A_i = \sigma((x_i - \theta)/T)$ (``largest``) or
     $\sigma((\theta - x_i)/T)$, with $T = \varepsilon M / 2$ (or ``temperature=T``)
@@ -205,6 +211,10 @@ def soft_topk_mask(
             ``lax.top_k``; a fractional ``k`` selects the items of 0-based rank below it) with the
             soft mask's derivative. The derivative is biased: it is the soft mask's at this ε,
             not the (zero) derivative of the hard mask.
+        regularization: ``"kl"`` (default: the entropic mask above) or an exactly sparse mask,
+            ``"l2"``, ``"p=3/2"`` or ``"p=4/3"``: the capped-simplex projections of
+            [softops.sparse_topk][] (strength ``temperature=``, default 1.0; ``epsilon=`` and
+            ``solver=`` are for ``"kl"`` only; ``tol`` is unused: the threshold is exact).
 
     Returns:
         The soft mask, with the shape and dtype of ``x``.
@@ -224,7 +234,7 @@ def soft_topk_mask(
         2.0
     """
     args = (x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, True)
-    return ops.mask_op(*args, straight_through)[0]
+    return ops.mask_op(*args, straight_through, regularization)[0]
 
 
 # ----------------------------------------------------------------------------- sorted top-k
@@ -286,7 +296,7 @@ def soft_topk(
     The n scores (mass 1/n) are transported to the k+1 anchors $k, k-1, \dots, 1, 0$
     (``largest=True``; $0, 1, \dots, k$ otherwise): the first k anchors get mass 1/n, the
     last $(n-k)/n$ (no rest anchor when k = n). With cost $(x_i - y_j)^2/M$
-    (M held constant) and entropic regularization ε, the plan Γ is computed by semi-dual Newton
+    (M differentiated too) and entropic regularization ε, the plan Γ is computed by semi-dual Newton
     on the k anchor thresholds (``solver="newton"``: it starts from the sorted assignment and,
     when n is large, solves on the largest items first and certifies that the rest sits on the
     last anchor; it converges at every ε, to 1e-5 in float64) or by Sinkhorn (O(1/ε)
@@ -305,7 +315,8 @@ def soft_topk(
         where: boolean mask of the shape of ``x``; ``False`` entries take no part (zero
             assignment); a row needs ``k <= n_valid`` (else it is NaN).
         tol: tolerance on the column-marginal error in mask units (default
-            ``max(sqrt(eps_dtype), 16 n eps_dtype)``).
+            ``sqrt(eps_dtype)`` for Newton, ``max(sqrt(eps_dtype), 16 n eps_dtype)`` for
+            Sinkhorn).
         max_iter: maximum solver iterations (Newton: evaluations, a few tens at any ε;
             Sinkhorn needs O(1/ε) iterations).
         differentiation: ``"implicit"`` (default) or ``"unrolled"`` (through ``max_iter``

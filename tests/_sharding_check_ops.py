@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import softops
-from softops import losses
+from softops import losses, routing
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((16, 12)).astype(np.float32)
@@ -90,6 +90,26 @@ OPS = {
         x, 3, epsilon=0.5, solver="sinkhorn", tol=1e-5
     )[0],
     "soft_topk_solve": lambda x, a: softops.soft_topk_solve(x, 2, epsilon=0.05).values,
+    "soft_topk_mask:l2_where": lambda x, a: softops.soft_topk_mask(
+        x, 3, temperature=0.5, where=a["mask"], regularization="l2"
+    ),
+    "soft_topk_mask:p=4/3_straight_through": lambda x, a: softops.soft_topk_mask(
+        x, 2, temperature=0.4, regularization="p=4/3", straight_through=True
+    ),
+    "soft_topk_magnitude:p=3/2": lambda x, a: softops.soft_topk_magnitude(
+        x, 3, temperature=0.3, regularization="p=3/2"
+    ),
+    # softops.routing: groups of 2 tokens (one group per device), or groups of one token
+    "routing.token_choice": lambda x, a: routing.token_choice(
+        x.reshape(-1, 2, 12), 2, capacity=1, temperature=0.5
+    ).combine.reshape(x.shape),
+    "routing.expert_choice": lambda x, a: routing.expert_choice(
+        x.reshape(-1, 2, 12), 1, temperature=0.5
+    ).combine.reshape(x.shape),
+    "routing.load_balancing_loss": lambda x, a: routing.load_balancing_loss(
+        x.reshape(-1, 1, 12), a["mask"].reshape(-1, 1, 12)
+    ),
+    "routing.router_z_loss": lambda x, a: routing.router_z_loss(x.reshape(-1, 1, 12)),
     "sinkhorn": lambda x, a: softops.sinkhorn(_cost(x), epsilon=0.5).plan.sum(-1),
 }
 

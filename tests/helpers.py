@@ -47,6 +47,8 @@ NOT_OPS = {
     "SinkhornOutput": "a NamedTuple of results",
     "SoftTopKOutput": "a NamedTuple of results",
     "TopKMaskOutput": "a NamedTuple of results",
+    "TokenChoiceRouting": "a NamedTuple of results",
+    "ExpertChoiceRouting": "a NamedTuple of results",
     "activity_value_and_grad": "a gradient estimator (unbiasedness: tests/test_forward_grad*.py)",
     "forward_value_and_grad": "a gradient estimator (unbiasedness: tests/test_forward_grad.py)",
     "local_value_and_grad": "a gradient estimator (tests/test_forward_grad_local.py)",

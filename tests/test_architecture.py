@@ -59,3 +59,33 @@ def test_the_floor_imports_no_family_and_no_face():
     for stem in FLOOR:
         for module in _imported(PACKAGE / f"{stem}.py"):
             assert _part(module) == "floor", f"{stem}.py imports {module}"
+
+
+def _modules() -> set[str]:
+    """Every module and package name under softops (dotted)."""
+    names = set()
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        names.add(".".join(parts))
+    return names
+
+
+def test_no_module_reads_a_private_name_of_another():
+    # `from softops.x import _name` and `mod._name` with `mod` a softops module: a private name is
+    # private to its module (private modules are fine: `from softops import _checks`).
+    modules = _modules()
+    short = {m.rsplit(".", 1)[-1] for m in modules}
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("softops"):
+                for a in node.names:
+                    private = a.name.startswith("_") and not a.name.startswith("__")
+                    if private and f"{node.module}.{a.name}" not in modules:
+                        found.append(f"{path.name}: from {node.module} import {a.name}")
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                private = node.attr.startswith("_") and not node.attr.startswith("__")
+                if private and node.value.id in short and node.value.id not in ("jax", "np", "jnp"):
+                    found.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert not found, "\n".join(found)

@@ -15,6 +15,7 @@ import pytest
 import softops
 import softops.losses
 import softops.ltr
+import softops.routing
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every public object, wherever it is defined (what users read on the API pages), once.
@@ -25,6 +26,7 @@ PUBLIC |= {
     if not any((obj := getattr(softops.losses, name)) is seen for seen in PUBLIC.values())
 }
 PUBLIC |= {f"ltr.{name}": getattr(softops.ltr, name) for name in softops.ltr.__all__}
+PUBLIC |= {f"routing.{name}": getattr(softops.routing, name) for name in softops.routing.__all__}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLIC))

@@ -39,6 +39,8 @@ OPS = {
     "soft_topk_mask": lambda x: softops.soft_topk_mask(x, 3),
     "soft_topk_mask_solve": lambda x: softops.soft_topk_mask_solve(x, 3).mask,
     "soft_topk_mask_sinkhorn": lambda x: softops.soft_topk_mask(x, 3, solver="sinkhorn"),
+    "soft_topk_mask_l2": lambda x: softops.soft_topk_mask(x, 3, regularization="l2"),
+    "soft_topk_magnitude": lambda x: softops.soft_topk_magnitude(x, 3, regularization="p=4/3"),
     "soft_topk": lambda x: softops.soft_topk(x, 3),
     "soft_topk_solve": lambda x: softops.soft_topk_solve(x, 3).values,
     "soft_topk_sinkhorn": lambda x: softops.soft_topk(x, 3, solver="sinkhorn")[0],

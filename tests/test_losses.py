@@ -197,9 +197,63 @@ def test_topk_losses_bad_input():
             fn(logits, jnp.zeros((2,), jnp.int32), k=1.5)
 
 
-def test_topk_rank_loss_out_of_range_label_is_nan():
-    out = soft_topk_rank_loss(jnp.zeros((4,), jnp.float64), jnp.array(7))
-    assert np.isnan(out)
+@pytest.mark.parametrize("fn", [soft_topk_rank_loss, soft_topk_mask_loss])
+def test_topk_loss_bad_labels(fn):
+    # Issue 21: a label on a masked-out class gave 87.3 (mask loss) or 0 (rank loss); uint8
+    # label 255 with 4 classes was not refused. Known labels raise; traced ones give a NaN
+    # example whose derivative is exactly 0 in both modes, the other example untouched.
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4)))
+    where = jnp.asarray([[True, False, True, True], [True] * 4])
+    for labels in (np.array([7, 1]), np.array([255, 1], np.uint8), np.array([-1, 1], np.int8)):
+        with pytest.raises(ValueError, match="labels"):
+            fn(x, jnp.asarray(labels))
+    with pytest.raises(ValueError, match="masked-out"):
+        fn(x, jnp.asarray([1, 1]), where=where)
+
+    @jax.jit
+    def run(x, labels, where):
+        loss = lambda v: fn(v, labels, where=where)  # noqa: E731
+        out, tangent = jax.jvp(loss, (x,), (jnp.ones_like(x),))
+        grad = jax.grad(lambda v: jnp.where(jnp.isnan(out), 0, loss(v)).sum())(x)
+        return out, tangent, grad
+
+    for labels, mask in (([7, 1], jnp.ones_like(where)), ([1, 1], where)):
+        out, tangent, grad = run(x, jnp.asarray(labels), mask)
+        assert np.isnan(out[0]) and np.isfinite(out[1]), out
+        assert tangent[0] == 0 and np.all(grad[0] == 0) and np.all(np.isfinite(grad[1])), grad
+        np.testing.assert_allclose(out[1], fn(x[1:], jnp.asarray([1]))[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [soft_topk_rank_loss, soft_topk_mask_loss])
+def test_topk_loss_nan_on_masked_out_class_does_not_leak(fn):
+    # Issue 21: a NaN logit on a masked-out class leaked NaN into soft_topk_rank_loss's gradient.
+    x = np.random.default_rng(1).standard_normal((2, 5))
+    where = np.ones((2, 5), bool)
+    where[0, 3] = False
+    clean = jnp.asarray(x)
+    x[0, 3] = np.nan
+    labels = jnp.asarray([0, 2])
+    f = jax.jit(lambda x: fn(x, labels, k=2, where=jnp.asarray(where)).sum())
+    value, grad = jax.value_and_grad(f)(jnp.asarray(x))
+    want, want_grad = jax.value_and_grad(f)(clean)
+    np.testing.assert_allclose(value, want, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12)
+    assert grad[0, 3] == 0
+
+
+@pytest.mark.slow  # the fast pass checks reverse mode (test_derivatives_all's NaN-row test)
+@pytest.mark.parametrize("fn", [soft_topk_rank_loss, soft_topk_mask_loss])
+def test_topk_loss_nan_row_has_zero_derivative(fn):
+    # The NaN-row policy: NaN loss for the row, exact 0 derivative in both modes.
+    x = np.random.default_rng(2).standard_normal((2, 5))
+    x[0, 1] = np.nan
+    x = jnp.asarray(x)
+    loss = jax.jit(lambda v: fn(v, jnp.asarray([0, 2]), k=2))
+    out = loss(x)
+    grad = jax.grad(lambda v: jnp.where(jnp.isnan(out), 0, loss(v)).sum())(x)
+    _, tangent = jax.jvp(loss, (x,), (jnp.ones_like(x),))
+    assert np.isnan(out[0]) and np.isfinite(out[1])
+    assert np.all(grad[0] == 0) and np.all(np.isfinite(grad[1])) and tangent[0] == 0
 
 
 # ----------------------------------------------------------------------------- quantile / median

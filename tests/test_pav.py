@@ -10,7 +10,14 @@ from scipy.special import logsumexp
 
 from softops import _sort
 from softops._isotonic import pav as _pav
+from softops._isotonic.blocks import Stats as _Stats
 from tests._np_reference import pav_decreasing
+
+
+def _solve(kind, a, b, method, barrier=None):
+    """Block starts of plain item statistics: l2 values ``a``, weights ``b``; or kl ``(a, b)``."""
+    b = b if kind == "l2" else _pav.affine(b)
+    return _pav.block_starts(kind, _pav.affine(a), b, method, barrier)
 
 
 def _families(n, rng):
@@ -54,9 +61,7 @@ def test_solvers_exact_on_hard_inputs(method, kind):
         s, w = a, b
     barrier = np.zeros(y.shape, bool)
     barrier[:, 150] = True  # a forced block start in every row
-    starts = np.asarray(
-        jax.jit(lambda a, b, bar: _pav.block_starts(a, b, kind, method, bar))(a, b, barrier)
-    )
+    starts = np.asarray(jax.jit(lambda a, b, bar: _solve(kind, a, b, method, bar))(a, b, barrier))
     for row, name in enumerate(fams):
         _, want_starts = _reference(s[row], w[row], kind, 150)
         ids = np.cumsum(starts[row]) - 1
@@ -93,7 +98,7 @@ def test_kl_desc_exact_on_nonincreasing_statistics(method):
     w = np.stack([f[1] for f in fams.values()])
     barrier = np.zeros(s.shape, bool)
     barrier[:, 200] = True
-    solve = jax.jit(lambda a, b, bar: _pav.block_starts(a, b, "kl_desc", method, bar))
+    solve = jax.jit(lambda a, b, bar: _solve("kl_desc", a, b, method, bar))
     with jax.enable_x64(True):
         starts64 = np.asarray(solve(jnp.asarray(s), jnp.asarray(w), barrier))
     starts32 = np.asarray(solve(jnp.asarray(s, jnp.float32), jnp.asarray(w, jnp.float32), barrier))
@@ -132,7 +137,7 @@ def test_stack_loop_copies_no_buffer(n, kind):
     # A copy of a stack buffer inside the loop makes the solver O(n^2) (it was 1.35 s at
     # n = 65536 against 2 ms at 65535). Power-of-two sizes used to trigger it.
     a = jnp.zeros((2, n // 2), jnp.float32)
-    f = jax.jit(lambda a: _pav.block_starts(a, jnp.ones_like(a), kind, "sequential"))
+    f = jax.jit(lambda a: _solve(kind, a, jnp.ones_like(a), "sequential"))
     loops, copies = _loop_copies(f.lower(a).compile().as_text())
     assert loops == 1 and copies == 0
 
@@ -218,12 +223,14 @@ def test_dense_solver_matches_pav(dtype, method):
     barrier = rng.random(y.shape) < 0.05
     barrier[:, 0] = True
     with jax.enable_x64(dtype == np.float64):
-        a, b = jnp.asarray(w * y, dtype), jnp.asarray(w, dtype)
+        a, b = jnp.asarray(y, dtype), jnp.asarray(w, dtype)
         for rows in (slice(0, 1), slice(None)):
             assert _dense.use("l2", a[rows].shape) == (rows == slice(0, 1))
-        dense = np.asarray(_dense.block_starts(a, b, jnp.asarray(barrier)))
-        auto = np.asarray(_pav.block_starts(a[:1], b[:1], "l2", "auto", barrier[:1]))
-        want = np.asarray(_pav.block_starts(a, b, "l2", method, barrier))
+        za, ca, ra = _pav.affine(a)
+        stats = _Stats(za, ca, ra, b, ca, ra)
+        dense = np.asarray(_dense.block_starts(stats, jnp.asarray(barrier)))
+        auto = np.asarray(_solve("l2", a[:1], b[:1], "auto", barrier[:1]))
+        want = np.asarray(_solve("l2", a, b, method, barrier))
         for row, name in enumerate(fams):
             np.testing.assert_array_equal(dense[row], want[row], err_msg=f"{name} {method}")
     np.testing.assert_array_equal(auto, dense[:1])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import softops
-from softops import losses
+from softops import losses, routing
 from tests._sharding_check_ops import OPS
 from tests.helpers import NOT_OPS
 
@@ -53,7 +53,9 @@ def test_batch_sharded_ops_equal_and_collective_free(mode):
 
 def test_every_public_op_is_in_the_sharding_check():
     covered = {name.split(":")[0] for name in OPS}
-    public = (set(softops.__all__) | set(losses.__all__)) - set(NOT_OPS)
+    public = set(softops.__all__) | set(losses.__all__)
+    public = (public | {f"routing.{name}" for name in routing.__all__}) - set(NOT_OPS)
+    public -= {f"routing.{name}" for name in NOT_OPS}
     assert public <= covered, sorted(public - covered)
 
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _compat
+from softops._isotonic.blocks import Stats
 
 MAX_N = 100  # longest row solved here (no gain measured at 128)
 MAX_WORK = 2**14  # largest batch * n * n solved here (the PAV is faster beyond)
@@ -47,10 +48,16 @@ def use(kind: str, shape: tuple) -> bool:
     return kind == "l2" and 2 <= n <= MAX_N and math.prod(shape[:-1]) * n * n <= MAX_WORK
 
 
-def block_starts(a: jax.Array, b: jax.Array, barrier: jax.Array) -> jax.Array:
-    """Block-start flags [B, n] of the decreasing L2 isotonic problem (``barrier[:, 0]`` true)."""
+def block_starts(st: Stats, barrier: jax.Array) -> jax.Array:
+    """Block-start flags [B, n] of the decreasing L2 isotonic problem (``barrier[:, 0]`` true).
+
+    ``st``: the values ``y = ca * za + ra * i`` and the weights ``zb`` (``blocks.Stats``),
+    formed in float64 (exact products of float32 numbers).
+    """
     with jax.enable_x64(True):
-        return _starts(a, b, barrier)
+        za, ca, ra, zb = (t.astype(jnp.float64) for t in st[:4])
+        pos = lax.broadcasted_iota(jnp.float64, za.shape, 1)
+        return _starts(zb * (ca * za + ra * pos), zb, barrier)
 
 
 def _prefix(x):

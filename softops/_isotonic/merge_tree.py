@@ -16,6 +16,11 @@ $v^\star$ and negative above it, so
 
 A level is O(n) data-parallel work plus O(log^2 n) binary-search steps; log2(n) levels. No
 barrier (row start, masked entry) is ever crossed: the searched lengths stop at them.
+
+Values and statistics are anchored (``blocks``): each block carries its value relative to its own
+anchor item, and a merge of L and R re-anchors everything at the first item of R, so every
+comparison sees differences of nearby values, never large absolute ones. ``kl_desc`` blocks go
+into log space first (re-anchored at a later item, their linear sums could overflow).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from softops._isotonic.blocks import combine, value
+from softops._isotonic.blocks import anchor_gap, combine, gaps, rel_value, shift
 from softops._sharding import like_vma
 
 
@@ -68,11 +73,23 @@ def _search(pred, hi, steps: int):
     return lo
 
 
-def _merge_level(kind, p, v, start, bar, a, b):
-    """Merges chunk pairs of p blocks; arrays [B, P] (P a multiple of 2p). Returns (v, start)."""
-    bsz, size = v.shape
+def _merge_level(kind, p, rho, start, bar, a, b, first, anchor_gaps):
+    """Merges chunk pairs of p blocks; arrays [B, P] (P a multiple of 2p). Returns (rho, start).
+
+    ``rho``: each block's value relative to its anchor (the value of its pooled group).
+    """
+    bsz, size = rho.shape
     shape = (bsz, size // (2 * p), 2, p)
-    v4, s4, bar4, a4, b4 = (x.reshape(shape) for x in (v, start, bar, a, b))
+    g = jnp.broadcast_to(first.reshape(shape)[:, :, 1:, :1], shape).reshape(bsz, size)
+    da, db = anchor_gaps(g, first)  # statistics at each anchor minus at g
+    a, b = shift(kind, a, b, da, db)  # anchored at g
+    gap = anchor_gap(kind, da, db)
+    # A pooled group's value, read at its first block: recomputed at each member, rounding could
+    # make the members differ, and the searches below could then split the group.
+    pos = lax.broadcasted_iota(jnp.int32, rho.shape, 1)
+    head = lax.cummax(jnp.where(start | bar, pos, 0), axis=1)
+    v = jnp.take_along_axis(rho + gap, head, axis=1)
+    v4, s4, bar4, a4, b4, gap4 = (x.reshape(shape) for x in (v, start, bar, a, b, gap))
     # L in reversed order (its suffixes become prefixes), R as is.
     vl, vr = v4[:, :, 0, ::-1], v4[:, :, 1]
     barl, barr = bar4[:, :, 0, ::-1], bar4[:, :, 1]
@@ -95,7 +112,7 @@ def _merge_level(kind, p, v, start, bar, a, b):
         cl, cr = count_l(u), count_r(u)
         sa = combine(kind, _take(sa_l, cl), _take(sa_r, cr))
         sb = combine(kind, _take(sb_l, cl), _take(sb_r, cr))
-        return value(kind, sa, sb) - u
+        return rel_value(kind, sa, sb) - u
 
     def pooled_l(c):
         return (c <= 1) | (excess(_take(vl, jnp.maximum(c - 1, 0))) >= 0)
@@ -105,7 +122,7 @@ def _merge_level(kind, p, v, start, bar, a, b):
 
     cl = jnp.where(merge, _search(pooled_l, max_l, steps), 0)
     cr = jnp.where(merge, _search(pooled_r, max_r, steps), 0)
-    v_new = value(
+    v_new = rel_value(
         kind,
         combine(kind, _take(sa_l, cl), _take(sa_r, cr)),
         combine(kind, _take(sb_l, cl), _take(sb_r, cr)),
@@ -118,10 +135,12 @@ def _merge_level(kind, p, v, start, bar, a, b):
     sr = s4[:, :, 1] & ~in_r
     v4 = jnp.stack([vl[..., ::-1], vr], axis=2)
     s4 = jnp.stack([sl[..., ::-1], sr], axis=2)
-    return v4.reshape(bsz, size), s4.reshape(bsz, size)
+    pooled = jnp.stack([in_l[..., ::-1], in_r], axis=2)
+    rho = jnp.where(pooled, v4 - gap4, rho.reshape(shape))
+    return rho.reshape(bsz, size), s4.reshape(bsz, size)
 
 
-def finish(kind, blk) -> jax.Array:
+def finish(kind, st, b_log, blk) -> jax.Array:
     """Element block starts ``[B, n]`` from the block-space state ``blk`` of ``pav``."""
     bsz, n = blk.a.shape
     size = 1 << max(0, (n - 1).bit_length())
@@ -131,14 +150,22 @@ def finish(kind, blk) -> jax.Array:
     def pad(x, fill):
         return jnp.pad(x, [(0, 0), (0, size - n)], constant_values=fill)
 
-    a, b = pad(blk.a, 0), pad(blk.b, 1 if kind == "l2" else 0)
+    a, b = blk.a, blk.b
+    if kind == "kl_desc":
+        a, b, kind = jnp.log(a), jnp.log(b), "kl"
+    a, b = pad(a, 0), pad(b, 1 if kind == "l2" else 0)
+    first = jnp.where(live, pad(blk.first, 0), 0)
     bar = pad(blk.bar, True) | ~live | (pos == 0)
-    v = jnp.where(live, value(kind, a, b), 0)
+    rho = jnp.where(live, rel_value(kind, a, b), 0)
     start = live
+
+    def anchor_gaps(f, g):
+        return gaps(kind, st, f, g, b_log)
+
     p = 1
     while p < size:
-        v, start = _merge_level(kind, p, v, start, bar, a, b)
+        rho, start = _merge_level(kind, p, rho, start, bar, a, b, first, anchor_gaps)
         p *= 2
-    first = jnp.where(start, pad(blk.first, n), n)
+    first = jnp.where(start, first, n)
     rows = lax.broadcasted_iota(jnp.int32, first.shape, 0)
     return jnp.zeros((bsz, n), bool).at[rows, first].set(True, mode="drop")

@@ -1,18 +1,13 @@
 """Private kernels for decreasing isotonic regression: the block structure of the solution.
 
 Both regularizations of Blondel et al. (2020) pool adjacent blocks by the same rule; they differ in
-the statistics a block carries and in how two blocks combine:
-
-====  =====================  ===========================  ==================
-kind  per-element (a, b)     combine two blocks           block value
-====  =====================  ===========================  ==================
-l2    (weight * y, weight)   (a1 + a2, b1 + b2)           a / b
-kl    (s, w)                 (logaddexp, logaddexp)       a - b
-====  =====================  ===========================  ==================
-
-``kl_desc`` is ``kl`` for statistics that do not increase along a row between barriers (soft
-sort, soft rank, projections): the same blocks and values; only the stack PAV carries them
-differently (`softops._isotonic.pav._stack_pav`).
+the statistics a block carries and in how two blocks combine (``blocks``: L2 blocks carry weighted
+sums, KL blocks logsumexps). Statistics come in a form whose differences are exact (an affine
+function of the item's input and position, or the log of positive values), and every block keeps
+its statistics relative to its first item: two blocks are compared through the gap between their
+first items, computed from the inputs, so float32 decides the pooling at the scale of the values'
+differences, not of the statistics themselves (``blocks``). Long blocks are summed pairwise (the
+rounds) or with compensated sums (the stack), so their values stay within a few ulps.
 
 The kernels return only the *structure* of the solution, a boolean ``[B, n]`` array that marks
 the first element of each block; values, and through them every derivative, are closed-form
@@ -49,7 +44,17 @@ from jax import lax
 
 from softops import _sharding
 from softops._isotonic import dense, merge_tree
-from softops._isotonic.blocks import Kind, combine, segment_combine, value
+from softops._isotonic.blocks import (
+    Kind,
+    Stats,
+    anchor_gap,
+    gaps,
+    item_stats,
+    log_ratio,
+    rel_value,
+    run_combine,
+    shift,
+)
 
 Method = Literal["auto", "sequential", "parallel"]
 METHODS = ("auto", "sequential", "parallel")
@@ -60,8 +65,9 @@ SEQUENTIAL_ROUNDS = 1  # before the stack PAV: on CPU a second round costs more 
 class _Blocks(NamedTuple):
     """Block-space state of the rounds.
 
-    Block ``j < count[r]`` of row ``r`` has statistics ``a, b``, starts at element ``first``, and
-    ``bar`` says whether it starts at a barrier; ``done`` rows are solved.
+    Block ``j < count[r]`` of row ``r`` has statistics ``a, b`` relative to its anchor, the item
+    ``first`` that starts it, and ``bar`` says whether it starts at a barrier; ``done`` rows are
+    solved.
     """
 
     a: jax.Array
@@ -72,32 +78,37 @@ class _Blocks(NamedTuple):
     done: jax.Array
 
 
-def _violations(kind: Kind, blk: _Blocks) -> tuple[jax.Array, jax.Array]:
+def _violations(kind: Kind, st: Stats, b_log: bool, blk: _Blocks):
     """Live blocks, and whether each block (from the second) violates the order with its left."""
     pos = lax.broadcasted_iota(jnp.int32, blk.a.shape, 1)
     live = pos < blk.count[:, None]
-    v = value(kind, blk.a, blk.b)
-    return live, live[:, 1:] & ~blk.bar[:, 1:] & (v[:, :-1] <= v[:, 1:])
+    v = rel_value(kind, blk.a, blk.b)
+    da, db = gaps(kind, st, blk.first[:, :-1], blk.first[:, 1:], b_log)
+    viol = v[:, :-1] <= anchor_gap(kind, da, db) + v[:, 1:]
+    return live, live[:, 1:] & ~blk.bar[:, 1:] & viol
 
 
-def _round(kind: Kind, blk: _Blocks) -> _Blocks:
+def _round(kind: Kind, st: Stats, b_log: bool, blk: _Blocks) -> _Blocks:
     """Pools every run of adjacent violating blocks of every row at once.
 
     A row is done once its blocks no longer violate the order; that is checked on the pooled
     blocks, so a row that one round solves costs one round, not two.
     """
     n = blk.a.shape[1]
-    live, viol = _violations(kind, blk)
+    live, viol = _violations(kind, st, b_log, blk)
     new = live & jnp.concatenate([jnp.ones((live.shape[0], 1), bool), ~viol], axis=1)
     ids = jnp.where(live, jnp.cumsum(new, axis=1, dtype=jnp.int32) - 1, n)
     tgt = jnp.where(new, ids, n)
-    a, b = segment_combine(kind, (blk.a, blk.b), ids, n)
     # first and bar in one scatter: a barrier block's first item is stored as ~first (< 0)
     enc = _scatter_rows(tgt, jnp.where(blk.bar, ~blk.first, blk.first))
     bar = enc < 0
     first = jnp.where(bar, ~enc, enc)
+    # every block re-anchored at the first item of its run, then pooled
+    run_first = jnp.take_along_axis(first, jnp.minimum(ids, n - 1), axis=1)
+    da, db = gaps(kind, st, run_first, blk.first, b_log)
+    a, b = run_combine(kind, shift(kind, blk.a, blk.b, da, db), new, live)
     out = _Blocks(a, b, first, bar, new.sum(axis=1, dtype=jnp.int32), blk.done)
-    return out._replace(done=blk.done | ~jnp.any(_violations(kind, out)[1], axis=1))
+    return out._replace(done=blk.done | ~jnp.any(_violations(kind, st, b_log, out)[1], axis=1))
 
 
 def _scatter_rows(tgt: jax.Array, x: jax.Array) -> jax.Array:
@@ -106,10 +117,11 @@ def _scatter_rows(tgt: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.zeros_like(x).at[rows, tgt].set(x, mode="drop")
 
 
-def _rounds(kind: Kind, a, b, barrier, max_rounds: int) -> tuple[jax.Array, _Blocks]:
+def _rounds(kind: Kind, st: Stats, b_log: bool, barrier, max_rounds: int):
     """Up to ``max_rounds`` pooling rounds (fewer once every row is done): (rounds run, blocks)."""
-    bsz, n = a.shape
-    iota = lax.broadcasted_iota(jnp.int32, a.shape, 1)
+    bsz, n = st.za.shape
+    iota = lax.broadcasted_iota(jnp.int32, st.za.shape, 1)
+    a, b = item_stats(kind, st)
     blk = _Blocks(a, b, iota, barrier, jnp.full((bsz,), n, jnp.int32), jnp.zeros((bsz,), bool))
 
     def cond(state):
@@ -118,13 +130,12 @@ def _rounds(kind: Kind, a, b, barrier, max_rounds: int) -> tuple[jax.Array, _Blo
 
     def body(state):
         it, blk = state
-        return it + 1, _round(kind, blk)
+        return it + 1, _round(kind, st, b_log, blk)
 
     # A loop even for one round: its carry holds the statistics as stored values. Fused into a
     # straight-line round, XLA recomputes them per use and may contract one use into an FMA
-    # (a * b - m rounded once), so the KL shift x - max(x) of a singleton is not 0 (inf at 1e23;
-    # an optimization_barrier did not prevent it).
-    return lax.while_loop(cond, body, _sharding.like_vma((jnp.int32(0), blk), a))
+    # (a * b - m rounded once), so that two uses of one statistic differ.
+    return lax.while_loop(cond, body, _sharding.like_vma((jnp.int32(0), blk), st.za))
 
 
 def _starts_of(blk: _Blocks) -> jax.Array:
@@ -135,7 +146,23 @@ def _starts_of(blk: _Blocks) -> jax.Array:
     return jnp.zeros(blk.a.shape, bool).at[rows, tgt].set(True, mode="drop")
 
 
-def _stack_pav(kind: Kind, a, b, barrier, nxt, first):
+class _Slots(NamedTuple):
+    """Flat per-slot data of the stack PAV: block statistics, and its anchor's item data."""
+
+    a: jax.Array
+    b: jax.Array
+    barrier: jax.Array
+    nxt: jax.Array
+    pos: jax.Array  # the anchor's position in its row
+    za: jax.Array  # z of the anchor (a = ca * za + ra * pos)
+    ca: jax.Array
+    ra: jax.Array
+    zb: jax.Array
+    cb: jax.Array
+    rb: jax.Array
+
+
+def _stack_pav(kind: Kind, b_log: bool, sl: _Slots, first):
     """Stack-based PAV over the slots ``first, nxt[first], nxt[nxt[first]], ...`` of flat arrays.
 
     Reference semantics (each step below is one ``while_loop`` iteration):
@@ -148,75 +175,109 @@ def _stack_pav(kind: Kind, a, b, barrier, nxt, first):
                 stack[-2:] = [merge(stack[-2], stack[-1])]
 
     Returns the stack's slots (``-i - 1`` for a block starting at a barrier) and its height. Every
-    step reads and writes O(1) scalars. XLA copies a loop buffer at every step (an O(n^2) loop) if
-    a cheap function of a value read from it feeds another buffer's in-place update, because it
-    then duplicates that read into each consumer. So every value read from the stacks passes
-    through a division XLA counts as expensive and computes once (by ``one`` equal to 1 at run
-    time, unknown to XLA; ``tests/test_pav.py`` checks the compiled loop for copies).
-
-    ``"kl_desc"`` stacks hold, instead of the two logsumexps, the sums of ``exp`` of the slot
-    statistics relative to the block's first slot ``f``: ``A = sum exp(a - a[f])`` and likewise
-    ``B``. A merge is ``A2 + A1 * exp(a[f1] - a[f2])``: one ``exp`` per statistic and no ``log``
-    (2 instead of 4 transcendentals a step, -33% time), and the sums, in ``[1, n^2]``, keep their
-    relative precision where repeated ``logaddexp`` loses the digits of a large logsumexp (block
-    values 3e-6 instead of 2.4e-3 from the float64 solution, float32, n = 3.2e5, stack alone).
-    Nonincreasing statistics bound ``a[f1] - a[f2]`` by ``log n``, so nothing overflows.
+    step reads and writes O(1) scalars. A stack block keeps the anchor of its first slot; a merge
+    re-anchors the right block by the gap between the two anchors, computed from the slots' item
+    data (``blocks``). XLA copies a loop buffer at every step (an O(n^2) loop) if a cheap function
+    of a value read from it feeds another buffer's in-place update, because it then duplicates
+    that read into each consumer. So every value read from the stacks passes through a division
+    XLA counts as expensive and computes once (by ``one`` equal to 1 at run time, unknown to XLA;
+    ``tests/test_pav.py`` checks the compiled loop for copies).
     """
-    size = a.shape[0]
-    dtype = a.dtype
+    size = sl.a.shape[0]
+    dtype = sl.a.dtype
     tiny = jnp.asarray(2.0**-60 if dtype == jnp.float32 else 2.0**-90, dtype)
-    anchored = kind == "kl_desc"
 
-    def read(sa, sb, start, t, one_f, one_i):
-        """A stack block: statistics, signed start, value, first slot's statistics (kl_desc)."""
+    def read(stats, start, t, one_f, one_i):
+        """A stack block: statistics ``((P, P_lo), (Q, Q_lo))``, signed start, slot."""
         s = lax.div(start[t], one_i)
-        if kind == "l2":
-            return sa[t], sb[t], s, sa[t] / sb[t], None
-        if not anchored:
-            return sa[t], sb[t], s, (sa[t] - sb[t]) / one_f, None
-        x, y = sa[t] / one_f, sb[t] / one_f
-        f = _slot(s)
-        head = a[f], b[f]
-        return x, y, s, (head[0] - head[1]) + jnp.log(x / y), head
+        x = stats[t] / one_f
+        return ((x[0], x[1]), (x[2], x[3])), s, _slot(s)
 
-    def merged(blk2, blk1):
-        (a2, b2, _, _, h2), (a1, b1, _, _, h1) = blk2, blk1
-        if not anchored:
-            return combine(kind, a2, a1), combine(kind, b2, b1)
-        return a2 + a1 * jnp.exp(h1[0] - h2[0]), b2 + b1 * jnp.exp(h1[1] - h2[1])
+    def step(f2, f1, blk2, blk1):
+        """Whether block 2 (left) and block 1 (right) violate the order, and their union.
+
+        ``da, db``: the statistics at the anchor of 1 minus at that of 2 (``blocks``).
+        """
+        (a2, b2), (a1, b1) = blk2, blk1
+        dp = (sl.pos[f1] - sl.pos[f2]).astype(dtype)
+        da = sl.ca[f2] * (sl.za[f1] - sl.za[f2]) + sl.ra[f2] * dp
+        va2, vb2, va1, vb1 = (x[0] + x[1] for x in (a2, b2, a1, b1))
+        if kind == "l2":
+            shifted = _two_sum(a1[0], vb1 * da)
+            shifted = shifted[0], shifted[1] + a1[1]
+            return va2 / vb2 <= da + va1 / vb1, (_df_add(a2, shifted), _df_add(b2, b1))
+        if kind == "kl_desc":
+            # Re-anchoring multiplies the right block by exp(da) = 1 + expm1(da): written so, its
+            # rounding is relative to |da| (a block re-anchored K times drifts by about K ulps
+            # with a rounded exp(da): 40 ulps at n = 3e5).
+            if b_log:  # exp(db) - 1 = (zb1 - zb2) / zb2, no transcendental
+                db = log_ratio(sl.zb[f1], sl.zb[f2])
+                eb1 = (sl.zb[f1] - sl.zb[f2]) / sl.zb[f2]
+            else:
+                db = sl.cb[f2] * (sl.zb[f1] - sl.zb[f2]) + sl.rb[f2] * dp
+                eb1 = jnp.expm1(db)
+            ea1 = jnp.expm1(da)
+            # log(a2 / b2) - log(a1 / b1) <= da - db, with one log of the sums (db may be far
+            # below the smallest float's log: no exp(db) in the test)
+            viol = jnp.log(va2 * vb1 / (vb2 * va1)) + db <= da
+            return viol, (_reanchor(a2, a1, ea1), _reanchor(b2, b1, eb1))
+        if b_log:
+            db = log_ratio(sl.zb[f1], sl.zb[f2])
+        else:
+            db = sl.cb[f2] * (sl.zb[f1] - sl.zb[f2]) + sl.rb[f2] * dp
+        viol = va2 - vb2 <= (da - db) + (va1 - vb1)
+        zero = jnp.zeros((), dtype)
+        return viol, ((jnp.logaddexp(va2, va1 + da), zero), (jnp.logaddexp(vb2, vb1 + db), zero))
 
     def body(st):
-        i, top, start, sa, sb, _ = st
+        i, top, start, stats, _ = st
         t1, t2 = jnp.maximum(top - 1, 0), jnp.maximum(top - 2, 0)
         one_f = 1 + top.astype(dtype) * tiny  # exactly 1 (top < 2**31)
         one_i = 1 + (top >> 31)  # exactly 1 (top >= 0)
-        blk1 = read(sa, sb, start, t1, one_f, one_i)
-        blk2 = read(sa, sb, start, t2, one_f, one_i)
-        (a1, b1, s1, v1, _), (_, _, s2, v2, _) = blk1, blk2
-        merge = (top >= 2) & (s1 >= 0) & (v2 <= v1)
+        blk1, s1, f1 = read(stats, start, t1, one_f, one_i)
+        blk2, s2, f2 = read(stats, start, t2, one_f, one_i)
+        viol, union = step(f2, f1, blk2, blk1)
+        merge = (top >= 2) & (s1 >= 0) & viol
         push = ~merge & (i < size)
         ic = jnp.minimum(i, size - 1)
         pos = jnp.where(merge, t2, jnp.where(push, top, t1))
-        ma, mb = merged(blk2, blk1)
-        pa, pb = (jnp.ones((), dtype),) * 2 if anchored else (a[ic], b[ic])
-        na = jnp.where(merge, ma, jnp.where(push, pa, a1))
-        nb = jnp.where(merge, mb, jnp.where(push, pb, b1))
-        ns = jnp.where(push, jnp.where(barrier[ic], -i - 1, i), jnp.where(merge, s2, s1))
+        zero = jnp.zeros((), dtype)
+        pushed = jnp.stack([sl.a[ic], zero, sl.b[ic], zero])
+        kept = jnp.stack([blk1[0][0], blk1[0][1], blk1[1][0], blk1[1][1]])
+        new = jnp.where(merge, jnp.stack([*union[0], *union[1]]), jnp.where(push, pushed, kept))
+        ns = jnp.where(push, jnp.where(sl.barrier[ic], -i - 1, i), jnp.where(merge, s2, s1))
         mi, pi = merge.astype(jnp.int32), push.astype(jnp.int32)
         return (
-            jnp.where(push, nxt[ic], i),
+            jnp.where(push, sl.nxt[ic], i),
             top - mi + pi,
             start.at[pos].set(ns),
-            sa.at[pos].set(na),
-            sb.at[pos].set(nb),
+            stats.at[pos].set(new),
             merge | push,
         )
 
     zero = jnp.zeros((), jnp.int32)
-    init = (first, zero, jnp.zeros((size,), jnp.int32), jnp.zeros_like(a), jnp.zeros_like(b), True)
-    init = _sharding.like_vma(init, a)
-    _, top, start, _, _, _ = lax.while_loop(lambda st: st[5], body, init)
+    init = (first, zero, jnp.zeros((size,), jnp.int32), jnp.zeros((size, 4), dtype), True)
+    init = _sharding.like_vma(init, sl.a)
+    _, top, start, _, _ = lax.while_loop(lambda st: st[4], body, init)
     return _slot(start), top
+
+
+def _two_sum(x, y):
+    """``(s, e)`` with ``s = fl(x + y)`` and ``s + e = x + y`` exactly (Knuth)."""
+    s = x + y
+    yy = s - x
+    return s, (x - (s - yy)) + (y - yy)
+
+
+def _reanchor(p2, p1, em1):
+    """``p2 + p1 * (1 + em1)`` for compensated ``p2, p1`` (``em1 = exp(gap) - 1``)."""
+    return _df_add(_df_add(p2, p1), (p1[0] * em1, p1[1] * em1))
+
+
+def _df_add(p, q):
+    """Sum of two compensated numbers ``(hi, lo)``: the block sums stay within a few ulps."""
+    s, e = _two_sum(p[0], q[0])
+    return s, (p[1] + q[1]) + e
 
 
 def _slot(start):
@@ -224,7 +285,7 @@ def _slot(start):
     return jnp.where(start < 0, ~start, start)
 
 
-def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
+def _finish_sequential(kind: Kind, st: Stats, b_log: bool, blk: _Blocks) -> jax.Array:
     """Stack PAV over the blocks of the unfinished rows, all rows laid end to end."""
     bsz, n = blk.a.shape
     size = bsz * n
@@ -239,9 +300,21 @@ def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
     slot = jnp.arange(size, dtype=jnp.int32).reshape(bsz, n)
     nxt = jnp.where(pos + 1 < blk.count[:, None], slot + 1, later[:, None]).ravel()
     first = jnp.min(row_first)
-    start, top = _stack_pav(
-        kind, blk.a.ravel(), blk.b.ravel(), (blk.bar | (pos == 0)).ravel(), nxt, first
+
+    slots = _Slots(
+        blk.a.ravel(),
+        blk.b.ravel(),
+        (blk.bar | (pos == 0)).ravel(),
+        nxt,
+        blk.first.ravel(),
+        jnp.take_along_axis(st.za, blk.first, axis=1).ravel(),
+        jnp.broadcast_to(st.ca, blk.a.shape).ravel(),
+        jnp.broadcast_to(st.ra, blk.a.shape).ravel(),
+        jnp.take_along_axis(st.zb, blk.first, axis=1).ravel(),
+        jnp.broadcast_to(st.cb, blk.a.shape).ravel(),
+        jnp.broadcast_to(st.rb, blk.a.shape).ravel(),
     )
+    start, top = _stack_pav(kind, b_log, slots, first)
     item = jnp.where(jnp.arange(size, dtype=jnp.int32) < top, start, size)
     row = jnp.where(item < size, item // n, bsz)
     elem = jnp.take(blk.first.ravel(), item, mode="fill", fill_value=n)
@@ -249,44 +322,67 @@ def _finish_sequential(kind: Kind, blk: _Blocks) -> jax.Array:
     return starts.at[row, elem].set(True, mode="drop")
 
 
-def _solve(kind: Kind, method: str, a, b, barrier):
+def _solve(kind: Kind, b_log: bool, method: str, st: Stats, barrier):
     if method == "sequential":  # an empty loop when every row is done
-        return _finish_sequential(kind, _rounds(kind, a, b, barrier, SEQUENTIAL_ROUNDS)[1])
-    return merge_tree.finish(kind, _rounds(kind, a, b, barrier, ROUNDS)[1])
+        blk = _rounds(kind, st, b_log, barrier, SEQUENTIAL_ROUNDS)[1]
+        return _finish_sequential(kind, st, b_log, blk)
+    blk = _rounds(kind, st, b_log, barrier, ROUNDS)[1]
+    return merge_tree.finish(kind, st, b_log, blk)
 
 
-@_sharding.batch_local(item_ndims=(1, 1, 1), out_item_ndims=(1,), name="x")
-def _structure(a, b, barrier, *, kind: Kind, method: str):
+@_sharding.batch_local(item_ndims=(1,) * 7, out_item_ndims=(1,), name="x")
+def _structure(za, ca, ra, zb, cb, rb, barrier, *, kind: Kind, b_log: bool, method: str):
     """Block starts of rows with any leading axes (run per batch shard, vmap folded in)."""
-    shape = a.shape
-    a, b, barrier = (t.reshape(-1, shape[-1]) for t in (a, b, barrier))
-    if method == "auto" and dense.use(kind, a.shape):  # short rows: no loop at all
-        out = dense.block_starts(a, b, barrier)
+    shape = za.shape
+    st = Stats(*(t.reshape(-1, t.shape[-1]) for t in (za, ca, ra, zb, cb, rb)))
+    barrier = barrier.reshape(-1, shape[-1])
+    if method == "auto" and dense.use(kind, st.za.shape):  # short rows: no loop at all
+        out = dense.block_starts(st, barrier)
     elif method != "auto":
-        out = _solve(kind, method, a, b, barrier)
+        out = _solve(kind, b_log, method, st, barrier)
     else:
         out = lax.platform_dependent(
-            a,
-            b,
+            st,
             barrier,
-            cpu=functools.partial(_solve, kind, "sequential"),
-            default=functools.partial(_solve, kind, "parallel"),
+            cpu=functools.partial(_solve, kind, b_log, "sequential"),
+            default=functools.partial(_solve, kind, b_log, "parallel"),
         )
     return out.reshape(shape)
 
 
+def affine(z, c=None, r=None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """An affine item statistic ``c * z + r * i`` (``i`` the position along the last axis).
+
+    ``c`` and ``r`` are ``[..., 1]`` (or None: 1 and 0).
+    """
+    col = z.shape[:-1] + (1,)
+    c = jnp.ones(col, z.dtype) if c is None else jnp.broadcast_to(c, col).astype(z.dtype)
+    r = jnp.zeros(col, z.dtype) if r is None else jnp.broadcast_to(r, col).astype(z.dtype)
+    return z, c, r
+
+
 def block_starts(
-    a: jax.Array, b: jax.Array, kind: Kind, method: str, barrier: jax.Array | None = None
+    kind: Kind,
+    a: tuple[jax.Array, jax.Array, jax.Array],
+    b: jax.Array | tuple[jax.Array, jax.Array, jax.Array],
+    method: str,
+    barrier: jax.Array | None = None,
 ) -> jax.Array:
     """Block-start flags ``[..., n]`` of the decreasing isotonic solution (no gradient flows).
 
-    ``barrier`` (optional, bool like ``a``) marks elements that must start a block; the first
-    element of every row always does.
+    ``a`` is an ``affine`` statistic (l2: the values y; kl: the first statistic). ``b``: the
+    weights ``[..., n]`` (l2), or the second statistic, ``affine`` or, as a plain array of
+    positive values ``z``, ``log z`` (kl). ``barrier`` (optional, bool like ``a``) marks items
+    that must start a block; the first item of every row always does.
     """
-    a = lax.stop_gradient(a)
-    b = lax.stop_gradient(b)
-    first = lax.broadcasted_iota(jnp.int32, a.shape, a.ndim - 1) == 0
+    za, ca, ra = (lax.stop_gradient(t) for t in a)
+    b_log = not isinstance(b, tuple)
+    zb, cb, rb = (b, ca, ra) if b_log else b
+    zb, cb, rb = (lax.stop_gradient(t) for t in (zb, cb, rb))
+    first = lax.broadcasted_iota(jnp.int32, za.shape, za.ndim - 1) == 0
     barrier = first if barrier is None else barrier | first
-    if a.size == 0:
+    if za.size == 0:
         return barrier
-    return _structure(a, b, barrier, kind=kind, method=method)
+    return _structure(
+        za, ca, ra, zb, cb, rb, barrier, kind=kind, b_log=b_log and kind != "l2", method=method
+    )

@@ -128,7 +128,7 @@ def soft_quantile_normalization(
     else:
         weights = _checks.floating(weights, "weights")
         _checks.same_shape(weights, targets, ("weights", "targets"))
-        known = _checks._concrete(weights)
+        known = _checks.concrete(weights)
         if known is not None and np.any(known < 0):
             raise ValueError(f"`weights` must be non-negative, got weights={known.tolist()!r}")
     ax, valid, eps = _arguments(x, axis, where, regularization_strength)
@@ -162,7 +162,7 @@ def _project(x, w, n_valid, eps, valid):
     eps = jnp.where(good, eps, 1)[..., None]
     if valid is None:
         out = rows.project_rows(x / eps, w, None, regularization="l2", method="auto")
-        return rows.nan_rows(out, good)
+        return _checks.nan_rows(out, good)
     # Masked entries go last with fillers below every w, far enough not to pool: a block of
     # valid entries has mean >= min(z) - max(w) > min(z) - gap - (min(w) - 1).
     inside = _last(jnp.arange(x.shape[-1], dtype=x.dtype), x.ndim) < n_valid
@@ -176,7 +176,7 @@ def _project(x, w, n_valid, eps, valid):
     z = jnp.where(valid, z, low_z - gap)
     w = jnp.where(inside, w, jnp.where(finite, low_w, 0) - 1)
     out = rows.project_rows(z, w, None, regularization="l2", method="auto")
-    return jnp.where(valid, rows.nan_rows(out, good), 0)
+    return jnp.where(valid, _checks.nan_rows(out, good), 0)
 
 
 def _interp_index(values, index):

@@ -7,83 +7,55 @@ from its block. In sorted order, with $w$ the weights sorted in decreasing order
 ($w_i = n_v - i$ for ranks) and $d_i = x_i - x_{p(i)}$ the difference between an item
 and the first item $p(i)$ of its block (exact: both are neighbours in sorted order),
 
-============  ===============================================================================
-op            output at sorted position i of block B
-============  ===============================================================================
-rank, L2      $\mathrm{mean}_B(w) + \tfrac{\pm 1}{\varepsilon}(d_i - \mathrm{mean}_B d)$
-rank, KL      $\textstyle\sum_B w \cdot \mathrm{softmax}_B(\pm d/\varepsilon)_i$
-sort, L2      $x_{p(i)} + \mathrm{mean}_B d \pm (w_i - \mathrm{mean}_B w)/\varepsilon$
-sort, KL      $x_{p(i)} \pm (\log\sum_B e^{\pm d} + \log\mathrm{softmax}_B(w/\varepsilon)_i)$
-============  ===============================================================================
+| op       | output at sorted position $i$ of block $B$                                      |
+|----------|----------------------------------------------------------------------------------|
+| rank, L2 | $\mathrm{mean}_B(w) + \tfrac{\pm 1}{\varepsilon}(d_i - \mathrm{mean}_B d)$        |
+| rank, KL | $\sum_B w \cdot \mathrm{softmax}_B(\pm d/\varepsilon)_i$                          |
+| sort, L2 | $\mathrm{mean}_B(x) \pm (w_i - \mathrm{mean}_B w)/\varepsilon$                    |
+| sort, KL | $x_{p(i)} \pm (\log(\sum_B e^{\pm d} / \sum_B e^{u}) + u_i)$                   |
+
+with $u_i = (w_i - w_{p(i)})/\varepsilon$.
 
 These equal the paper's $z - v$ (rank) and $\rho/\varepsilon - v$ (sort) but never
 subtract two large numbers, so float32 keeps its digits at any ε: a block of one item gives
-exactly $w_i$ (rank) or $x_i$ (sort). JAX differentiates them exactly. The pivot
-$x_{p(i)}$ cancels out of every derivative (each formula is the same function for any value
-of it), so it is held constant: its gather then needs no transpose (a scatter-add in reverse
-mode). Rows with a non-finite entry (among the valid ones) or a strength that is not positive and
-finite give NaN. Masked entries (``valid`` False) sort after the valid ones, never pool with them,
-and get 0. Segment ids (``ids``, packed lists: `softops._isotonic.packed`) split a row into
-lists that never pool with each other.
+exactly $w_i$ (rank) or $x_i$ (sort). Block sums are exact or nearly (``segments``): counts and
+sums of the ranks $w$ are closed forms in the block's bounds ($\mathrm{mean}_B(w) = n_v - (p + e -
+1)/2$ for a block $[p, e)$; $\sum_B e^{u}$ is a geometric series), the others pairwise, and
+$\mathrm{mean}_B(x)$ compensated (it can be far smaller than the values it averages). JAX
+differentiates the formulas exactly. The pivot $x_{p(i)}$ cancels out of every derivative (each
+formula is the same function for any value of it), so it is held constant: its gather then needs
+no transpose (a scatter-add in reverse mode). Rows with a non-finite entry (among the valid ones)
+or a strength that is not positive and finite give NaN. Masked entries (``valid`` False) sort
+after the valid ones, never pool with them, and get 0. Segment ids (``ids``, packed lists:
+`softops._isotonic.packed`) split a row into lists that never pool with each other: each is
+ranked $(n_s, \dots, 1)$ over its own $n_s$ valid items, so the closed forms above hold with
+$n_v$ replaced by the list's start plus $n_s$ (a bad entry in any list still makes the whole row
+NaN).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
+from softops._checks import clean_rows, nan_rows
 from softops._isotonic import packed, pav
+from softops._isotonic.blocks import Kind
+from softops._isotonic.segments import Segments, segments
 from softops._sharding import scatter_last, take_last
 from softops._straight_through import with_soft_derivative
 
 
-class _Segments(NamedTuple):
-    """Blocks of rows given by their start flags: per item, its block id and block start."""
-
-    ids: jax.Array
-    pivot: jax.Array
-
-    def sum(self, x):
-        """Each item's block sum of ``x``."""
-        return take_last(scatter_last(x.shape, x.dtype, self.ids, x, op="add"), self.ids)
-
-    def max(self, x):
-        """Each item's block maximum of ``x``."""
-        out = scatter_last(x.shape, x.dtype, self.ids, x, op="max", fill=-jnp.inf)
-        return take_last(out, self.ids)
-
-    def lse(self, x):
-        """Each item's block logsumexp of ``x`` (shifted by the block maximum)."""
-        m = lax.stop_gradient(self.max(x))
-        m = jnp.where(jnp.isfinite(m), m, 0)
-        return m + jnp.log(self.sum(jnp.exp(x - m)))
-
-
-def _segments(starts: jax.Array) -> _Segments:
-    n = starts.shape[-1]
-    ids = jnp.cumsum(starts, axis=-1, dtype=jnp.int32) - 1
-    iota = lax.broadcasted_iota(jnp.int32, starts.shape, starts.ndim - 1)
-    first = scatter_last(starts.shape, jnp.int32, jnp.where(starts, ids, n), iota)
-    return _Segments(ids, take_last(first, ids))
-
-
-def nan_rows(out, good):
-    """``out`` where ``good`` [...] holds; NaN in value and in every derivative elsewhere.
-
-    A product, not a ``where``: the derivative of a bad row is NaN, never a silent 0.
-    """
-    return out * jnp.where(good, 1, jnp.nan).astype(out.dtype)[..., None]
-
-
-def _finish(out, x, eps, valid, out_valid, w=None):
-    """NaN rows (a non-finite valid entry of x or w, a bad strength); 0 at masked outputs."""
+def _good(x, eps, valid, w=None):
+    """Rows [...] with finite valid entries of x (and w) and a positive finite strength."""
     finite = jnp.isfinite(x) if w is None else jnp.isfinite(x) & jnp.isfinite(w)
     finite = finite if valid is None else finite | ~valid
-    good = jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
+    return jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
+
+
+def _finish(out, good, out_valid):
+    """NaN rows where not ``good`` (see `_checks.nan_rows`); 0 at masked outputs."""
     out = nan_rows(out, good)
     return out if out_valid is None else jnp.where(out_valid, out, 0)
 
@@ -111,6 +83,14 @@ def _groups(ids, perm, vs):
     return None if ids is None else packed.groups(take_last(ids, perm), vs)
 
 
+def _barrier(vs, groups):
+    """Sorted positions that must start a block: masked items and segment starts (or None)."""
+    barrier = None if vs is None else ~vs
+    if groups is not None:
+        barrier = groups.starts if barrier is None else barrier | groups.starts
+    return barrier
+
+
 def _ranks_desc(valid, shape, dtype, groups=None):
     """The ranks (n_v, n_v - 1, ..., 1) at the valid sorted positions, 0 after them.
 
@@ -127,13 +107,6 @@ def _ranks_desc(valid, shape, dtype, groups=None):
 def _unsort(out_sorted, perm):
     iota = lax.broadcasted_iota(jnp.int32, perm.shape, perm.ndim - 1)
     return take_last(out_sorted, scatter_last(perm.shape, jnp.int32, perm, iota))
-
-
-def _structure(kind, a, b, vs, method, starts=None):
-    barrier = None if vs is None else ~vs
-    if starts is not None:
-        barrier = starts if barrier is None else barrier | starts
-    return pav.block_starts(a, b, kind, method, barrier)
 
 
 def _cuts(zs, inv_eps, wd, vs, regularization):
@@ -162,38 +135,64 @@ def _cuts(zs, inv_eps, wd, vs, regularization):
     return first | masked | cut
 
 
+def _valid_count(vs, shape, groups=None):
+    """The number of valid items ``n_v`` of each row, ``[B, 1]`` int32 (rank ``n_v - i`` at i).
+
+    With ``groups``, per item ``[B, n]``: its segment's start plus its segment's valid count.
+    """
+    if groups is not None:
+        return groups.top
+    if vs is None:
+        return jnp.full(shape[:-1] + (1,), shape[-1], jnp.int32)
+    return vs.sum(-1, keepdims=True, dtype=jnp.int32)
+
+
+def _rank_mean(seg: Segments, vs, dtype, groups=None):
+    """Each item's block mean of the ranks ``(n_v, ..., 1)``: ``n_v - (p + e - 1) / 2``, exact.
+
+    ``p`` and ``e`` bound the block; masked items (singleton blocks) get 0, their weight. With
+    ``groups`` the ranks of each segment: ``n_v`` is the segment's start plus its valid count.
+    """
+    twice = 2 * _valid_count(vs, seg.ids.shape, groups) - seg.pivot - seg.end + 1
+    mean = twice.astype(dtype) * 0.5
+    return mean if vs is None else jnp.where(vs, mean, 0)
+
+
 def _project(z, inv_eps, w_desc, valid, regularization, method, ids=None):
     """P(z * inv_eps, w) in the input order, rows [B, n].
 
-    ``w_desc``: ``w`` sorted decreasingly, or None for the ranks (of each segment, with ``ids``).
+    ``w_desc``: ``w`` sorted decreasingly, or None for the ranks ``(n_v, ..., 1)`` (of each
+    segment, with ``ids``), whose block sums are closed forms.
     """
     perm, zs, vs = _sort_desc(z, valid, ids)
     groups = _groups(ids, perm, vs)
-    if w_desc is None:
-        w_desc = _ranks_desc(vs, z.shape, z.dtype, groups)
-    wd = lax.stop_gradient(w_desc)
+    ranks = w_desc is None
+    wd = _ranks_desc(vs, z.shape, z.dtype, groups) if ranks else lax.stop_gradient(w_desc)
     barrier = _cuts(lax.stop_gradient(zs), inv_eps, wd, vs, regularization)
-    if groups is not None:
+    if groups is not None:  # segments never pool; each is shifted by its own n_v (a constant)
         barrier = barrier | groups.starts
     # theta relative to the first item of its segment (<= 0): far-apart items never pool, and
     # measuring theta from the row's maximum would round away the gaps that decide the pooling
     # (an outlier of 1e8 with gaps of 2 in float32).
     zs0 = lax.stop_gradient(zs)
-    theta0 = (zs0 - take_last(zs0, _segments(barrier).pivot)) * lax.stop_gradient(inv_eps)
-    if regularization == "l2":
-        starts = pav.block_starts(theta0 - wd, jnp.ones_like(wd), "l2", method, barrier)
-    else:
-        log_w = jnp.log(jnp.where(wd > 0, wd, 1))
-        starts = pav.block_starts(theta0, log_w, "kl_desc", method, barrier)
-    seg = _segments(starts)
-    block_sum = seg.sum
+    c = lax.stop_gradient(jnp.broadcast_to(inv_eps, zs.shape[:-1] + (1,))).astype(zs.dtype)
+    if regularization == "kl":  # theta = c * z, and log w
+        theta = pav.affine(zs0, c)
+        starts = pav.block_starts("kl_desc", theta, jnp.where(wd > 0, wd, 1), method, barrier)
+    elif ranks:  # theta - w = c * z + i - n_v: every gap exact
+        starts = pav.block_starts("l2", pav.affine(zs0, c, 1), jnp.ones_like(wd), method, barrier)
+    else:  # theta - w, theta measured from the first item of its segment
+        theta0 = (zs0 - take_last(zs0, segments(barrier).pivot)) * c
+        starts = pav.block_starts("l2", pav.affine(theta0 - wd), jnp.ones_like(wd), method, barrier)
+    seg = segments(starts)
     t = (zs - take_last(zs0, seg.pivot)) * inv_eps  # theta_i - theta_p <= 0
-    count = block_sum(jnp.ones_like(t))
+    count = seg.size(t.dtype)
+    mean_w = _rank_mean(seg, vs, t.dtype, groups) if ranks else seg.sum(w_desc) / count
     if regularization == "l2":
-        out = (block_sum(w_desc) + t * count - block_sum(t)) / count
+        out = mean_w + (t - seg.sum(t) / count)
     else:
         e = jnp.exp(t)
-        out = block_sum(w_desc) * e / block_sum(e)
+        out = mean_w * count * e / seg.sum(e)
     return _unsort(out, perm)
 
 
@@ -213,11 +212,13 @@ def rank_rows(
     Rank 1 is the smallest unless ``descending``. ``straight_through``: the hard ranks (ties
     averaged), with the soft derivative. ``ids``: segment ids, each segment ranked on its own.
     """
+    good = _good(x, eps, valid)
+    x, eps = clean_rows(good, x), jnp.where(good, eps, 1)
     z = -x if descending else x
     out = _project(z, 1 / eps[..., None], None, valid, regularization, method, ids)
     if straight_through:
         out = with_soft_derivative(_hard_ranks(z, valid, ids), out)
-    return _finish(out, x, eps, valid, valid)
+    return _finish(out, good, valid)
 
 
 def _hard_ranks(z, valid, ids=None):
@@ -227,29 +228,23 @@ def _hard_ranks(z, valid, ids=None):
     """
     perm, zs, vs = _sort_desc(lax.stop_gradient(z), valid, ids)
     groups = _groups(ids, perm, vs)
-    w_desc = _ranks_desc(vs, z.shape, z.dtype, groups)
     new = jnp.concatenate([jnp.ones_like(zs[..., :1], bool), zs[..., 1:] != zs[..., :-1]], -1)
-    if vs is not None:
-        new = new | ~vs
-    if groups is not None:
-        new = new | groups.starts
-    seg = _segments(new)
-    ranks = seg.sum(w_desc) / seg.sum(jnp.ones_like(w_desc))
-    return _unsort(ranks, perm)
+    barrier = _barrier(vs, groups)
+    if barrier is not None:
+        new = new | barrier
+    return _unsort(_rank_mean(segments(new), vs, z.dtype, groups), perm)
 
 
 def project_rows(z, w, valid, *, regularization: str, method: str):
     """Projection of rows ``z`` onto the permutahedron of rows ``w`` (None: ranks n..1)."""
-    if w is None:
-        w_desc = _ranks_desc(valid, z.shape, z.dtype)
-    else:
-        w_desc = _sort_desc(w, valid)[1]
-    one = jnp.ones(z.shape[:-1], z.dtype)
+    good = _good(z, jnp.ones(z.shape[:-1], z.dtype), valid, w)
     if regularization == "kl" and w is not None:  # log w: a row with a valid w <= 0 is NaN
         positive = (w > 0) if valid is None else (w > 0) | ~valid
-        one = jnp.where(jnp.all(positive, axis=-1), one, jnp.nan)
+        good = good & jnp.all(positive, axis=-1)
+    z = clean_rows(good, z)
+    w_desc = None if w is None else _sort_desc(clean_rows(good, w, 1.0), valid)[1]
     out = _project(z, 1.0, w_desc, valid, regularization, method)
-    return _finish(out, z, one, valid, valid, w)
+    return _finish(out, good, valid)
 
 
 def sort_rows(
@@ -269,43 +264,63 @@ def sort_rows(
     derivative. ``ids``: segment ids; each segment is sorted into the positions its items hold
     (in index order), its masked items' positions last.
     """
+    good = _good(x, eps, valid)
+    x, eps = clean_rows(good, x), jnp.where(good, eps, 1)
     sign = 1.0 if descending else -1.0
     perm, s, vs = _sort_desc(sign * x, valid, ids)  # s = sign * x, sorted decreasingly
     groups = _groups(ids, perm, vs)
     w = _ranks_desc(vs, x.shape, x.dtype, groups)
     inv_eps = 1 / eps[..., None]
-    s0 = lax.stop_gradient(s - s[..., :1])
-    a = lax.stop_gradient((w - w[..., :1]) * inv_eps)
-    bars = None if groups is None else groups.starts
+    # statistics w / eps (the ramp -i / eps up to a constant, one per segment: segment starts are
+    # barriers) and s, given exactly (``blocks``)
+    s_c = lax.stop_gradient(s)
+    ramp = -lax.stop_gradient(inv_eps)
+    barrier = _barrier(vs, groups)
     if regularization == "l2":
-        starts = _structure("l2", a - s0, jnp.ones_like(a), vs, method, bars)
+        y = pav.affine(s_c, -1.0, ramp)  # w / eps - s
+        starts = pav.block_starts("l2", y, jnp.ones_like(s), method, barrier)
     else:
-        starts = _structure("kl_desc", a, s0, vs, method, bars)
-    seg = _segments(starts)
-    block_sum, pivot = seg.sum, seg.pivot
-    sp = take_last(lax.stop_gradient(s), pivot)
-    d = s - sp  # <= 0
-    count = block_sum(jnp.ones_like(d))
+        a = pav.affine(jnp.zeros_like(s_c), 0.0, ramp)
+        starts = pav.block_starts("kl_desc", a, pav.affine(s_c), method, barrier)
+    seg = segments(starts)
     if regularization == "l2":
-        out = sp + block_sum(d) / count + (w * count - block_sum(w)) / count * inv_eps
+        # w_i - mean_B(w) = (p + e - 1) / 2 - i, exact (0 for masked items: singleton blocks), in
+        # a segment too: its ranks are its top minus the position, and a block stays inside it
+        pos = lax.broadcasted_iota(jnp.int32, s.shape, s.ndim - 1)
+        w_dev = (seg.pivot + seg.end - 1 - 2 * pos).astype(s.dtype) * 0.5
+        # the block mean of s from a compensated sum: it may be far below the values it averages
+        out = seg.sum(s, compensated=True) / seg.size(s.dtype) + w_dev * inv_eps
     else:
-        u = (w - take_last(w, pivot)) * inv_eps  # <= 0
-        out = sp + jnp.log(block_sum(jnp.exp(d))) + u - jnp.log(block_sum(jnp.exp(u)))
+        sp = take_last(s_c, seg.pivot)
+        d = s - sp  # <= 0
+        u = (w - take_last(w, seg.pivot)) * inv_eps  # <= 0
+        # sum_B exp(u) = sum_{k < m} exp(-k / eps), a geometric series; one log of the ratio of
+        # the two block sums (both near m) keeps the block's offset at the scale of the output
+        m = seg.size(s.dtype)
+        geo = jnp.expm1(-m * inv_eps) / jnp.expm1(-inv_eps)
+        out = sp + jnp.log(seg.sum(jnp.exp(d)) / geo) + u
     if straight_through:
         out = with_soft_derivative(s, out)
     if ids is not None:  # the j-th of a segment to the j-th position of its items
         place = _sort.argsort_ids(ids)
         out = _unsort(out, place)
         vs = None if vs is None else _unsort(vs, place)
-    return _finish(sign * out, x, eps, valid, vs)
+    return _finish(sign * out, good, vs)
 
 
-def isotonic_rows(a, b, *, kind: str, method: str):
+def isotonic_rows(a, b, *, kind: Kind, method: str):
     """Decreasing isotonic solution from per-item statistics [..., n].
 
-    ``l2``: ``(w * y, w)``, the weighted mean of y per block; ``kl``: ``(s, w)``,
+    ``l2``: ``(y, w)``, the w-weighted mean of y per block; ``kl``: ``(s, w)``,
     ``logsumexp(s_B) - logsumexp(w_B)``. Rows with a non-finite statistic give NaN.
     """
-    seg = _segments(_structure(kind, a, b, None, method))
-    out = seg.sum(a) / seg.sum(b) if kind == "l2" else seg.lse(a) - seg.lse(b)
-    return nan_rows(out, jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1))
+    good = jnp.all(jnp.isfinite(a) & jnp.isfinite(b), axis=-1)
+    a, b = clean_rows(good, a), clean_rows(good, b, 1.0 if kind == "l2" else 0.0)
+    b_stat = b if kind == "l2" else pav.affine(b)
+    seg = segments(pav.block_starts(kind, pav.affine(a), b_stat, method))
+    if kind == "l2":
+        out = seg.sum(b * a) / seg.sum(b)
+    else:
+        (ma, la), (mb, lb) = seg.lse(a), seg.lse(b)
+        out = (ma - mb) + (la - lb)
+    return nan_rows(out, good)

@@ -71,14 +71,16 @@ def ndtri(p):
     return jnp.where(jnp.abs(q) <= 0.5 - 0.02425, central, tail)
 
 
-def _sums(x, c, tau, valid):
-    """F + k = sum(A) and D = sum(A (1 - A)) at ``s = c x`` in one fused pass (one exp per item).
+def _sums(x, c, ref, tau, valid):
+    """F + k = sum(A) and D = sum(A (1 - A)) at ``s = c (x - ref)`` in one fused pass.
 
+    One exp per item. ``x - ref`` first: exact for the items near the threshold when ``ref`` is
+    (a float32 ``c x`` of a large score would cost the logits their low bits).
     ``A (1 - A)`` is ``e / (1 + e)^2`` with ``e = exp(-|z|)``: no cancellation when A is near 1.
     ``e`` stops at the smallest normal number (`_floor`): each item then counts at most
     that much too much, and no subnormal number (slow on CPUs) is ever formed.
     """
-    z = x * c[..., None] + tau[..., None]
+    z = (x - ref[..., None]) * c[..., None] + tau[..., None]
     e = jnp.exp(jnp.maximum(-jnp.abs(z), _floor(z.dtype)))
     r = 1 / (1 + e)
     er = e * r
@@ -137,7 +139,7 @@ def _start(x, c, k, valid, n_valid, x_top, s_max, s_min, tol):
     lo = jnp.maximum(t0 - s_max, tau_l - margin)
     gap = -jnp.expm1(z_max)
     tail_hi = tau_l - jnp.log(jnp.where(gap > 0, gap, 1)) + margin
-    hi = t0 - s_min
+    hi = t0 - s_min + margin
     hi = jnp.where(gap > 1024 * n_valid * eps, jnp.minimum(hi, tail_hi), hi)
     rho1, rho2 = jnp.maximum(total - 1, eps * eps), jnp.maximum(total2 - 1, 0)
     y = _top_tail_root(rho1, k)
@@ -181,38 +183,51 @@ def _newton(tau, f_val, d_val):
     return tau - jnp.arctanh(jnp.where(jnp.abs(ratio) < 1, ratio, 0))
 
 
-@batch_local(item_ndims=(1, 0, 0, 1, 0, 0, 0), out_item_ndims=(0, 0, 0, 0), name="x")
+@batch_local(item_ndims=(1, 0, 0, 1, 0, 0, 0), out_item_ndims=(0, 0, 0, 0, 0), name="x")
 def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: float):
-    """(tau, iterations, |F|, ok) per row for rows ``s = c x`` [..., n] with 0 < k < n_valid.
+    """(ref, tau, iterations, |F|, ok) per row ``s = c x`` [..., n] with 0 < k < n_valid.
 
-    ``valid`` [..., n] or [..., 1] (all valid); ``x_max``, ``x_min``: the extremes of ``x`` over
-    the valid items. F is evaluated inside the loop (a certified start needs no evaluation;
-    ``iterations`` counts the steps after the first evaluation).
-    ``ok``: the residual is within ``tol`` or the bracket has shrunk to a few ulps (the best the
-    dtype can do); False only when ``max_iter`` stopped the search (or the row is NaN). Rows with
+    The root is ``A = sigmoid(c (x - ref) + tau)``: the threshold is carried as a reference
+    score ``ref`` and an offset ``tau`` in logit units (see below). ``valid`` [..., n] or
+    [..., 1] (all valid); ``x_max``, ``x_min``: the extremes of ``x`` over the valid items. F is
+    evaluated inside the loop (a certified start needs no evaluation; ``iterations`` counts the
+    steps after the first evaluation), which stops at ``|F| <= tol / 2`` (a margin for the
+    rounding of F itself) or at the dtype's resolution. ``ok``: ``|F| <= tol``; False when
+    ``max_iter`` stopped the search, when the dtype cannot resolve the root to ``tol`` (a
+    ``tol`` below the rounding of the n-term sum) or when the row is NaN. Rows with
     ``k > n_valid / 2`` are solved as ``sum sigma(-s - tau) = n_valid - k`` (the same equation),
     so the sum S lives in its upper tail. Steps: near the root (``|F| < D``) `_newton`;
     further away ``G = log(S / k)`` (close to linear in tau when the items near the root are in
-    their exponential tails), by regula falsi with the Illinois rule once both ends of the bracket
-    have been evaluated and by Newton on G before; bisection when a step leaves the bracket.
+    their exponential tails), by regula falsi with the Illinois rule once both ends of the
+    bracket have been evaluated and by Newton on G before; bisection when a step leaves the
+    bracket.
+
+    Offsets: the search starts with ``ref`` the top score. At a small temperature ``|tau|`` is
+    large and the bracket can shrink to a few of its ulps before ``|F| <= tol`` (float32 rows
+    with ties at the threshold: one ulp of tau moves a whole tied group). Such a row is
+    re-centred once: ``ref`` becomes the threshold found, ``tau`` 0 and the bracket the global
+    one in the new coordinates, where ``x - ref`` is exact for the items near the threshold and
+    tau is resolved to the dtype's relative precision.
     """
     dtype = x.dtype
     small = k <= 0.5 * n_valid
     c = jnp.where(small, c, -c)
     x_top, x_bottom = jnp.where(c > 0, x_max, x_min), jnp.where(c > 0, x_min, x_max)
-    s_max, s_min = x_top * c, x_bottom * c
     k = jnp.where(small, k, n_valid - k)
     h_k = ndtri(k / n_valid)
     tiny = jnp.finfo(dtype).tiny
-    start = _start(x, c, k, valid, n_valid, x_top, s_max, s_min, tol)
+    eps = jnp.finfo(dtype).eps
+    ref = x_top
+    s_min = (x_bottom - x_top) * c  # coordinates s = c (x - ref): s_max = 0
+    start = _start(x, c, k, valid, n_valid, x_top, jnp.zeros_like(s_min), s_min, tol)
     tau, lo, hi, (t_a, h_a, t_b, h_b), certified, bound = start
-    ulp = jnp.asarray(8 * jnp.finfo(dtype).eps, dtype)
+    ulp = jnp.asarray(8 * eps, dtype)
+    aim = 0.5 * tol  # the rounding of the n-term sum F stays within tol (float32: ~k log2(n) eps)
+    t0 = _logit(k / n_valid)
+    h_top, h_bottom = ndtri(0.5 / n_valid), -ndtri(0.5 / n_valid)
 
     def flat(lo, hi, tau):
         return (hi - lo) <= ulp * jnp.maximum(jnp.abs(tau), 1)
-
-    def done_of(f_val, lo, hi, tau):
-        return (jnp.abs(f_val) <= tol) | flat(lo, hi, tau) | ~jnp.isfinite(f_val)
 
     def cond(state):
         it, fresh, done = state[0], state[-2], state[-1]
@@ -220,7 +235,8 @@ def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: flo
 
     def body(state):
         # ``fresh``: F and D were evaluated at tau (not yet at the start): step, then evaluate.
-        it, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val, fresh, done = state
+        it, ref, moved, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val, fresh, done = state
+        s_max = (x_top - ref) * c
         h = ndtri(jnp.clip((f_val + k) / n_valid, 0, 1)) - h_k
         below, above = fresh & (f_val < 0), fresh & (f_val > 0)
         lo_n = jnp.where(below, tau, lo)
@@ -244,28 +260,46 @@ def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: flo
         step = jnp.where(near, _newton(tau, f_val, d_val), jnp.where(k <= 1, top, falsi))
         ok = (near | (k <= 1) | (slope > 0)) & (step > lo_n) & (step < hi_n)
         tau_n = jnp.where(fresh, jnp.where(ok, step, 0.5 * (lo_n + hi_n)), tau)
-        s_n, d_n = _sums(x, c, tau_n, valid)
+        # Re-centre (once) a row whose bracket has shrunk to ulps of tau short of the tolerance.
+        stuck = fresh & ~done & (jnp.abs(f_val) > aim) & flat(lo_n, hi_n, tau) & ~moved
+        ref_n = jnp.where(stuck, ref - tau / c, ref)
+        s_max_n, s_min_n = (x_top - ref_n) * c, (x_bottom - ref_n) * c
+        margin = 16 * eps * (jnp.abs(s_max_n) + jnp.abs(s_min_n) + jnp.abs(t0) + 1)
+        tau_n = jnp.where(stuck, 0, tau_n)
+        lo_n = jnp.where(stuck, t0 - s_max_n - margin, lo_n)
+        hi_n = jnp.where(stuck, t0 - s_min_n + margin, hi_n)
+        t_a_n, h_a_n = jnp.where(stuck, -s_max_n, t_a_n), jnp.where(stuck, h_top - h_k, h_a_n)
+        t_b_n, h_b_n = jnp.where(stuck, -s_min_n, t_b_n), jnp.where(stuck, h_bottom - h_k, h_b_n)
+        side_n = jnp.where(stuck, 0, side_n).astype(side.dtype)
+        s_n, d_n = _sums(x, c, ref_n, tau_n, valid)
         keep = done | (fresh & (it >= max_iter))
 
         def pick(old, new):
             return jnp.where(keep, old, new)
 
-        new = (tau_n, lo_n, hi_n, t_a_n, h_a_n, t_b_n, h_b_n, side_n, s_n - k, d_n)
-        old = (tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val)
+        new = (ref_n, moved | stuck, tau_n, lo_n, hi_n, t_a_n, h_a_n, t_b_n, h_b_n, side_n,
+               s_n - k, d_n)  # fmt: skip
+        old = (ref, moved, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val)
         out = tuple(pick(o, n) for o, n in zip(old, new))
-        done = jnp.where(keep, done, done_of(out[8], out[1], out[2], out[0]))
+        f_n, lo_o, hi_o, tau_o = out[10], out[3], out[4], out[2]
+        # done: within tol, non-finite, or the bracket at the dtype's resolution after the
+        # re-centring (or where re-centring cannot help: |tau| <= 1 is already resolved finely)
+        spent = out[1] | (jnp.abs(tau_o) <= 1)
+        fin = (jnp.abs(f_n) <= aim) | ~jnp.isfinite(f_n) | (flat(lo_o, hi_o, tau_o) & spent)
+        done = jnp.where(keep, done, fin)
         it = it + (~keep & fresh).astype(jnp.int32)
         return (it, *out, fresh | ~keep, done)
 
     it0 = jnp.zeros(tau.shape, jnp.int32)
     zero = jnp.zeros_like(tau)
     f_val = jnp.where(certified, bound, 0)  # the certified rows report the bound
-    state = (it0, tau, lo, hi, t_a, h_a, t_b, h_b, it0, f_val, zero, certified, certified)
+    state = (it0, ref, it0 < 0, tau, lo, hi, t_a, h_a, t_b, h_b, it0, f_val, zero, certified,
+             certified)  # fmt: skip
     state = like_vma(state, x)
     out = lax.while_loop(cond, body, state)
-    it, tau, lo, hi, f_val = out[0], out[1], out[2], out[3], out[9]
-    ok = (jnp.abs(f_val) <= tol) | flat(lo, hi, tau)
-    return jnp.where(small, tau, -tau), it, jnp.abs(f_val), ok
+    it, ref, tau, f_val = out[0], out[1], out[3], out[11]
+    ok = jnp.abs(f_val) <= tol
+    return ref, jnp.where(small, tau, -tau), it, jnp.abs(f_val), ok
 
 
 def _interior(k, n_valid):
@@ -273,27 +307,28 @@ def _interior(k, n_valid):
 
 
 def topk_mask_rows(x, c, k, valid, n_valid, extremes, *, solve_x, max_iter: int, tol: float):
-    """A = sigmoid(s + tau) with sum(A) = k per row, ``s = c x``; ``x`` [..., n].
+    """A = sigmoid(c (x - theta)) with sum(A) = k per row; ``x`` [..., n].
 
     ``c``, ``k``, ``n_valid`` [...]; ``extremes``: the max and min of ``x`` over the valid items.
     ``valid`` [..., n] (or [..., 1]: all valid) is 1 for entries that take part and 0 for masked
     ones (no tangent). ``solve_x``: ``x`` for the root find, which may differ from ``x`` in rows
-    that are not interior (0 < k < n_valid). Returns (A, tau, iterations, residual
-    |sum(A) - k|, ok). The root find runs on values without gradient; derivatives come from
-    `_mask_at` (implicit, closed form).
+    that are not interior (0 < k < n_valid). Returns (A, theta, iterations, residual
+    |sum(A) - k|, ok). The root find runs on values without gradient and returns the threshold
+    as a reference score and an offset, ``A = sigmoid(c (x - ref) + tau)``; derivatives come
+    from ``_mask_at`` (implicit, closed form; ``ref`` is a constant that tau absorbs).
     """
     inner = _interior(k, n_valid)
     k_safe = jnp.where(inner, k, 0.5 * n_valid)
     sg = lax.stop_gradient
     x_max, x_min = (sg(e) for e in extremes)
-    tau, it, res, ok = _root_find(
+    ref, tau, it, res, ok = _root_find(
         sg(solve_x), sg(c), sg(k_safe), valid, n_valid, x_max, x_min, max_iter=max_iter, tol=tol
     )
-    a, tau = _mask_at(x * c[..., None], k, valid, n_valid, tau)
+    a, tau = _mask_at((x - ref[..., None]) * c[..., None], k, valid, n_valid, tau)
     # k = 0 or n_valid: A is exactly 0 or the validity (k is clipped); a NaN k stays NaN
     res = jnp.where(inner, res, jnp.where(jnp.isnan(k), jnp.nan, 0))
     ok = jnp.where(inner, ok, jnp.isfinite(k))
-    return a, tau, it, res, ok
+    return a, ref - tau / c, it, res, ok
 
 
 @jax.custom_jvp

@@ -72,49 +72,120 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from softops._ot.newton_loop import (
-    _columns,
-    _dot_m,
-    _hessian,
-    _logits,
-    _softmax,
-    _solve,
-    _solve_h,
-    _suffix,
-    _threshold_step,
-    chunk_size,
-    head_size,
+from softops._ot.newton_loop import chunk_size, head_size, solve_rows
+from softops._ot.semidual import (
+    anchor_logits,
+    anchor_softmax,
+    column_sums,
+    dot_m,
+    hessian,
+    plan_softmax,
+    solve_h,
+    suffix,
+    threshold_step,
 )
+from softops._sharding import batch_local, like_vma, scatter_last
 
 __all__ = ["chunk_size", "head_size", "newton_plan", "newton_rows", "newton_sums"]
+
+
+# The plan the solver measured, on rows [B, n] without gradient.
+
+
+def _scatter_items(base, idx, updates):
+    """``base[b, j, idx[b, i]] = updates[b, j, i]`` for plans [B, m, n] (in place)."""
+    dims = lax.ScatterDimensionNumbers(
+        update_window_dims=(),
+        inserted_window_dims=(2,),
+        scatter_dims_to_operand_dims=(2,),
+        operand_batching_dims=(0, 1),
+        scatter_indices_batching_dims=(0, 1),
+    )
+    where = jnp.broadcast_to(idx[:, None, :], updates.shape)[..., None]
+    return lax.scatter(base, where, updates, dims, mode=lax.GatherScatterMode.FILL_OR_DROP)
+
+
+def _by_chunks(plan, x, m: int, chunk: int | None):
+    """``plan(x)`` [B, m, n] for rows [B, n], chunk by chunk of items (small temporaries)."""
+    nb, n = x.shape
+    if chunk is None or chunk >= n:
+        return plan(x)
+    full = n // chunk
+
+    def body(i, out):
+        part = plan(lax.dynamic_slice_in_dim(x, i * chunk, chunk, axis=1))
+        return lax.dynamic_update_slice_in_dim(out, part, i * chunk, axis=2)
+
+    out = lax.fori_loop(0, full, body, like_vma(jnp.zeros((nb, m, n), x.dtype), x))
+    if n % chunk:
+        out = out.at[:, :, full * chunk :].set(plan(x[:, full * chunk :]))
+    return out
+
+
+@batch_local(item_ndims=(1, 1, 1, 1, 0, 0, 0, 1), out_item_ndims=(2,), name="x")
+def _output_plan(x, t, d, dy, eps, fine, precise, idx):
+    """The plan pi [..., m, n] at t + d as the solver measured it (see ``solve_rows``).
+
+    Certified rows (``fine``): the head items ``idx`` from the precise plan, the others one-hot
+    on the last anchor. Other rows: the precise plan (``plan_softmax``, by chunks of items)
+    when a row of the shard needed it (``precise``), else the fast one. Built in place.
+    """
+    batch, n, m1, h = x.shape[:-1], x.shape[-1], t.shape[-1], idx.shape[-1]
+    x, t, d, dy = x.reshape(-1, n), t.reshape(-1, m1), d.reshape(-1, m1), dy.reshape(-1, m1)
+    eps, fine, precise, idx = (
+        eps.reshape(-1),
+        fine.reshape(-1),
+        precise.reshape(-1),
+        idx.reshape(x.shape[0], h),
+    )
+    nb, m = x.shape[0], m1 + 1
+    last = (jnp.arange(m) == m - 1).astype(x.dtype)[None, :, None]
+
+    def full():
+        return lax.cond(
+            jnp.any(precise),
+            lambda: _by_chunks(
+                lambda xc: plan_softmax(xc, t, d, dy, eps)[0], x, m, chunk_size(nb, m, n)
+            ),
+            lambda: anchor_softmax(anchor_logits(x, t, d, dy, eps, jnp.mean(t, axis=1)))[0],
+        )
+
+    if h == 0:
+        return full().reshape(*batch, m, n)
+    pi_h = plan_softmax(jnp.take_along_axis(x, idx, axis=1), t, d, dy, eps)[0]
+
+    def certified():
+        return _scatter_items(jnp.broadcast_to(last, (nb, m, n)), idx, pi_h)
+
+    def mixed():
+        base = full()
+        in_head = scatter_last(x.shape, jnp.int32, idx, jnp.ones(idx.shape, jnp.int32)) > 0
+        base = jnp.where(fine[:, None, None] & ~in_head[:, None, :], last, base)
+        kept = jnp.take_along_axis(base, jnp.broadcast_to(idx[:, None, :], pi_h.shape), axis=2)
+        return _scatter_items(base, idx, jnp.where(fine[:, None, None], pi_h, kept))
+
+    pi = lax.cond(jnp.all(fine), certified, lambda: lax.cond(jnp.any(fine), mixed, full))
+    return pi.reshape(*batch, m, n)
 
 
 # The solution with its implicit tangent.
 
 
-def _plan_logits(x, t, d, dy, eps, frozen):
-    """Logits [..., m, n] at t + d; a frozen item's are -inf but on the last anchor (one-hot)."""
-    logits = _logits(x, t, d, dy, eps, jnp.mean(t, axis=-1))
-    m = logits.shape[-2]
-    first = (jnp.arange(m) < m - 1).reshape((1,) * (logits.ndim - 2) + (m, 1))
-    return jnp.where(frozen[..., None, :] & first, -jnp.inf, logits)
-
-
 @jax.custom_jvp
-def _plan_at(x, dy, a, b, eps, t, d, frozen, hess):
+def _plan_at(x, dy, a, b, eps, t, d, pi, hess):
     """The plan pi [..., m, n] at the thresholds t + d (found without gradient), and t + d.
 
     ``t + d``: a reference and the offsets from it, as the solver carries them (float32 could
-    not resolve the thresholds from their sum). ``frozen`` items are exactly one-hot on the last
-    anchor (screened rows); ``hess`` is H at t + d from the solver (used by the tangent).
+    not resolve the thresholds from their sum). ``pi``: the solver's plan at t + d (frozen items
+    exactly one-hot on the last anchor), ``hess`` its H (both used by the tangent).
     """
-    del a, b, hess
-    return _softmax(_plan_logits(x, t, d, dy, eps, frozen))[0], t + d
+    del x, dy, a, b, eps, hess
+    return pi, t + d
 
 
 @jax.custom_jvp
 def _hess_at(a, pi, hess):
-    """``hess``, the solver's H at the solution, with the tangent of ``_hessian(a, pi)``.
+    """``hess``, the solver's H at the solution, with the tangent of ``hessian(a, pi)``.
 
     First-order derivatives use the solver's H as it is (no O(n m^2) product); higher orders
     differentiate H through the plan.
@@ -127,16 +198,16 @@ def _hess_at_jvp(primals, tangents):
     a, pi, hess = primals
     da, dpi, _ = (jnp.zeros_like(p) if isinstance(v, SymbolicZero) else v
                   for p, v in zip(primals, tangents))  # fmt: skip
-    return hess, jax.jvp(_hessian, (a, pi), (da, dpi))[1]
+    return hess, jax.jvp(hessian, (a, pi), (da, dpi))[1]
 
 
 _hess_at.defjvp(_hess_at_jvp, symbolic_zeros=True)
 
 
 def _plan_at_jvp(primals, tangents):
-    x, dy, a, b, eps, t_ref, d, frozen, hess = primals
+    x, dy, a, b, eps, t_ref, d, pi, hess = primals
     dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
-    pi, t = _plan_at(x, dy, a, b, eps, t_ref, d, frozen, hess)  # higher orders see the solution
+    pi, t = _plan_at(x, dy, a, b, eps, t_ref, d, pi, hess)  # higher orders see the solution
     m1 = dy.shape[-1]
     c = jnp.mean(t, axis=-1)
     scale = (2 / eps)[..., None]
@@ -144,27 +215,27 @@ def _plan_at_jvp(primals, tangents):
     # skipped, and products are ordered so that pi is the only [..., m, n] residual.
     dpi = jnp.zeros_like(pi)
     if dx is not None:  # dl_ij = (2/eps) Y_j dx_i
-        big_y = _suffix(dy)
+        big_y = suffix(dy)
         pdx = pi * (scale * dx)[..., None, :]
-        dpi = pdx * big_y[..., :, None] - pdx * _dot_m(pi, big_y)[..., None, :]
+        dpi = pdx * big_y[..., :, None] - pdx * dot_m(pi, big_y)[..., None, :]
     if ddy is not None:
-        dv = _suffix(ddy * (t - c[..., None]))
+        dv = suffix(ddy * (t - c[..., None]))
         u = x - c[..., None]
-        dl = scale[..., None] * (_suffix(ddy)[..., :, None] * u[..., None, :] - dv[..., :, None])
+        dl = scale[..., None] * (suffix(ddy)[..., :, None] * u[..., None, :] - dv[..., :, None])
         dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
     if deps is not None:
-        logits = jnp.where(pi > 0, _logits(x, t_ref, d, dy, eps, jnp.mean(t_ref, axis=-1)), 0)
+        logits = jnp.where(pi > 0, anchor_logits(x, t_ref, d, dy, eps, jnp.mean(t_ref, axis=-1)), 0)
         dl = -(deps / eps)[..., None, None] * logits
         dpi = dpi + pi * (dl - jnp.sum(pi * dl, axis=-2, keepdims=True))
-    rhs = -_columns(a, dpi)
+    rhs = -column_sums(a, dpi)
     if db is not None:
         rhs = rhs + db[..., :m1]
     if da is not None:
-        rhs = rhs - _columns(da, pi)
-    w = _solve_h(_hess_at(a, pi, hess), b, rhs)
-    dt = _threshold_step(w, dy, eps)
+        rhs = rhs - column_sums(da, pi)
+    w = solve_h(_hess_at(a, pi, hess), b, rhs)
+    dt = threshold_step(w, dy, eps)
     ww = jnp.concatenate([w, jnp.zeros_like(w[..., :1])], axis=-1)
-    dpi = dpi + pi * ww[..., :, None] - pi * _dot_m(pi, ww)[..., None, :]
+    dpi = dpi + pi * ww[..., :, None] - pi * dot_m(pi, ww)[..., None, :]
     return (pi, t), (dpi, dt)
 
 
@@ -188,49 +259,59 @@ def _shifted(pi, q, zeta):
 
 
 @jax.custom_jvp
-def _sums_at(x, dy, a, b, eps, t, d, frozen, hess, w):
-    """sum_i pi_ji w_i [..., m] at the solved thresholds (the plan of `_plan_at`)."""
-    return _mv(_plan_at(x, dy, a, b, eps, t, d, frozen, hess)[0], w)
+def _sums_at(x, dy, a, b, eps, t, d, pi, hess, w):
+    """sum_i pi_ji w_i [..., m] at the solved thresholds (the plan of ``_plan_at``)."""
+    return _mv(_plan_at(x, dy, a, b, eps, t, d, pi, hess)[0], w)
 
 
 def _sums_at_jvp(primals, tangents):
     # The tangent of _plan_at contracted with items, as products of pi with item vectors: no
     # [..., m, n] tangent is formed, so reverse mode reads pi a few times and writes nothing
     # of that size (pi is the only [..., m, n] residual).
-    x, dy, a, b, eps, t_ref, d, frozen, hess, w = primals
+    x, dy, a, b, eps, t_ref, d, pi, hess, w = primals
     dx, ddy, da, db, deps = (None if isinstance(v, SymbolicZero) else v for v in tangents[:5])
     dw = None if isinstance(tangents[9], SymbolicZero) else tangents[9]
-    pi, t = _plan_at(x, dy, a, b, eps, t_ref, d, frozen, hess)  # higher orders see the solution
+    pi, t = _plan_at(x, dy, a, b, eps, t_ref, d, pi, hess)  # higher orders see the solution
     out = _mv(pi, w)
     m1 = dy.shape[-1]
     c = jnp.mean(t, axis=-1)
     s = (2 / eps)[..., None]
-    big_y, u = _suffix(dy), x - c[..., None]
+    big_y, u = suffix(dy), x - c[..., None]
     # sum_i q_i d°pi_ji for q = a (the implicit system) and q = w (the output), with
-    # d°pi_ji = pi_ji (dl_ji - <pi_i, dl_i>), dl the logit tangent at fixed t: terms
-    # (tangent item vector, anchor coefficient), each adding coef_j (pi (q * vec))_j.
-    terms = []
+    # d°pi_ji = pi_ji (dl_ji - <pi_i, dl_i>), dl the logit tangent at fixed t, as
+    # Y_j (pi (q * vec_y))_j - (pi (q * vec_1))_j + shift_j (pi q)_j: two item vectors and a
+    # per-anchor shift, whatever tangents are present (few columns: reverse mode reads pi once).
+    vec_y = vec_1 = shift = None
+
+    def plus(acc, v):
+        return v if acc is None else acc + v
+
     if dx is not None:  # dl_ji = s Y_j dx_i
-        terms += [(s * dx, big_y), (s * dx * _mvt(pi, big_y), -1.0)]
+        vec_y, vec_1 = s * dx, s * dx * _mvt(pi, big_y)
     if ddy is not None:  # dl_ji = s (dY_j u_i - dv_j): dY_j (pi (q s u))_j, and dv a shift
-        d_big_y = _suffix(ddy)
-        zeta = -s * _suffix(ddy * (t - c[..., None]))
-        terms += [(s * u * _mvt(pi, d_big_y), -1.0)]
-    if deps is not None:  # dl_ji = -(deps/eps) L_ji, L_ji = s (Y_j u_i - v_j)
-        v = _suffix(dy * (t - c[..., None]))
+        d_big_y = suffix(ddy)
+        zeta = -s * suffix(ddy * (t - c[..., None]))
+        vec_1 = plus(vec_1, s * u * _mvt(pi, d_big_y))
+    if deps is not None:  # dl_ji = r L_ji, r = -deps/eps, L_ji = s (Y_j u_i - v_j)
+        v = suffix(dy * (t - c[..., None]))
         r = -(deps / eps)[..., None]
-        lbar = s * (u * _mvt(pi, big_y) - _mvt(pi, v))
-        terms += [(r * s * u, big_y), (jnp.broadcast_to(r * s, u.shape), -v), (r * lbar, -1.0)]
-    # Every product with a tangent item vector in one pass over pi.
+        vec_y = plus(vec_y, r * s * u)
+        vec_1 = plus(vec_1, r * s * (u * _mvt(pi, big_y) - _mvt(pi, v)))
+        shift = -r * s * v
+    terms = [(vec, coef) for vec, coef in ((vec_y, big_y), (vec_1, -1.0)) if vec is not None]
+    # Every product with a tangent item vector in one pass over pi (pi w is the output).
     cols = [q * vec for q in (a, w) for vec, _ in terms]
     cols += [v for v in (da, dw) if v is not None]
     prods = _mv(pi, jnp.stack(cols, axis=-1)) if cols else None
     extra = iter(range(2 * len(terms), len(cols)))
+    pi_a = _mv(pi, a) if shift is not None else None  # a primal: not among the tangent columns
 
     def contract(iq, q):  # sum_i q_i d°pi_ji
         total = jnp.zeros_like(out)
         for k, (_, coef) in enumerate(terms):
             total = total + coef * prods[..., iq * len(terms) + k]
+        if shift is not None:
+            total = total + shift * (pi_a if iq == 0 else out)
         if ddy is not None:
             total = total + d_big_y * _mv(pi, q * s * u) + _shifted(pi, q, zeta)
         return total
@@ -240,7 +321,7 @@ def _sums_at_jvp(primals, tangents):
         rhs = rhs + db[..., :m1]
     if da is not None:
         rhs = rhs - prods[..., next(extra)][..., :m1]
-    sol = _solve_h(_hess_at(a, pi, hess), b, rhs)
+    sol = solve_h(_hess_at(a, pi, hess), b, rhs)
     ww = jnp.concatenate([sol, jnp.zeros_like(sol[..., :1])], axis=-1)
     dout = contract(1, w) + _shifted(pi, w, ww)
     if dw is not None:
@@ -259,10 +340,11 @@ def _solved(x, y, a, b, eps, max_iter: int, tol: float, head):
     size = head_size(n, m) if isinstance(head, str) else head
     size = None if size is not None and size >= n else size
     sg = lax.stop_gradient
-    t, d, frozen, it, err, hess = _solve(
+    t, d, it, err, hess, fine, precise, idx = solve_rows(
         sg(x), sg(dy), sg(a), sg(b), sg(eps), max_iter=max_iter, tol=tol, head=size
     )
-    return (x, dy, a, b, eps, t, d, frozen, hess), it, err
+    pi = _output_plan(sg(x), t, d, sg(dy), sg(eps), fine, precise, idx)
+    return (x, dy, a, b, eps, t, d, pi, hess), it, err
 
 
 def _one_anchor(x, a, b):
@@ -322,8 +404,8 @@ def newton_rows(x, y, a, b, eps, max_iter: int, tol: float, head: int | None | s
     if m == 1:
         return eps[..., None] * log_a + (x - y[..., :1]) ** 2, jnp.zeros_like(y), plan, it, error
     dy = y[..., :-1] - y[..., 1:]
-    g = _suffix(dy * (y[..., :-1] + y[..., 1:] - 2 * t))
+    g = suffix(dy * (y[..., :-1] + y[..., 1:] - 2 * t))
     c = lax.stop_gradient(jnp.mean(t, axis=-1))
-    _, lse = _softmax(_logits(x, t, None, dy, eps, c))
+    _, lse = anchor_softmax(anchor_logits(x, t, None, dy, eps, c))
     f = jnp.where(pos, eps[..., None] * (log_a - lse), -jnp.inf)
     return f + (x - y[..., -1:]) ** 2, g, plan, it, error

@@ -1,7 +1,7 @@
 r"""The semi-dual Newton loop of `softops._ot.newton` and its row helpers (private).
 
 The helpers take rows with any leading batch axes (items last, anchors second to last); the loop
-runs on rows [B, n] without gradient, per batch shard (`_solve`). The math, the start,
+runs on rows [B, n] without gradient, per batch shard (`solve_rows`). The math, the start,
 the screening and the reference semantics are in `softops._ot.newton`.
 """
 
@@ -14,6 +14,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _compat
+from softops._ot.semidual import (
+    anchor_logits,
+    anchor_softmax,
+    column_sums,
+    errors,
+    hessian,
+    plan_softmax,
+    solve_h,
+    threshold_step,
+)
 from softops._sharding import batch_local, like_vma, scatter_last
 
 
@@ -36,6 +46,8 @@ class _State(NamedTuple):
     done: jax.Array
     it: jax.Array
     hess: jax.Array  # H at t (from the evaluation that accepted t)
+    best: jax.Array  # the smallest error so far
+    since: jax.Array  # evaluations since the error last halved
 
 
 def head_size(n: int, m: int) -> int | None:
@@ -55,87 +67,6 @@ def chunk_size(nb: int, m: int, n: int) -> int | None:
 # Helpers on rows with any leading batch axes: items last, anchors second to last.
 
 
-def _eye(m: int, ndim: int, dtype) -> jax.Array:
-    """The identity [m, m] with ``ndim - 2`` leading unit axes (explicit rank promotion)."""
-    return jnp.eye(m, dtype=dtype).reshape((1,) * (ndim - 2) + (m, m))
-
-
-def _suffix(v):
-    """Suffix sums of [..., m-1] with a trailing zero: out_j = sum_{j' >= j} v_j', [..., m]."""
-    s = jnp.flip(jnp.cumsum(jnp.flip(v, -1), axis=-1), -1)
-    return jnp.concatenate([s, jnp.zeros_like(v[..., :1])], axis=-1)
-
-
-def _logits(x, t, d, dy, eps, c):
-    r"""L [..., m, n]: logits relative to the last anchor at the thresholds ``t + d``.
-
-    ``d``: offsets from a reference ``t`` (or None), x and t centred at c [...]:
-    $L_{ij} = (2/\varepsilon)((Y_j (x_i - c) - \sum_{l \ge j} \Delta y_l (t_l - c)) -
-    \sum_{l \ge j} \Delta y_l d_l)$. The offsets enter last, so that they resolve thresholds
-    far below the ulp of t (float32 rows with ties: see `_newton_loop`).
-    """
-    v = _suffix(dy * (t - c[..., None]))
-    u = x - c[..., None]
-    big_y = _suffix(dy)
-    base = big_y[..., :, None] * u[..., None, :] - v[..., :, None]
-    if d is not None:
-        base = base - _suffix(dy * d)[..., :, None]
-    return (2 / eps)[..., None, None] * base
-
-
-def _softmax(logits):
-    """Softmax over the anchors and its log-normalizer [..., n]."""
-    lmax = jnp.max(logits, axis=-2, keepdims=True)
-    p = jnp.exp(logits - lmax)
-    s = jnp.sum(p, axis=-2, keepdims=True)
-    return p / s, lmax[..., 0, :] + jnp.log(s[..., 0, :])
-
-
-def _hessian(a, pi):
-    """H on the first m - 1 anchors (full-width arrays sliced at the end: XLA fuses them)."""
-    m1 = pi.shape[-2] - 1
-    q = pi * jnp.sqrt(a)[..., None, :]
-    off = -jnp.einsum("...jn,...kn->...jk", q, q)[..., :m1, :m1]
-    diag = jnp.sum(a[..., None, :] * pi * (1 - pi), axis=-1)[..., :m1]  # no cancellation
-    return jnp.where(_eye(m1, off.ndim, bool), diag[..., :, None], off)
-
-
-def _columns(a, pi):
-    """Column sums of the plan a pi on the first m - 1 anchors."""
-    return jnp.einsum("...jn,...n->...j", pi, a)[..., :-1]
-
-
-def _dot_m(pi, v):
-    """sum_j pi[..., j, i] v[..., j], [..., n]."""
-    return jnp.sum(pi * v[..., :, None], axis=-2)
-
-
-def _errors(col, a, b):
-    """(b - P^T 1) on the first m - 1 anchors and ||P^T 1 - b||_1.
-
-    The last column is ``sum(a) - sum(other columns)`` (the rows of P sum to a): for top-k
-    marginals it is a large sum whose rounding would swamp a tolerance in mask units.
-    """
-    m1 = col.shape[-1]
-    grad = b[..., :m1] - col
-    last = b[..., m1] - jnp.sum(a, axis=-1) + jnp.sum(col, axis=-1)
-    return grad, jnp.sum(jnp.abs(grad), axis=-1) + jnp.abs(last)
-
-
-def _solve_h(h, b, rhs):
-    """Solves H z = rhs with a tiny ridge that keeps H invertible when a plan is one-hot.
-
-    ``rhs``: [..., m-1], or [..., m-1, r] for r right-hand sides.
-    """
-    m1 = h.shape[-1]
-    size = jnp.trace(h, axis1=-2, axis2=-1) / m1 + jnp.max(b, axis=-1)
-    ridge = 16 * jnp.finfo(h.dtype).eps * size
-    h = h + ridge[..., None, None] * _eye(m1, h.ndim, h.dtype)
-    if rhs.ndim == h.ndim:
-        return jnp.linalg.solve(h, rhs)
-    return jnp.linalg.solve(h, rhs[..., None])[..., 0]
-
-
 def _direction(ev: _Eval, b):
     r"""Newton step z in g from an evaluation; far from the solution, on the log of the columns.
 
@@ -151,30 +82,31 @@ def _direction(ev: _Eval, b):
     far = ev.error > jnp.sum(b[..., :m1], axis=-1) / 8
     use = (col > b[..., :m1]) & far[..., None]
     glog = jnp.where(use, col * jnp.log(b[..., :m1] / jnp.where(use, col, 1)), ev.grad)
-    zz = _solve_h(ev.hess, b, jnp.stack([ev.grad, glog], -1))
+    zz = solve_h(ev.hess, b, jnp.stack([ev.grad, glog], -1))
     z, z_log = zz[..., 0], zz[..., 1]
     ascent = jnp.sum(ev.grad * z_log, axis=-1) > 0
     return jnp.where(ascent[..., None], z_log, z)
 
 
-def _threshold_step(z, dy, eps):
-    """Thresholds' move for a Newton step z in g (gauge z_{m-1} = 0)."""
-    zz = jnp.concatenate([z, jnp.zeros_like(z[..., :1])], axis=-1)
-    return -eps[..., None] * (zz[..., :-1] - zz[..., 1:]) / (2 * dy)
-
-
 # The loop, on rows [B, n] without gradient.
 
 
-def _sums(x, a, t, d, dy, eps, c):
-    pi, lse = _softmax(_logits(x, t, d, dy, eps, c))
-    return _columns(a, pi), _hessian(a, pi), jnp.sum(a * lse, 1), jnp.sum(a * jnp.abs(lse), 1)
+def _sums(x, a, t, d, dy, eps, c, precise: bool):
+    pi, lse = (
+        plan_softmax(x, t, d, dy, eps)
+        if precise
+        else anchor_softmax(anchor_logits(x, t, d, dy, eps, c))
+    )
+    return column_sums(a, pi), hessian(a, pi), jnp.sum(a * lse, 1), jnp.sum(a * jnp.abs(lse), 1)
 
 
-def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None) -> _Eval:
-    """The semi-dual and its derivatives at the thresholds ``t + d`` (``c``: centre of t)."""
+def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None, precise: bool = False) -> _Eval:
+    """The semi-dual and its derivatives at the thresholds ``t + d`` (``c``: centre of t).
+
+    ``precise``: the plan from ``plan_softmax`` (else ``anchor_logits``, faster).
+    """
     if chunk is None:
-        col, hess, ent, ent_abs = _sums(x, a, t, d, dy, eps, c)
+        col, hess, ent, ent_abs = _sums(x, a, t, d, dy, eps, c, precise)
     else:
         nb, n = x.shape
         xs, as_ = (
@@ -183,20 +115,23 @@ def _evaluate(x, a, b, t, d, dy, eps, c, chunk: int | None) -> _Eval:
         )
 
         def step(acc, xa):
-            return jax.tree.map(jnp.add, acc, _sums(*xa, t, d, dy, eps, c)), None
+            return jax.tree.map(jnp.add, acc, _sums(*xa, t, d, dy, eps, c, precise)), None
 
         m1, zero = t.shape[1], jnp.zeros((nb,), x.dtype)
         init = (jnp.zeros((nb, m1), x.dtype), jnp.zeros((nb, m1, m1), x.dtype), zero, zero)
         (col, hess, ent, ent_abs), _ = lax.scan(step, like_vma(init, x), (xs, as_))
-    grad, error = _errors(col, a, b)
+    grad, error = errors(col, a, b)
     lin = 2 * dy * ((t - c[:, None]) + d) * jnp.cumsum(b[:, :-1], axis=1)
     value = -jnp.sum(lin, axis=1) - eps * ent
     scale = jnp.sum(jnp.abs(lin), axis=1) + eps * ent_abs
     return _Eval(value, scale, error, grad, hess)
 
 
+_PATIENCE = 16  # fast-logit evaluations without halving the error before the precise plan
+
+
 def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, chunk=None,
-                 hess=None):  # fmt: skip
+                 hess=None, precise: bool = False):  # fmt: skip
     """Damped Newton from ``t + d`` on rows [B, n]: returns (d, iterations, error, H at t + d).
 
     The thresholds are carried as offsets ``d`` from the reference ``t`` (their start): in
@@ -205,6 +140,11 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
     above the tolerance). ``done`` rows are left alone (no evaluation at all when every row is
     done); at most ``max_iter`` evaluations per row. ``hess``: H at the start where known
     (default zero; a row that is never evaluated keeps it).
+
+    ``precise``: evaluate the plan by ``plan_softmax``. Otherwise (the fast logits of
+    ``anchor_logits``) a row also stops when its error has not halved in ``_PATIENCE``
+    evaluations: in float32 at small ε it may sit at the rounding floor of those logits, above
+    the tolerance, and ``solve_rows`` goes on with ``precise``.
     """
     dtype = x.dtype
     limit = it + max_iter
@@ -216,31 +156,34 @@ def _newton_loop(x, a, b, dy, eps, t, d, it, done, max_iter: int, tol: float, ch
     # A fresh state: the first evaluation (at t, alpha = 0, value -inf) is always accepted.
     hess = jnp.zeros(t.shape + t.shape[-1:], dtype) if hess is None else hess
     init = _State(d, zero - jnp.inf, zero, zero + jnp.inf, jnp.zeros_like(t), zero, zero,
-                  done | (max_iter <= 0), it, hess)  # fmt: skip
+                  done | (max_iter <= 0), it, hess, zero + jnp.inf, jnp.zeros_like(it))  # fmt: skip
     slack = 32 * jnp.finfo(dtype).eps
 
     def body(s: _State) -> _State:
         trial = s.d + s.alpha[:, None] * s.step
-        ev = _evaluate(x, a, b, t, trial, dy, eps, c, chunk)
+        ev = _evaluate(x, a, b, t, trial, dy, eps, c, chunk, precise)
         armijo = ev.value >= s.value + 1e-4 * s.alpha * s.slope
         # Near the solution F is flat to rounding: also accept a step that lowers the error
         # while F stays within its rounding.
         flat = (ev.value >= s.value - slack * jnp.maximum(ev.scale, s.scale)) & (ev.error < s.error)
         ok = (armijo | flat) & jnp.isfinite(ev.error)
         z = _direction(ev, b)
-        step = _threshold_step(z, dy, eps)
+        step = threshold_step(z, dy, eps)
         first = jnp.minimum(1, cap / jnp.maximum(jnp.max(jnp.abs(step), 1), jnp.finfo(dtype).tiny))
         alpha = jnp.where(ok, first, s.alpha / 2)
         error = jnp.where(ok, ev.error, s.error)
         it = s.it + 1
         bad_data = ~jnp.isfinite(ev.error) & (s.alpha == 0)
-        done = (error <= tol) | (alpha < 2.0**-30) | (it >= limit) | bad_data
+        halved = error <= s.best / 2
+        since = jnp.where(halved, 0, s.since + 1)
+        stalled = (since >= _PATIENCE) if not precise else jnp.zeros_like(halved)
+        done = (error <= tol) | (alpha < 2.0**-30) | (it >= limit) | bad_data | stalled
         o1 = ok[:, None]
         new = _State(
             jnp.where(o1, trial, s.d), jnp.where(ok, ev.value, s.value),
             jnp.where(ok, ev.scale, s.scale), error, jnp.where(o1, step, s.step),
             jnp.where(ok, eps * jnp.sum(ev.grad * z, axis=1), s.slope), alpha, done, it,
-            jnp.where(ok[:, None, None], ev.hess, s.hess),
+            jnp.where(ok[:, None, None], ev.hess, s.hess), jnp.where(halved, error, s.best), since,
         )  # fmt: skip
         keep = s.done
         return jax.tree.map(
@@ -293,14 +236,21 @@ def _tail_bound(x, a, in_head, t, dy, eps):
     return jnp.where(below | ~jnp.any(tail, axis=1), bound, jnp.inf)
 
 
-@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 1, 0, 0, 2), name="x")
-def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
-    """Thresholds t + d [..., m-1], frozen items [..., n], iterations, error, H [..., m-1, m-1].
+@batch_local(item_ndims=(1, 1, 1, 1, 0), out_item_ndims=(1, 1, 0, 0, 2, 0, 0, 1), name="x")
+def solve_rows(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
+    """Thresholds t + d [..., m-1], iterations, error, H [..., m-1, m-1] and how to plan them.
 
-    t is the start and d the offsets from it (see `_newton_loop`).
-    Runs on values without gradient, shard by shard. ``head``: screening size (None: off). H is
-    the Hessian of the last evaluation that accepted t (frozen items add exact zeros to it, so
-    a certified row's head solve gives the full row's H); zero for a row never evaluated.
+    t is the start and d the offsets from it (see ``_newton_loop``). Runs on values without
+    gradient, shard by shard. ``head``: screening size (None: off). H is the Hessian of the last
+    evaluation that accepted t (frozen items add exact zeros to it, so a certified row's head
+    solve gives the full row's H); zero for a row never evaluated.
+
+    Full rows run with the fast logits (``anchor_logits``); a row that stalls above the tolerance
+    goes on with ``plan_softmax``, as do the head solves (a few items). The last three
+    outputs say which plan the solver measured (``newton.output_plan`` builds it): ``fine``
+    [...] the certified rows (the head [..., head] items from the precise plan, the others
+    one-hot on the last anchor; ``head = 0`` without screening), ``precise`` [...] the rows
+    solved on full rows with the precise plan.
     """
     batch, n, m1 = x.shape[:-1], x.shape[-1], dy.shape[-1]
     x, a = x.reshape(-1, n), a.reshape(-1, n)
@@ -313,7 +263,7 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
         d, it, err, hess = _newton_loop(
             x, a, b, dy, eps, t, jnp.zeros_like(t), it0, it0 < 0, max_iter, tol, chunk
         )
-        frozen = jnp.zeros(x.shape, bool)
+        fine = it0 < 0
     else:
         t0, idx, diffuse, t_inf = _start(x, a, b, dy, eps, head)
         x_h, a_h = jnp.take_along_axis(x, idx, axis=1), jnp.take_along_axis(a, idx, axis=1)
@@ -323,8 +273,9 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
         b_h = jnp.concatenate([b[:, :-1], rest[:, None]], axis=1)
         solve_head = (rest > 0) & ~diffuse  # no head for a diffuse row: it will not be certified
         d_h, it_h, err_h, hess_h = _newton_loop(
-            x_h, a_h, b_h, dy, eps, t0, jnp.zeros_like(t0), it0, ~solve_head, max_iter, tol
-        )
+            x_h, a_h, b_h, dy, eps, t0, jnp.zeros_like(t0), it0, ~solve_head, max_iter, tol,
+            precise=True,
+        )  # fmt: skip
         in_head = scatter_last(x.shape, jnp.int32, idx, jnp.ones(idx.shape, jnp.int32)) > 0
         bound = _tail_bound(x, a, in_head, t0 + d_h, dy, eps)
         fine = (bound <= tol / 8) & (err_h <= tol) & solve_head
@@ -335,8 +286,14 @@ def _solve(x, dy, a, b, eps, *, max_iter: int, tol: float, head: int | None):
             x, a, b, dy, eps, t, d0, it_h, fine, max_iter, tol, chunk, hess0
         )
         err = jnp.where(fine, err_h, err)
-        frozen = fine[:, None] & ~in_head
+    retry = (err > tol) & jnp.isfinite(err) & ~fine
+    d, it, err_p, hess = _newton_loop(
+        x, a, b, dy, eps, t, d, it, ~retry, max_iter, tol, chunk, hess, precise=True
+    )
+    err = jnp.where(retry, err_p, err)
+    idx = idx if head is not None else jnp.zeros((nb, 0), jnp.int32)
     return (
-        t.reshape(*batch, m1), d.reshape(*batch, m1), frozen.reshape(*batch, n), it.reshape(batch),
-        err.reshape(batch), hess.reshape(*batch, m1, m1),
+        t.reshape(*batch, m1), d.reshape(*batch, m1), it.reshape(batch), err.reshape(batch),
+        hess.reshape(*batch, m1, m1), fine.reshape(batch), retry.reshape(batch),
+        idx.reshape(*batch, idx.shape[-1]),
     )  # fmt: skip

@@ -15,13 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from softops import _checks, _sharding
-from softops._ot import hard_topk, topk_rows
+from softops._ot import hard_topk, sparse_mask, topk_rows
 from softops._ot.sinkhorn import SinkhornOutput, plan_of, sinkhorn_implicit, sinkhorn_unrolled
 from softops._straight_through import with_soft_derivative
 
 DIFFERENTIATIONS = ("implicit", "unrolled")
 SOLVERS = ("newton", "sinkhorn")
 DEFAULT_EPSILON = 0.1
+MASK_REGULARIZATIONS = ("kl", *sparse_mask.POWERS)
+DEFAULT_TEMPERATURE = 1.0  # of the sparse masks, in score units
 
 
 def _strength(epsilon, temperature, batch, dtype):
@@ -56,16 +58,32 @@ def _top_args(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, t
 
 @functools.partial(
     jax.jit,
-    static_argnames=("axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad", "hard"),
-)
-def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad, hard):
+    static_argnames=(
+        "axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad", "hard", "reg"
+    ),
+)  # fmt: skip
+def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad, hard,
+          reg="kl"):  # fmt: skip
     def kernel(x, k, strength, valid):
-        mask, thr, it, res, ok = topk_rows.mask_rows(
-            x, k, strength, valid, kind=kind, largest=largest, solver=solver,
-            max_iter=max_iter, tol=tol,
-        )  # fmt: skip
+        if reg != "kl":
+            mask, thr, it, res, ok = sparse_mask.mask_rows(
+                x,
+                k,
+                strength,
+                valid,
+                regularization=reg,
+                largest=largest,
+                max_iter=max_iter,
+                tol=tol,
+            )
+        else:
+            mask, thr, it, res, ok = topk_rows.mask_rows(
+                x, k, strength, valid, kind=kind, largest=largest, solver=solver,
+                max_iter=max_iter, tol=tol,
+            )  # fmt: skip
         if nan_bad:
-            mask = jnp.where(ok[..., None], mask, jnp.nan)
+            bad = ~ok[..., None] if reg == "kl" or valid is None else ~ok[..., None] & valid
+            mask = jnp.where(bad, jnp.nan, mask)  # sparse masks: where=False stays 0
         if hard:
             mask = with_soft_derivative(hard_topk.mask_rows(x, k, valid, largest), mask)
         return mask, (thr, it, res, ok)
@@ -77,10 +95,13 @@ def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, 
 
 
 def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad,
-            straight_through=False):  # fmt: skip
+            straight_through=False, regularization="kl"):  # fmt: skip
     """(mask, threshold, iterations, residual, converged) of `softops.soft_topk_mask`."""
     _checks.choice(solver, SOLVERS, "solver")
     hard = _checks.boolean(straight_through, "straight_through")
+    reg = _checks.choice(regularization, MASK_REGULARIZATIONS, "regularization")
+    if reg != "kl":
+        temperature = _sparse_strength(reg, epsilon, temperature, solver)
     x, ax, k, largest, kind, strength, mask, tol, max_iter = _top_args(
         x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k=True
     )
@@ -91,8 +112,23 @@ def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, sol
     k = jnp.broadcast_to(_checks.array(k, "k").astype(dtype), strength.shape)
     return _mask(
         x, k, strength, mask, axis=ax, largest=largest, kind=kind, solver=solver,
-        max_iter=max_iter, tol=tol, nan_bad=nan_bad, hard=hard,
+        max_iter=max_iter, tol=tol, nan_bad=nan_bad, hard=hard, reg=reg,
     )  # fmt: skip
+
+
+def _sparse_strength(reg, epsilon, temperature, solver):
+    """The temperature of a sparse mask: ``epsilon=`` and the Sinkhorn solver are KL-only."""
+    if epsilon is not None:
+        raise ValueError(
+            f"`epsilon` is the entropic (regularization='kl') strength; regularization={reg!r} "
+            f"takes `temperature=` (in score units), got epsilon={epsilon!r}"
+        )
+    if solver != "newton":
+        raise ValueError(
+            f"`solver` applies to regularization='kl' only, got solver={solver!r} with "
+            f"regularization={reg!r}"
+        )
+    return DEFAULT_TEMPERATURE if temperature is None else temperature
 
 
 # ----------------------------------------------------------------------------- sorted top-k
@@ -141,9 +177,9 @@ def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, m
     )
     if mode == "unrolled" and max_iter < 1:
         raise ValueError(f"`max_iter` must be >= 1 with differentiation='unrolled', got {max_iter}")
-    if tol is None:
-        eps = jnp.finfo(_checks.compute_dtype(x.dtype)).eps
-        tol = float(max(eps**0.5, 16 * x.shape[ax] * eps))
+    if tol is None:  # Newton's residual carries no n-term rounding (newton_loop._errors)
+        eps = float(jnp.finfo(_checks.compute_dtype(x.dtype)).eps)
+        tol = eps**0.5 if solver == "newton" else max(eps**0.5, 16 * x.shape[ax] * eps)
     solver = "unrolled" if mode == "unrolled" else solver
     return _sorted(
         x, strength, mask, axis=ax, k=k, largest=largest, kind=kind, max_iter=max_iter, tol=tol,
@@ -159,7 +195,7 @@ def _marginal(v, size, batch, dtype, name, *, positive: bool):
         uniform = _checks.array(np.asarray(1 / max(size, 1), dtype), name)  # size 0: empty
         return jnp.broadcast_to(uniform, batch + (size,))
     arr = _checks.floating(v, name).astype(dtype)
-    known = _checks._concrete(v)
+    known = _checks.concrete(v)
     if known is not None and known.size:
         bad = (known <= 0) if positive else (known < 0)
         if np.any(bad | ~np.isfinite(known)):
@@ -175,7 +211,7 @@ def _marginal(v, size, batch, dtype, name, *, positive: bool):
 
 def _same_mass(a, b) -> None:
     """Known marginals must carry the same mass (to the dtype's rounding of their sums)."""
-    ka, kb = _checks._concrete(a), _checks._concrete(b)
+    ka, kb = _checks.concrete(a), _checks.concrete(b)
     if ka is None or kb is None or not ka.size or not kb.size:
         return
     sa, sb = ka.sum(-1), kb.sum(-1)
@@ -194,13 +230,27 @@ def _sinkhorn(cost, a, b, eps, *, max_iter, tol, mode):
     solver = sinkhorn_implicit if mode == "implicit" else sinkhorn_unrolled
 
     def kernel(cost, a, b, eps):
+        # A bad row (non-finite or out-of-range input, traced) is solved on clean inputs and
+        # returned as NaN with 0 derivative (the NaN policy of `_checks.nan_rows`).
+        n, m = cost.shape[-2:]
+        good = (
+            jnp.all(jnp.isfinite(cost), axis=(-2, -1))
+            & jnp.all(jnp.isfinite(a) & (a >= 0), axis=-1)
+            & jnp.all(jnp.isfinite(b) & (b > 0), axis=-1)
+            & (eps > 0)
+            & jnp.isfinite(eps)
+        )
+        cost = _checks.clean_rows(good, cost)
+        a, b = _checks.clean_rows(good, a, 1 / n), _checks.clean_rows(good, b, 1 / m)
+        eps = jnp.where(good, eps, 1)
         f, g, it, err = solver(cost, a, b, eps, max_iter, tol)
-        ok = (a.min(-1) >= 0) & (b.min(-1) > 0) & (eps > 0) & jnp.isfinite(eps)
-        nan = jnp.where(ok, 0, jnp.nan)
-        return f + nan[..., None], g + nan[..., None], it, err + nan
+        plan = plan_of(f, g, cost, eps)
+        bad = functools.partial(_checks.nan_rows, good=good)
+        return bad(f), bad(g), bad(plan), it, jnp.where(good, err, jnp.nan)
 
-    f, g, it, err = _sharding.on_batch_shards(kernel, cost, a, b, eps, name="cost", item_ndim=2)
-    plan = jnp.where(jnp.isnan(err)[..., None, None], jnp.nan, plan_of(f, g, cost, eps))
+    f, g, plan, it, err = _sharding.on_batch_shards(
+        kernel, cost, a, b, eps, name="cost", item_ndim=2
+    )
     return SinkhornOutput(f, g, plan, it, err, err <= tol)
 
 

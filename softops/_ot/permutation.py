@@ -37,13 +37,13 @@ def _plan_rows(x, temp, *, k: int, descending: bool, tol, max_iter: int):
     """Soft assignment [..., k, n] of the items of rows x [..., n] to the first k sorted positions.
 
     Rows with a non-finite score, a temperature that is not positive and finite (traced), or a
-    solver stopped at ``max_iter`` are NaN, in value and derivative; the solver never sees them
-    (their scores are zeroed first).
+    solver stopped at ``max_iter`` are NaN, with 0 derivative; the solver never sees them (their
+    scores are zeroed first).
     """
     batch, n = x.shape[:-1], x.shape[-1]
     dtype = x.dtype
     good = jnp.all(jnp.isfinite(x), axis=-1) & (temp > 0) & jnp.isfinite(temp)
-    x = jnp.where(good[..., None], x, 0)
+    x = _checks.clean_rows(good, x)
     temp = jnp.where(good, temp, 1)
     m = k + 1 if k < n else n
     y = jnp.arange(m - 1, -1, -1).astype(dtype)  # position 0 = the largest (of -x if ascending)
@@ -55,8 +55,7 @@ def _plan_rows(x, temp, *, k: int, descending: bool, tol, max_iter: int):
     a = jnp.full(batch + (n,), 1 / n, dtype)
     _, _, plan, _, err = newton_rows(x if descending else -x, y, a, b, 2 * temp, max_iter, tol / n)
     ok = good & (n * err <= tol)
-    nan = jnp.where(ok, 1, jnp.nan).astype(dtype)[..., None, None]
-    return jnp.swapaxes(n * plan[..., :k], -1, -2) * nan
+    return _checks.nan_rows(jnp.swapaxes(n * plan[..., :k], -1, -2), ok)
 
 
 @partial(jax.jit, static_argnames=("axis", "k", "descending", "tol", "max_iter"))
@@ -73,7 +72,10 @@ def _permutation(x, temp, *, axis, k, descending, tol, max_iter):
 def _sorted_items(x, criterion, temp, *, k, descending, tol, max_iter):
     def kernel(criterion, temp, items):
         plan = _plan_rows(criterion, temp, k=k, descending=descending, tol=tol, max_iter=max_iter)
-        return jnp.einsum("...kn,...nf->...kf", plan.astype(items.dtype), items)
+        good = jnp.all(jnp.isfinite(items), axis=(-2, -1))  # a non-finite item: a NaN row
+        items = _checks.clean_rows(good, items)
+        out = jnp.einsum("...kn,...nf->...kf", plan.astype(items.dtype), items)
+        return _checks.nan_rows(out, good)
 
     return _sharding.on_batch_shards(kernel, criterion, temp, x, name="criterion")
 

@@ -2,13 +2,15 @@
 
 Rows ``x`` [..., n] with validity ``valid`` (bool or None) and a per-row temperature ``temp`` [...]
 in the units of the scores. The paper's ``epsilon`` is converted to that temperature by
-`temperature` (``T = epsilon * M / 2`` with ``M`` the largest cost, held constant when
-differentiating). Every kernel returns per-row diagnostics and an ``ok`` flag; the public layer
-turns rows that are not ``ok`` into NaN.
+``prepass`` (``T = epsilon * M / 2`` with ``M`` the largest cost, a function of the valid
+scores' max and min, differentiated as such: every derivative is that of the returned value).
+Every kernel returns per-row diagnostics and an ``ok`` flag; the public layer turns rows that are
+not ``ok`` into NaN.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -27,48 +29,76 @@ def sorted_anchors(k: int, n: int, largest: bool) -> np.ndarray:
     return np.arange(k, k - m, -1) if largest else np.arange(m)
 
 
+@jax.custom_jvp
+def _extremes(x, valid):
+    """(max, min, count) of the valid entries of rows [..., n] in one fused pass.
+
+    ``valid``: bool [..., n] or None (all). NaN propagates. Tangent: that of ``jnp.max`` and
+    ``jnp.min`` (split equally among tied extremes); none for the count.
+    """
+    dtype = x.dtype
+    inf = jnp.asarray(jnp.inf, dtype)
+    ax = (x.ndim - 1,)
+    if valid is None:
+        x_max, x_min = lax.reduce(
+            (x, x), (-inf, inf), lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1])), ax
+        )
+        return x_max, x_min, jnp.full(x.shape[:-1], x.shape[-1], dtype)
+    return lax.reduce(
+        (jnp.where(valid, x, -inf), jnp.where(valid, x, inf), valid.astype(dtype)),
+        (-inf, inf, jnp.zeros((), dtype)),
+        lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1]), p[2] + q[2]),
+        ax,
+    )
+
+
+@_extremes.defjvp
+def _extremes_jvp(primals, tangents):
+    x, valid = primals
+    dx = tangents[0]
+    out = _extremes(x, valid)
+
+    def tangent(e):  # mean of dx over the entries equal to the extreme (none: 0)
+        at = x == e[..., None]
+        at = at if valid is None else at & valid
+        count = at.sum(axis=-1).astype(x.dtype)
+        total = jnp.where(at, dx, 0).sum(axis=-1)
+        return jnp.where(count > 0, total / jnp.where(count > 0, count, 1), 0)
+
+    return out, (tangent(out[0]), tangent(out[1]), jnp.zeros_like(out[2]))
+
+
 def prepass(kind: str, value, x, valid, lo: float, hi: float, largest: bool):
     """One pass over the rows: the temperature, the taking part and the row checks.
 
     Returns ``(temp, valid, good, x_max, x_min, n_valid)``: ``temp`` [...] in score units
     (``epsilon``: ``T = epsilon * M / 2``, ``M = max (x - y)^2`` over the valid items and anchors
-    ``y`` in [lo, hi], no gradient through M); ``valid`` [..., n] bool; ``good`` [...] the rows
-    whose valid scores are finite and whose strength is positive and finite; the valid scores'
-    max and min and their number. With ``temperature=`` a score of -inf (``largest``; +inf
+    ``y`` in [lo, hi], differentiable through the extremes of the scores); ``valid`` [..., n]
+    bool; ``good`` [...] the rows whose valid scores are finite and whose strength is positive and
+    finite; the valid scores' max and min (without gradient: they steer the solvers) and their
+    number. With ``temperature=`` a score of -inf (``largest``; +inf
     otherwise) is never selected: it takes no part, like a ``where=False`` item. Rows that are
     not ``good`` get temperature 1 and extremes 0; callers zero their scores too (the double
     ``where``), so that nothing downstream, derivatives included, meets a NaN, and put NaN in
     their outputs.
     """
-    dtype = x.dtype
     if kind == "temperature":
         keep = x != (-jnp.inf if largest else jnp.inf)
         valid = keep if valid is None else valid & keep
-    inf = jnp.asarray(jnp.inf, dtype)
-    ax = (x.ndim - 1,)
-    x = lax.stop_gradient(x)  # the extremes steer the solver and fix M: no derivative
-    if valid is None:
-        n_valid = jnp.full(x.shape[:-1], x.shape[-1], dtype)
-        x_max, x_min = lax.reduce(
-            (x, x), (-inf, inf), lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1])), ax
-        )
-    else:
-        x_max, x_min, n_valid = lax.reduce(
-            (jnp.where(valid, x, -inf), jnp.where(valid, x, inf), valid.astype(dtype)),
-            (-inf, inf, jnp.zeros((), dtype)),
-            lambda p, q: (jnp.maximum(p[0], q[0]), jnp.minimum(p[1], q[1]), p[2] + q[2]),
-            ax,
-        )  # NaN propagates through max and min
+    x_max_d, x_min_d, n_valid = _extremes(x, valid)  # NaN propagates through max and min
+    x_max, x_min, n_valid = lax.stop_gradient((x_max_d, x_min_d, n_valid))
     some = n_valid > 0
     good = ~some | (jnp.isfinite(x_max) & jnp.isfinite(x_min))
-    x_max, x_min = jnp.where(good & some, x_max, 0), jnp.where(good & some, x_min, 0)
+    fine = good & some
+    x_max, x_min = jnp.where(fine, x_max, 0), jnp.where(fine, x_min, 0)
     if kind == "temperature":
         temp = value
     else:  # the cost is convex in x: its max over the valid items is at x_max or x_min
-        m = jnp.maximum(jnp.maximum((x_max - lo) ** 2, (x_max - hi) ** 2),
-                        jnp.maximum((x_min - lo) ** 2, (x_min - hi) ** 2))  # fmt: skip
+        hi_x, lo_x = jnp.where(fine, x_max_d, 0), jnp.where(fine, x_min_d, 0)
+        m = jnp.maximum(jnp.maximum((hi_x - lo) ** 2, (hi_x - hi) ** 2),
+                        jnp.maximum((lo_x - lo) ** 2, (lo_x - hi) ** 2))  # fmt: skip
         m = jnp.where(some & (m > 0), m, 1)
-        temp = value * lax.stop_gradient(m) / 2
+        temp = value * m / 2
     good = good & (temp > 0) & jnp.isfinite(temp)
     temp = jnp.where(good, temp, 1)
     valid = jnp.ones(x.shape, bool) if valid is None else valid
@@ -91,10 +121,9 @@ def mask_rows(x, k, strength, valid, *, kind, largest, solver, max_iter: int, to
         # not good have k = 0 and are not searched) and a [..., 1] validity.
         vf = jnp.ones(x.shape[:-1] + (1,), dtype) if everyone else valid.astype(dtype)
         solve_x = x if everyone else xs
-        mask, tau, it, res, ok = topk_mask_rows(
+        mask, thr, it, res, ok = topk_mask_rows(
             xs, scale, k, vf, n_valid, (x_max, x_min), solve_x=solve_x, max_iter=max_iter, tol=tol
         )
-        thr = -tau / scale
     else:
         vf = valid.astype(dtype)
         mask, thr, it, res, ok = _mask_by_sinkhorn(xs, vf, k, temp, largest, max_iter, tol / n)

@@ -41,8 +41,9 @@ def soft_topk_rank_loss(
 
     Args:
         logits: ``[..., n_classes]`` floating array.
-        labels: integer ``[...]`` (the batch shape) in ``[0, n_classes)``; a label out of range
-            (negative included) gives NaN.
+        labels: integer ``[...]`` (the batch shape) in ``[0, n_classes)``, on a class with
+            ``where=True``: a known label elsewhere raises ``ValueError``, a traced one gives a
+            NaN loss for that example.
         k: the ``k`` of top-k, ``1 <= k <= n_classes``.
         regularization_strength: ε > 0, a number or an array of the batch shape.
         regularization: ``"l2"`` or ``"kl"``.
@@ -50,12 +51,14 @@ def soft_topk_rank_loss(
         where: optional boolean ``[..., n_classes]``: the candidate classes (the label must be one).
 
     Returns:
-        The losses, shape ``[...]``.
+        The losses, shape ``[...]``. An example with a non-finite logit among its candidate
+        classes (or a traced strength that is not positive and finite) has a NaN loss and an
+        exact 0 derivative (masked with ``jnp.where``, the other examples train).
 
     Raises:
         TypeError: for non-floating logits, non-integer labels, a non-int ``k`` or non-bool
             ``squash``.
-        ValueError: for a bad ``k``, labels shape, strength or ``regularization``.
+        ValueError: for a bad ``k``, labels shape, known label, strength or ``regularization``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -68,8 +71,9 @@ def soft_topk_rank_loss(
     squash = _checks.boolean(squash, "squash")
     x = _common.items(logits, "logits")
     k = _checks.k_value(k, x.shape[-1], (), minimum=1)
-    labels = _common.labels(labels, x.shape[:-1])
+    labels_in, labels = labels, _common.labels(labels, x.shape[:-1])
     valid = _checks.where(where, x.shape)
+    _common.known_labels(labels_in, where, x.shape[-1])
     eps = _common.strength(regularization_strength, x)
     out = _rank_loss(x, labels, eps, valid, k=k, regularization=regularization, squash=squash)
     return out.astype(x.dtype)
@@ -78,6 +82,14 @@ def soft_topk_rank_loss(
 @functools.partial(jax.jit, static_argnames=("k", "regularization", "squash"))
 def _rank_loss(x, labels, eps, valid, *, k, regularization, squash):
     def body(x, labels, eps, valid):
+        # A bad example (a non-finite valid logit, a strength that is not positive and finite, a
+        # label outside the candidate classes) is NaN with an exact 0 derivative: its inputs are
+        # replaced before the soft rank (masked-out logits always: a NaN there takes no part).
+        taking_part = jnp.ones(x.shape, bool) if valid is None else valid
+        good = jnp.all(jnp.isfinite(x) | ~taking_part, axis=-1)
+        good = good & (eps > 0) & jnp.isfinite(eps) & _common.label_ok(labels, valid, x.shape[-1])
+        x = jnp.where(taking_part & good[..., None], x, 0)
+        eps = jnp.where(good, eps, 1)
         z = jax.nn.sigmoid(x) if squash else x
         r = soft_rank(
             z,
@@ -86,7 +98,7 @@ def _rank_loss(x, labels, eps, valid, *, k, regularization, squash):
             regularization_strength=eps,
             where=valid,
         )
-        return jax.nn.relu(_common.take_label(r, labels) - k)
+        return jnp.where(good, jax.nn.relu(_common.take_label(r, labels) - k), jnp.nan)
 
     return _sharding.on_batch_shards(body, x, labels, eps, valid, name="logits")
 
@@ -118,18 +130,22 @@ def soft_topk_mask_loss(
 
     Args:
         logits: ``[..., n_classes]`` floating array.
-        labels: integer ``[...]`` in ``[0, n_classes)``; a label out of range gives NaN.
+        labels: integer ``[...]`` in ``[0, n_classes)``, on a class with ``where=True``: a
+            known label elsewhere raises ``ValueError``, a traced one gives a NaN loss for that
+            example.
         k: the ``k`` of top-k, ``1 <= k <= n_classes``.
         epsilon: the mask's regularization (default 0.1), relative to the normalized cost.
         temperature: alternative to ``epsilon`` in the units of the logits; mutually exclusive.
         where: optional boolean ``[..., n_classes]`` of candidate classes.
 
     Returns:
-        The losses, shape ``[...]``.
+        The losses, shape ``[...]``. An example with a non-finite logit among its candidate
+        classes (or a traced strength that is not positive and finite) has a NaN loss and an
+        exact 0 derivative (masked with ``jnp.where``, the other examples train).
 
     Raises:
         TypeError: for non-floating logits, non-integer labels or a non-int ``k``.
-        ValueError: for a bad ``k``, labels shape or strength.
+        ValueError: for a bad ``k``, labels shape, known label or strength.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -140,8 +156,9 @@ def soft_topk_mask_loss(
     """
     x = _common.items(logits, "logits")
     k = _checks.k_value(k, x.shape[-1], (), minimum=1)
-    labels = _common.labels(labels, x.shape[:-1])
+    labels_in, labels = labels, _common.labels(labels, x.shape[:-1])
     valid = _checks.where(where, x.shape)
+    _common.known_labels(labels_in, where, x.shape[-1])
     if epsilon is not None and temperature is not None:  # the mask's own check, up front
         soft_topk_mask(x, k, epsilon=epsilon, temperature=temperature)
     kind, value = ("temperature", temperature) if temperature is not None else ("epsilon", epsilon)
@@ -155,7 +172,11 @@ def _mask_loss(x, labels, strength, valid, *, k, kind):
         mask = soft_topk_mask(
             x, k, where=valid, **({kind: strength} if strength is not None else {})
         )
+        # NaN for a bad row (the mask's own policy) or a label outside the candidate classes,
+        # with an exact 0 derivative in both modes (no -log(NaN) tangent).
+        a = _common.take_label(mask, labels)
+        ok = ~jnp.isnan(a) & _common.label_ok(labels, valid, x.shape[-1])
         tiny = jnp.finfo(mask.dtype).tiny
-        return -jnp.log(jnp.maximum(_common.take_label(mask, labels), tiny))
+        return jnp.where(ok, -jnp.log(jnp.maximum(jnp.where(ok, a, 1), tiny)), jnp.nan)
 
     return _sharding.on_batch_shards(body, x, labels, strength, valid, name="logits")

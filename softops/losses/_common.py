@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from softops import _checks
 
@@ -34,12 +35,46 @@ def labels(value, batch_shape) -> jax.Array:
     return arr
 
 
-def take_label(x: jax.Array, label: jax.Array) -> jax.Array:
-    """``x[..., label]`` per example; a label outside ``[0, n)`` gives NaN (no wrap-around)."""
-    n = x.shape[-1]
+def known_labels(labels, where, n: int) -> None:
+    """Labels known at trace time must name a class in ``[0, n)`` that takes part.
+
+    ``labels`` and ``where`` as the caller received them (traced ones are not checked: the
+    losses give NaN for such an example, see `label_ok`).
+    """
+    known = _checks.concrete(labels)
+    if known is None or not known.size:
+        return
+    outside = (known < 0) | (known >= n)
+    if np.any(outside):
+        bad = known[outside].ravel()[0].item()
+        raise ValueError(f"`labels` must be in [0, {n}) (the classes), got labels={bad!r}")
+    mask = None if where is None else _checks.concrete(where)
+    if mask is None:
+        return
+    on = np.take_along_axis(
+        np.broadcast_to(mask, known.shape + (n,)), known[..., None].astype(np.intp), axis=-1
+    )[..., 0]
+    if not np.all(on):
+        at = tuple(int(i) for i in np.argwhere(~on)[0])
+        raise ValueError(
+            f"`labels` must name a class with where=True, got labels={known[at].item()!r} "
+            f"(example {at}), a masked-out class"
+        )
+
+
+def label_ok(label: jax.Array, valid: jax.Array | None, n: int) -> jax.Array:
+    """The examples whose label is in ``[0, n)`` and on a class with ``valid`` True."""
     inside = (label >= 0) & (label < n)
-    got = jnp.take_along_axis(x, jnp.clip(label, 0, n - 1)[..., None], axis=-1)[..., 0]
-    return jnp.where(inside, got, jnp.nan)
+    if valid is None:
+        return inside
+    return inside & take_label(valid, label)
+
+
+def take_label(x: jax.Array, label: jax.Array) -> jax.Array:
+    """``x[..., label]`` per example, for labels in ``[0, n)`` (others are clipped)."""
+    n = x.shape[-1]
+    safe = jnp.clip(label, 0, n - 1).astype(jnp.int32)
+    return jnp.take_along_axis(x, safe[..., None], axis=-1)[..., 0]
 
 
 def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:

@@ -40,7 +40,7 @@ class Lists:
         if relevance is not NO_RELEVANCE:
             rel = lax.stop_gradient(_checks.real(relevance, name, self.dtype))
             _checks.same_shape(x, rel, ("scores", name))
-            known = _checks._concrete(relevance)
+            known = _checks.concrete(relevance)
             if not signed and known is not None and known.size and np.any(known < 0):
                 bad = known[known < 0].ravel()[0].item()
                 raise ValueError(f"`{name}` must be non-negative, got {name}={bad!r}")

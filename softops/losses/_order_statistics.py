@@ -25,7 +25,7 @@ def _quantile_levels(q, dtype) -> jax.Array:
     )
     if arr.ndim > 1:
         raise ValueError(f"`q` must be a number or 1-D, got shape {arr.shape}")
-    known = _checks._concrete(q)
+    known = _checks.concrete(q)
     if known is not None and not np.all((known >= 0) & (known <= 1)):
         raise ValueError(f"`q` must lie in [0, 1], got q={np.asarray(known).tolist()!r}")
     return arr.astype(dtype)
@@ -196,7 +196,7 @@ def soft_lts_loss(
     r_in = _common.items(residuals, "residuals")
     dtype = _checks.compute_dtype(r_in.dtype)
     trim_a = _checks.per_row(trim, "trim", (), dtype, positive=False)
-    known = _checks._concrete(trim)
+    known = _checks.concrete(trim)
     if known is not None and not 0 <= float(known) < 1:
         raise ValueError(f"`trim` must satisfy 0 <= trim < 1, got trim={float(known)!r}")
     valid = _checks.where(where, r_in.shape)
@@ -211,6 +211,8 @@ def _lts(r, trim, eps, valid, *, regularization):
     def body(r, trim, eps, valid):
         if valid is not None:  # a masked NaN or inf must not reach r * r's derivative
             r = jnp.where(valid, r, 0)
+        good = jnp.all(jnp.isfinite(r), axis=-1)  # a bad row: NaN, 0 derivative (r * r too)
+        r = _checks.clean_rows(good, r)
         s = soft_sort(
             r * r, regularization=regularization, regularization_strength=eps, where=valid
         )
@@ -220,7 +222,7 @@ def _lts(r, trim, eps, valid, *, regularization):
         kept = jnp.where(pos < keep, s, 0)
         # NaN for a row with no valid residual or a traced trim outside [0, 1) (known ones
         # raise): the mean of nothing, as NumPy's.
-        ok = (keep[..., 0] > 0) & (trim >= 0) & (trim < 1)
+        ok = good & (keep[..., 0] > 0) & (trim >= 0) & (trim < 1)
         return jnp.where(ok, _common.safe_div(jnp.sum(kept, axis=-1), keep[..., 0]), jnp.nan)
 
     return _sharding.on_batch_shards(body, r, trim, eps, valid, name="residuals")

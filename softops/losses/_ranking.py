@@ -18,7 +18,7 @@ def _target_strength(strength, eps, t):
     """The targets' strength: ``eps`` (None), their own, or None for hard ranks (a known 0)."""
     if strength is None:
         return eps
-    known = _checks._concrete(strength)
+    known = _checks.concrete(strength)
     if known is not None and known.size and (known.shape == () and known == 0):
         return None
     return _common.strength(strength, t, "target_regularization_strength")
