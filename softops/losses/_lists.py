@@ -50,7 +50,8 @@ class Lists:
         self.eps = _checks.per_row(strength, "regularization_strength", x.shape[:-1], self.dtype)
 
 
-def _k(k, n, *, required=False):
+def cutoff_k(k, n, *, required=False):
+    """The cutoff ``k`` checked against the list length ``n`` (None unless ``required``)."""
     if k is None and not required:
         return None
     return _checks.k_value(k, n, (), minimum=1)

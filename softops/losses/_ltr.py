@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softops import _checks
-from softops.losses._lists import GAINS, Lists, _k, run_metric
+from softops.losses._lists import GAINS, Lists, cutoff_k, run_metric
 from softops.projection import Regularization
 
 
@@ -29,7 +29,7 @@ def _metric(metric, scores, relevance, k, strength, relative, regularization, ga
     n = a.x.shape[-1]
     if n == 0:
         return jnp.zeros(a.x.shape if metric == "lambda" else a.x.shape[:-1], a.out_dtype)
-    k = _k(k, n, required=k_required)
+    k = cutoff_k(k, n, required=k_required)
     out = run_metric(
         a.x,
         a.rel,
