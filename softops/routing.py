@@ -32,6 +32,7 @@ arXiv:2202.09368; Zoph et al., ST-MoE, arXiv:2202.08906.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -131,6 +132,7 @@ def _gates(scores, k, axis, regularization, temperature, max_iter):
     )[0]  # fmt: skip
 
 
+@functools.partial(jax.jit, static_argnames=("axis",))
 def _finite_rows(scores, axis):
     """(scores with the bad rows replaced by 0, the good rows along ``axis``).
 
@@ -205,36 +207,7 @@ def token_choice(
     capacity = n_tokens if capacity is None else _count(capacity, "capacity", 0, n_tokens)
     slots = min(n_experts, k + 1) if slots is None else _count(slots, "slots", 1, n_experts)
     gates = _gates(scores, k, scores.ndim - 1, regularization, temperature, max_iter)
-    dtype = _checks.compute_dtype(scores.dtype)
-    # A token with a non-finite score or a bad temperature (NaN gates): NaN combine weights,
-    # zero derivatives; the group's importance is NaN.
-    safe, good = _finite_rows(scores, -1)
-    good = good & ~jnp.isnan(gates).any(axis=-1, keepdims=True)
-    probs = jax.nn.softmax(jnp.where(good, safe, 0).astype(dtype), axis=-1)
-    index, chosen = _top_slots(lax.stop_gradient(gates), slots)
-    nonzero = chosen > 0
-    # one_hot[t, j, e]: slot j of token t goes to expert e. Priority: slot, then token.
-    experts = lax.broadcasted_iota(jnp.int32, (1,) * index.ndim + (n_experts,), index.ndim)
-    one_hot = ((index[..., None] == experts) & nonzero[..., None]).astype(jnp.int32)
-    i32 = jnp.int32
-    before = jnp.cumsum(one_hot, axis=-3, dtype=i32) - one_hot  # same slot, earlier tokens
-    totals = one_hot.sum(axis=-3, dtype=i32)  # [..., S, E]
-    earlier = jnp.cumsum(totals, axis=-2, dtype=i32) - totals  # earlier slots, all tokens
-    position = ((before + earlier[..., None, :, :]) * one_hot).sum(axis=-1, dtype=i32)
-    kept = nonzero & (position < capacity)
-    position = jnp.where(kept, position, capacity).astype(jnp.int32)
-    kept_te = (one_hot * kept[..., None].astype(i32)).sum(axis=-2, dtype=i32) > 0  # [..., T, E]
-    weight = probs * jnp.where(good, gates, 0).astype(dtype)
-    total = weight.sum(axis=-1, keepdims=True)
-    combine = weight / jnp.where(total > 0, total, 1)
-    combine = jnp.where(good, jnp.where(kept_te, combine, 0), jnp.nan)
-    dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
-    load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
-    importance = jnp.where(good.all(axis=-2), probs.mean(axis=-2), jnp.nan)
-    return TokenChoiceRouting(
-        gates, combine.astype(scores.dtype), index.astype(i32), position, kept, dropped,
-        load.astype(dtype), importance,
-    )  # fmt: skip
+    return _token_tail(scores, gates, capacity=capacity, slots=slots)
 
 
 def expert_choice(
@@ -286,24 +259,7 @@ def expert_choice(
     # and combine weights NaN, with zero derivatives (its inputs replaced before any kernel).
     safe, good = _finite_rows(scores, (-2, -1))
     gates = _gates(safe, capacity, scores.ndim - 2, regularization, temperature, max_iter)
-    good = good & ~jnp.isnan(gates).any(axis=(-2, -1), keepdims=True)
-    gates = jnp.where(good, gates, 0)
-    dtype = _checks.compute_dtype(scores.dtype)
-    probs = jax.nn.softmax(jnp.where(good, safe, 0).astype(dtype), axis=-1)
-    index, chosen = _top_slots(jnp.swapaxes(lax.stop_gradient(gates), -1, -2), slots)
-    kept = chosen > 0  # [..., E, S]
-    tokens = lax.broadcasted_iota(jnp.int32, (1,) * index.ndim + (n_tokens,), index.ndim)
-    in_slot = (index[..., None] == tokens) & kept[..., None]  # [..., E, S, T]
-    kept_te = jnp.swapaxes(in_slot.any(axis=-2), -1, -2)  # [..., T, E]
-    combine = jnp.where(good, jnp.where(kept_te, probs * gates.astype(dtype), 0), jnp.nan)
-    i32 = jnp.int32
-    dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
-    load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
-    return ExpertChoiceRouting(
-        jnp.where(good, gates, jnp.nan).astype(gates.dtype), combine.astype(scores.dtype),
-        index.astype(i32), kept, dropped, load.astype(dtype),
-        jnp.where(good[..., 0, :], probs.mean(axis=-2), jnp.nan),
-    )  # fmt: skip
+    return _expert_tail(scores, safe, good, gates, slots=slots)
 
 
 def load_balancing_loss(scores: ArrayLike, dispatch: ArrayLike) -> jax.Array:
@@ -339,15 +295,7 @@ def load_balancing_loss(scores: ArrayLike, dispatch: ArrayLike) -> jax.Array:
             f"`dispatch` must broadcast to the shape of `scores` {scores.shape}, got shape "
             f"{given.shape}"
         ) from None
-    # A group with a non-finite score or dispatch entry: NaN loss, zero derivatives.
-    safe, good = _finite_rows(scores, (-2, -1))
-    given, good_d = _finite_rows(given, (-2, -1))
-    good = good & good_d
-    probs = jax.nn.softmax(safe.astype(given.dtype), axis=-1).mean(axis=-2)
-    counts = jnp.where(good, given, 0).sum(axis=-2)
-    total = counts.sum(axis=-1, keepdims=True)
-    frac = counts / jnp.where(total > 0, total, 1)
-    return jnp.where(good[..., 0, 0], n_experts * (frac * probs).sum(axis=-1), jnp.nan)
+    return _load_balancing(scores, given)
 
 
 def router_z_loss(scores: ArrayLike) -> jax.Array:
@@ -367,6 +315,87 @@ def router_z_loss(scores: ArrayLike) -> jax.Array:
         1.9218
     """
     scores, _, _ = _scores(scores)
+    return _z_loss(scores)
+
+
+@functools.partial(jax.jit, static_argnames=("capacity", "slots"))
+def _token_tail(scores, gates, *, capacity: int, slots: int) -> TokenChoiceRouting:
+    """token_choice after validation and the gates (jitted: no eager host scalars)."""
+    n_tokens, n_experts = scores.shape[-2:]
+    dtype = _checks.compute_dtype(scores.dtype)
+    # A token with a non-finite score or a bad temperature (NaN gates): NaN combine weights,
+    # zero derivatives; the group's importance is NaN.
+    safe, good = _finite_rows(scores, -1)
+    good = good & ~jnp.isnan(gates).any(axis=-1, keepdims=True)
+    probs = jax.nn.softmax(jnp.where(good, safe, 0).astype(dtype), axis=-1)
+    index, chosen = _top_slots(lax.stop_gradient(gates), slots)
+    nonzero = chosen > 0
+    # one_hot[t, j, e]: slot j of token t goes to expert e. Priority: slot, then token.
+    experts = lax.broadcasted_iota(jnp.int32, (1,) * index.ndim + (n_experts,), index.ndim)
+    one_hot = ((index[..., None] == experts) & nonzero[..., None]).astype(jnp.int32)
+    i32 = jnp.int32
+    before = jnp.cumsum(one_hot, axis=-3, dtype=i32) - one_hot  # same slot, earlier tokens
+    totals = one_hot.sum(axis=-3, dtype=i32)  # [..., S, E]
+    earlier = jnp.cumsum(totals, axis=-2, dtype=i32) - totals  # earlier slots, all tokens
+    position = ((before + earlier[..., None, :, :]) * one_hot).sum(axis=-1, dtype=i32)
+    kept = nonzero & (position < capacity)
+    position = jnp.where(kept, position, capacity).astype(jnp.int32)
+    kept_te = (one_hot * kept[..., None].astype(i32)).sum(axis=-2, dtype=i32) > 0  # [..., T, E]
+    weight = probs * jnp.where(good, gates, 0).astype(dtype)
+    total = weight.sum(axis=-1, keepdims=True)
+    combine = weight / jnp.where(total > 0, total, 1)
+    combine = jnp.where(good, jnp.where(kept_te, combine, 0), jnp.nan)
+    dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
+    load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
+    importance = jnp.where(good.all(axis=-2), probs.mean(axis=-2), jnp.nan)
+    return TokenChoiceRouting(
+        gates, combine.astype(scores.dtype), index.astype(i32), position, kept, dropped,
+        load.astype(dtype), importance,
+    )  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnames=("slots",))
+def _expert_tail(scores, safe, good, gates, *, slots: int) -> ExpertChoiceRouting:
+    """expert_choice after validation and the gates (jitted: no eager host scalars)."""
+    n_tokens = scores.shape[-2]
+    good = good & ~jnp.isnan(gates).any(axis=(-2, -1), keepdims=True)
+    gates = jnp.where(good, gates, 0)
+    dtype = _checks.compute_dtype(scores.dtype)
+    probs = jax.nn.softmax(jnp.where(good, safe, 0).astype(dtype), axis=-1)
+    index, chosen = _top_slots(jnp.swapaxes(lax.stop_gradient(gates), -1, -2), slots)
+    kept = chosen > 0  # [..., E, S]
+    tokens = lax.broadcasted_iota(jnp.int32, (1,) * index.ndim + (n_tokens,), index.ndim)
+    in_slot = (index[..., None] == tokens) & kept[..., None]  # [..., E, S, T]
+    kept_te = jnp.swapaxes(in_slot.any(axis=-2), -1, -2)  # [..., T, E]
+    combine = jnp.where(good, jnp.where(kept_te, probs * gates.astype(dtype), 0), jnp.nan)
+    i32 = jnp.int32
+    dropped = (gates > 0).sum(axis=(-2, -1), dtype=i32) - kept.sum(axis=(-2, -1), dtype=i32)
+    load = kept_te.sum(axis=-2, dtype=i32) / n_tokens
+    return ExpertChoiceRouting(
+        jnp.where(good, gates, jnp.nan).astype(gates.dtype), combine.astype(scores.dtype),
+        index.astype(i32), kept, dropped, load.astype(dtype),
+        jnp.where(good[..., 0, :], probs.mean(axis=-2), jnp.nan),
+    )  # fmt: skip
+
+
+@jax.jit
+def _load_balancing(scores, given):
+    """load_balancing_loss after validation (jitted: no eager host scalars)."""
+    n_experts = scores.shape[-1]
+    # A group with a non-finite score or dispatch entry: NaN loss, zero derivatives.
+    safe, good = _finite_rows(scores, (-2, -1))
+    given, good_d = _finite_rows(given, (-2, -1))
+    good = good & good_d
+    probs = jax.nn.softmax(safe.astype(given.dtype), axis=-1).mean(axis=-2)
+    counts = jnp.where(good, given, 0).sum(axis=-2)
+    total = counts.sum(axis=-1, keepdims=True)
+    frac = counts / jnp.where(total > 0, total, 1)
+    return jnp.where(good[..., 0, 0], n_experts * (frac * probs).sum(axis=-1), jnp.nan)
+
+
+@jax.jit
+def _z_loss(scores):
+    """router_z_loss after validation (jitted: no eager host scalars)."""
     dtype = _checks.compute_dtype(scores.dtype)
     safe, good = _finite_rows(scores, (-2, -1))  # a bad group: NaN, zero derivatives
     loss = (jax.nn.logsumexp(safe.astype(dtype), axis=-1) ** 2).mean(axis=-1)

@@ -45,6 +45,7 @@ a Convex Analysis Perspective, ICML 2023, arXiv:2302.01425.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
@@ -112,18 +113,28 @@ def soft_topk_magnitude(
     _checks.choice(regularization, ops.MASK_REGULARIZATIONS, "regularization")
     if regularization == "kl" and temperature is None:
         temperature = ops.DEFAULT_TEMPERATURE
+    mask = ops.mask_op(
+        _magnitude(x), k, ax, True, None, temperature, where, None, max_iter, "newton", True,
+        straight_through, regularization,
+    )[0]  # fmt: skip
+    return _scaled(x, mask, None if where is None else _checks.array(where, "where"), ax)
+
+
+@jax.jit
+def _magnitude(x):
     # A row with a non-finite entry is NaN with a zero derivative (the package's policy): the
     # non-finite entries enter |x| through a branch that takes no derivative (no 0 * NaN).
     finite = jnp.isfinite(x)
-    magnitude = jnp.where(finite, jnp.abs(jnp.where(finite, x, 0)), jnp.abs(x))
-    mask = ops.mask_op(
-        magnitude, k, ax, True, None, temperature, where, None, max_iter, "newton", True,
-        straight_through, regularization,
-    )[0]  # fmt: skip
+    return jnp.where(finite, jnp.abs(jnp.where(finite, x, 0)), jnp.abs(x))
+
+
+@functools.partial(jax.jit, static_argnames=("ax",))
+def _scaled(x, mask, where, ax: int):
+    """The scores times their mask; NaN rows where the mask is; exact 0 at where=False."""
     bad = jnp.isnan(mask).any(axis=ax, keepdims=True)
-    keep = ~bad if where is None else ~bad & jnp.asarray(where)
+    keep = ~bad if where is None else ~bad & where
     out = jnp.where(keep, x, 0) * jnp.where(keep, mask, 0)  # no 0 * NaN in either mode
     out = jnp.where(bad, jnp.nan, out)
     if where is not None:
-        out = jnp.where(jnp.asarray(where), out, 0)  # exact 0 at where=False
+        out = jnp.where(where, out, 0)  # exact 0 at where=False
     return out.astype(x.dtype)

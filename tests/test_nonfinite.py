@@ -336,12 +336,14 @@ def test_loss_with_nan_is_nan(name):
 
 @pytest.mark.parametrize("label", [-1, 4, 100])
 def test_out_of_range_label_is_nan(label):
-    # Issue 9: label -1 wrapped to the last class. Docstrings: out of range (negative included)
-    # gives NaN.
+    # Issue 9: label -1 wrapped to the last class. A known label out of range (negative included)
+    # raises; a traced one gives a NaN example, the other examples untouched.
     logits = jnp.array([[2.0, 0.0, -2.0, 1.0], [2.0, 0.0, -2.0, 1.0]], F32)
     labels = jnp.array([label, 0], jnp.int32)
     for op in (losses.soft_topk_rank_loss, losses.soft_topk_mask_loss):
-        out = np.asarray(op(logits, labels, k=1))
+        with pytest.raises(ValueError, match="labels"):
+            op(logits, labels, k=1)
+        out = np.asarray(jax.jit(lambda z, y, op=op: op(z, y, k=1))(logits, labels))
         assert np.isnan(out[0]) and np.isfinite(out[1]), (op.__name__, out)
 
 
