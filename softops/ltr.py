@@ -50,10 +50,17 @@ def list_ranks(x, valid, slots, eps, *, relative, regularization, method, segmen
 
     ``relative``: the strength in units of each list's spread (`softops._segments.relative_scale`),
     applied by scaling the scores, which the ranks depend on only through ``x / eps``.
+
+    A row with a non-finite valid score or a strength that is not positive and finite is NaN
+    (0 at masked items) with exactly 0 derivative: its inputs are replaced before the spread and
+    the ranks (a NaN spread's own derivative would reach the row's scores otherwise).
     """
+    good = row_ok(x, valid, eps)
+    x = _checks.clean_rows(good, x)
+    eps = jnp.where(good, eps, 1)
     if relative:
         x = x / _segments.relative_scale(x, valid, slots)
-    return soft_rank(
+    r = soft_rank(
         x,
         descending=True,
         regularization=regularization,
@@ -62,6 +69,21 @@ def list_ranks(x, valid, slots, eps, *, relative, regularization, method, segmen
         segments=segments,
         method=method,
     )
+    r = _checks.nan_rows(r, good)
+    return r if valid is None else jnp.where(valid, r, 0)
+
+
+def row_ok(x, valid, eps, rel=None, *, signed=True):
+    """The good rows [...] of a list op (the others follow `softops._checks.nan_rows`).
+
+    Finite valid scores (and relevance, non-negative unless ``signed``), a positive finite strength.
+    """
+    ok = jnp.isfinite(x)
+    if rel is not None:
+        ok = ok & jnp.isfinite(rel) & (True if signed else rel >= 0)
+    if valid is not None:
+        ok = ok | ~valid
+    return jnp.all(ok, axis=-1) & (eps > 0) & jnp.isfinite(eps)
 
 
 @functools.partial(jax.jit, static_argnames=("relative", "regularization", "method"))

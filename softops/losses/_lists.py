@@ -16,7 +16,7 @@ import numpy as np
 from jax import lax
 
 from softops import _checks, _segments, _sharding, _sort
-from softops.ltr import list_ranks
+from softops.ltr import list_ranks, row_ok
 from softops.projection import REGULARIZATIONS
 
 GAINS = ("exp2", "linear")
@@ -88,10 +88,7 @@ def gains(rel, valid, slots, gain):
         g = jnp.exp2(rel - top) - jnp.exp2(-top)  # (2^rel - 1) / 2^top
     else:
         g = rel
-    g = jnp.where(in_row, g, 0)
-    # a traced negative relevance (known ones raise) makes its list NaN
-    bad = slots.total((in_row & (rel < 0)).astype(rel.dtype)) > 0
-    return jnp.where(bad, jnp.nan, g)
+    return jnp.where(in_row, g, 0)  # (a traced negative relevance: a bad row, see run_metric)
 
 
 def ideal_dcg(g, valid, ids, slots, k):
@@ -142,6 +139,17 @@ def run_metric(x, rel, eps, valid, ids, *, k, relative, regularization, gain, me
     """One value per row: the mean of ``metric`` over the row's lists."""
 
     def body(x, rel, eps, valid, ids):
+        # the bad-row policy: a row with a non-finite valid score or relevance, a traced negative
+        # relevance (known ones raise; weights may be negative) or a bad strength is NaN (0 at
+        # masked items) with exactly 0 derivative (its inputs replaced before the ranks)
+        good = row_ok(x, valid, eps, rel, signed=metric == "rank_linear")
+        x, rel = _checks.clean_rows(good, x), _checks.clean_rows(good, rel)
+        eps = jnp.where(good, eps, 1)
+        out = _metric_body(x, rel, eps, valid, ids)
+        out = _checks.nan_rows(out, good)
+        return out if valid is None or metric != "lambda" else jnp.where(valid, out, 0)
+
+    def _metric_body(x, rel, eps, valid, ids):
         opts = dict(relative=relative, regularization=regularization)
         if metric == "ndcg":
             terms, idcg, slots = _dcg_terms(x, rel, eps, valid, ids, k=k, gain=gain, **opts)
@@ -163,8 +171,6 @@ def run_metric(x, rel, eps, valid, ids, *, k, relative, regularization, gain, me
                 per_slot = ratio(slots.sum(hit * cutoff_at(r, k)), jnp.minimum(size, k))
             else:  # rank_linear: sum of weight * rank
                 per_slot = slots.sum(jnp.where(inside, rel * r, 0))
-            nan_rel = slots.sum(jnp.where(inside & jnp.isnan(rel), 1.0, 0.0).astype(x.dtype))
-            per_slot = jnp.where(nan_rel > 0, jnp.nan, per_slot)
         present = _segments.present(slots, valid, x.shape)
         return _segments.row_mean(per_slot, present)
 
