@@ -82,7 +82,7 @@ def soft_ndcg(
     Args:
         scores: ``[..., n]`` floating array (higher = ranked first).
         relevance: ``[..., n]`` non-negative real array (graded relevance); no gradient. A
-            known negative value raises; a traced one gives NaN for its list.
+            known negative value raises; a traced one gives NaN for its row.
         k: cutoff, ``1 <= k <= n``, or None for all items.
         gain: ``"exp2"`` ($2^{rel} - 1$) or ``"linear"``.
         regularization_strength: ε > 0, a number or an array of the batch shape ``[...]``.
