@@ -2,6 +2,7 @@
 
     python benchmarks/bench_float32_accuracy.py                    # n = 1e5, 1e6, 1e7
     python benchmarks/bench_float32_accuracy.py --n 100000         # one size
+    python benchmarks/bench_float32_accuracy.py --quick            # n = 1e4, two cases (CI smoke)
     python benchmarks/bench_float32_accuracy.py --cost --against /path/to/other/checkout
 
 **Accuracy** (default mode): for each n, one row ``x ~ N(0, 1)`` drawn in float32 (seed 0); each
@@ -172,7 +173,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="n = 1e4, the first two cases (CI smoke)")
     a = p.parse_args()
+    if a.quick:
+        accuracy([10_000], CASES[:2])
+        return
     if a.child:
         _time_one(a.repeats)
     elif a.cost:

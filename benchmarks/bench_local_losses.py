@@ -250,8 +250,9 @@ def main():
         )
         print("## Training\n")
         print(report(res))
-        results["training"] = {k: v for k, v in res.items() if k != "curves"}
-        results["curves"] = res["curves"]
+        curves = ("curves", "curves_by_seed")
+        results["training"] = {k: v for k, v in res.items() if k not in curves}
+        results["curves"] = res["curves_by_seed"]  # per method, one curve per seed
         print()
     if args.quick:  # a smoke run: one compilation per method and estimator, tiny budgets
         sections.discard("groups")

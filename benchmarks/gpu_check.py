@@ -118,6 +118,11 @@ def correctness_cases(rng) -> dict:
         "soft_topk_mask_solve": (lambda v: softops.soft_topk_mask_solve(v, 3, **t).mask, (x,)),
         "soft_topk": (lambda v: softops.soft_topk(v, 3, **t), (x,)),
         "soft_topk_solve": (lambda v: softops.soft_topk_solve(v, 3, **t).values, (x,)),
+        "soft_topk_magnitude": (lambda v: softops.soft_topk_magnitude(v, 3, **t), (x,)),
+        "soft_topk_mask_p": (
+            lambda v: softops.soft_topk_mask(v, 3, regularization="p=3/2", **t),
+            (x,),
+        ),
         "sinkhorn": (
             lambda cost: softops.sinkhorn(cost, epsilon=0.1).plan,
             (rng.random((b, 6, 5)),),

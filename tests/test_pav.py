@@ -234,3 +234,20 @@ def test_dense_solver_matches_pav(dtype, method):
         for row, name in enumerate(fams):
             np.testing.assert_array_equal(dense[row], want[row], err_msg=f"{name} {method}")
     np.testing.assert_array_equal(auto, dense[:1])
+
+
+def test_merge_tree_no_false_tie_when_one_block_dominates_the_sums():
+    # A KL soft sort at eps = 0.01 with scores ~1e3 apart (the reference data's case): block 0
+    # dominates the pooled sums of {0, 1, 2}, so F(v0) rounds to exactly 0, and the merge tree's
+    # old test F >= 0 pooled it (the sorted values were off by 27). The blocks must be PAV's.
+    x = np.array([838.0, 134.0, -470.0, -704.4, 1889.0, 231.3, 1904.0, 1527.0, -1178.0, -263.3])
+    x = np.r_[x, [648.8, 1142.0, 357.5, -1105.0, 425.3, -720.7, 27.74, -598.9, 0.2049, 170.0]]
+    x = np.r_[x, [-128.7, -334.7, -832.1, 1362.0, 106.0]]
+    s = np.sort(-x)[::-1]
+    a = -np.arange(s.size) / 0.01
+    sol = pav_decreasing(a, s, "kl")
+    want = np.r_[True, sol[1:] != sol[:-1]]
+    with jax.enable_x64(True):
+        for method in ("sequential", "parallel"):
+            got = np.asarray(_solve("kl_desc", jnp.asarray(a[None]), jnp.asarray(s[None]), method))
+            np.testing.assert_array_equal(got[0], want, err_msg=method)

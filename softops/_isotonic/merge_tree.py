@@ -9,7 +9,8 @@ $\ge v^\star$. With $P(u)$ = {L blocks of value $\le u$} ∪ {R blocks of value
 $\ge u$} and $F(u) = \mathrm{value}(P(u)) - u$, F is positive below
 $v^\star$ and negative above it, so
 
-- L block ``j`` is pooled iff $F(v_j) \ge 0$, R block ``j`` iff $F(v_j) \le 0$;
+- L block ``j`` is pooled iff $F(v_j) \ge 0$, R block ``j`` iff $F(v_j) \le 0$; the searches test
+  the equivalent, rounding-safe form (the value of the other blocks of $P(v_j)$ against $v_j$);
 - both sets are contiguous, so each is found by a binary search over its length, each step
   evaluating F with two inner binary searches (the sizes of $P(u)$ in L and in R) and
   suffix/prefix statistics of the chunks.
@@ -102,23 +103,29 @@ def _merge_level(kind, p, rho, start, bar, a, b, first, anchor_gaps):
     steps = max(1, math.ceil(math.log2(p + 1)))
     merge = ~barr[..., 0] & (vl[..., 0] <= vr[..., 0])
 
-    def count_l(u):  # number of L blocks (from the end) with value <= u
-        return _search(lambda c: (c == 0) | (_take(vl, jnp.maximum(c - 1, 0)) <= u), max_l, steps)
+    def count(vs, hi, keep):  # number of blocks (from the chunk's inner end) with keep(value)
+        return _search(lambda c: (c == 0) | keep(_take(vs, jnp.maximum(c - 1, 0))), hi, steps)
 
-    def count_r(u):  # number of R blocks (from the start) with value >= u
-        return _search(lambda c: (c == 0) | (_take(vr, jnp.maximum(c - 1, 0)) >= u), max_r, steps)
-
-    def excess(u):  # F(u) = value(P(u)) - u
-        cl, cr = count_l(u), count_r(u)
+    def rest_value(cl, cr):  # value of the first cl blocks of L (reversed) and cr of R
         sa = combine(kind, _take(sa_l, cl), _take(sa_r, cr))
         sb = combine(kind, _take(sb_l, cl), _take(sb_r, cr))
-        return rel_value(kind, sa, sb) - u
+        return rel_value(kind, sa, sb)
 
+    # A block (with its group, value u) is pooled iff the others of P(u) have a value on its
+    # other side: for an L block, the L blocks below u with the R blocks from u up reach u. In
+    # exact arithmetic that is F(u) >= 0 (a pooled value lies between its parts'); in floating
+    # point F(u) = 0 can be a false tie, where the block dominates P(u)'s sums and the others'
+    # share rounds away (a KL soft sort with gaps of 1e2 / eps pooled two blocks that way). An
+    # empty rest has a NaN value: not pooled.
     def pooled_l(c):
-        return (c <= 1) | (excess(_take(vl, jnp.maximum(c - 1, 0))) >= 0)
+        u = _take(vl, jnp.maximum(c - 1, 0))
+        rest = rest_value(count(vl, max_l, lambda v: v < u), count(vr, max_r, lambda v: v >= u))
+        return (c <= 1) | (rest >= u)
 
     def pooled_r(c):
-        return (c <= 1) | (excess(_take(vr, jnp.maximum(c - 1, 0))) <= 0)
+        u = _take(vr, jnp.maximum(c - 1, 0))
+        rest = rest_value(count(vl, max_l, lambda v: v <= u), count(vr, max_r, lambda v: v > u))
+        return (c <= 1) | (rest <= u)
 
     cl = jnp.where(merge, _search(pooled_l, max_l, steps), 0)
     cr = jnp.where(merge, _search(pooled_r, max_r, steps), 0)

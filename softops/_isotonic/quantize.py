@@ -270,11 +270,17 @@ def soft_quantize(
 @partial(jax.jit, static_argnames=("axis", "levels"))
 def _quantize(x, eps, valid, *, axis, levels):
     def kernel(x, eps, valid):
+        # A row with a non-finite valid entry: NaN, exactly 0 derivative (the levels are
+        # computed from x too, so x is replaced before anything reads it).
+        finite = jnp.isfinite(x) if valid is None else jnp.isfinite(x) | ~valid
+        good = jnp.all(finite, axis=-1)
+        x = _checks.clean_rows(good, x)
         n_valid = _count(x, valid)
         keyed = x if valid is None else jnp.where(valid, x, jnp.inf)
         last = None if valid is None else ~valid  # the valid entries first
         s = _sharding.take_last(keyed, _sort.argsort(keyed, last=last))  # sorted, NaN last
         values = _binned(s, jnp.maximum(n_valid, 1), levels)
-        return _project(x, values, n_valid, eps, valid)
+        out = _checks.nan_rows(_project(x, values, n_valid, eps, valid), good)
+        return out if valid is None else jnp.where(valid, out, 0)
 
     return _sharding.run_items(kernel, axis, (x,), (eps,), valid)

@@ -60,12 +60,14 @@ def forward_grad_section(
         ratios = res[f"time_ratio_values_{m}"]
         finite = [r for r in ratios if np.isfinite(r)]
         reached = f"{len(finite)}/{len(ratios)}"
+        ended = sum(a >= res["target_acc"] for a in res[f"test_acc_values_{m}"])
         rows.append(
             [
                 fg_training.LABELS[m],
                 f"{res[f'lr_{m}']:g}",
                 _pm(res[f"test_acc_values_{m}"]),
                 reached,
+                f"{ended}/{len(ratios)}",
                 _pm(finite, 2) if finite else "not reached",
                 f"{res[f'step_cost_ratio_{m}']:.2f}",
             ]
@@ -77,7 +79,8 @@ def forward_grad_section(
             "method",
             "learning rate",
             "test accuracy",
-            "seeds reaching the target",
+            "seeds reaching the target (at any evaluation)",
+            "seeds ending at or above it",
             "time to target / backprop's",
             "step cost / backprop's",
         ],
@@ -99,5 +102,5 @@ def forward_grad_section(
     )
     if "plot" in res:
         md += f"\n![training loss and test accuracy against time]({Path(res['plot']).name})\n"
-    data = {k: v for k, v in res.items() if k != "curves"}
+    data = {k: v for k, v in res.items() if k not in ("curves", "curves_by_seed")}
     return md, {"forward_grad": tab}, values, data

@@ -31,13 +31,21 @@ def plot(res, methods, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    by_seed = res.get("curves_by_seed") or {m: [res["curves"][m]] for m in methods}
     for m in methods:
-        t, _, loss, acc, _ = zip(*res["curves"][m])
+        # Every seed evaluates at the same steps: mean time, loss and accuracy per evaluation,
+        # the band spans the seeds' accuracies.
+        runs = np.array([[c[:4] for c in curve] for curve in by_seed[m]], float)
+        t, loss, acc = runs[:, :, 0].mean(0), runs[:, :, 2].mean(0), runs[:, :, 3].mean(0)
         label = f"{LABELS[m]} (lr {res[f'lr_{m}']:g})"
-        ax1.plot(t, loss, label=label)
-        ax2.plot(t, acc, label=f"{LABELS[m]}: {res[f'test_acc_{m}']:.3f}")
+        (line,) = ax1.plot(t, loss, label=label)
+        ax2.plot(t, acc, color=line.get_color(), label=f"{LABELS[m]}: {res[f'test_acc_{m}']:.3f}")
+        if len(runs) > 1:
+            lo, hi = runs[:, :, 3].min(0), runs[:, :, 3].max(0)
+            ax2.fill_between(t, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     ax1.set_yscale("log")
     ax1.set_ylabel("training loss (full set)")
     ax2.axhline(res["target_acc"], color="gray", ls=":", lw=1, label="target: backprop - 1 pt")
@@ -48,7 +56,9 @@ def plot(res, methods, path):
         ax.set_xlim(left=0.0)
         ax.set_xlabel("training wall-clock time (s)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{res['dataset']}, MLP, batch {res['batch']}, seed 0 of {res['seeds']}")
+    n = len(next(iter(by_seed.values())))
+    over = "one seed" if n == 1 else f"mean over {n} seeds (band: the seeds' min to max)"
+    fig.suptitle(f"{res['dataset']}, MLP, batch {res['batch']}, {over}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -322,6 +322,7 @@ def run(
     }
     res.update(summarize(curves, methods, lrs, seeds))
     res["curves"] = {m: curves[(m, res[f"lr_{m}"], seeds[0])] for m in methods}
+    res["curves_by_seed"] = {m: [curves[(m, res[f"lr_{m}"], s)] for s in seeds] for m in methods}
     if out:
         res["plot"] = str(plot(res, methods, plot_path(out, res["dataset"])))
     return res
