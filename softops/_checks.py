@@ -281,6 +281,12 @@ def defined(fn: Callable, name: str) -> Callable:
 # the cotangent 0 of a masked row times a NaN partial is NaN.)
 
 
+def finite_rows(x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Rows [...] of ``x`` [..., n] whose valid entries (all without ``valid``) are finite."""
+    finite = jnp.isfinite(x) if valid is None else jnp.isfinite(x) | ~valid
+    return jnp.all(finite, axis=-1)
+
+
 def clean_rows(good: jax.Array, x: jax.Array, fill: float = 0.0) -> jax.Array:
     """Rows ``x`` [..., n] where ``good`` [...] holds, ``fill`` elsewhere (no derivative flows)."""
     return jnp.where(good.reshape(good.shape + (1,) * (x.ndim - good.ndim)), x, fill)
