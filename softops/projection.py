@@ -46,7 +46,7 @@ arXiv:2002.08871.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 Regularization = Literal["l2", "kl"]
-REGULARIZATIONS = ("l2", "kl")
+REGULARIZATIONS: tuple[Regularization, ...] = get_args(Regularization)
 
 
 _NO_STRENGTH = object()  # projection_permutahedron has none (None is a bad strength)

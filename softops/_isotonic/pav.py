@@ -41,7 +41,7 @@ characterization of the solution (O(n^2) work), and otherwise picks ``"sequentia
 from __future__ import annotations
 
 import functools
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +52,7 @@ from softops._isotonic import dense, merge_tree
 from softops._isotonic.blocks import Kind, combine, segment_combine, value
 
 Method = Literal["auto", "sequential", "parallel"]
-METHODS = ("auto", "sequential", "parallel")
+METHODS: tuple[Method, ...] = get_args(Method)
 ROUNDS = 4  # pooling rounds before the merge tree of the parallel solver
 SEQUENTIAL_ROUNDS = 1  # before the stack PAV: on CPU a second round costs more than it saves
 

@@ -3,6 +3,7 @@ r"""Ranking losses: soft Spearman correlation and soft NDCG (private; see `softo
 from __future__ import annotations
 
 import functools
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,8 @@ from softops import _checks, _sharding
 from softops.losses import _common
 from softops.projection import REGULARIZATIONS, Regularization, soft_rank
 
-GAINS = ("exp2", "linear")
+Gain = Literal["exp2", "linear"]
+GAINS: tuple[Gain, ...] = get_args(Gain)
 
 
 def _target_strength(strength, eps, t):
@@ -174,7 +176,7 @@ def soft_ndcg(
     k: int | None = None,
     regularization_strength: ArrayLike = 1.0,
     regularization: Regularization = "l2",
-    gain: str = "exp2",
+    gain: Gain = "exp2",
     where: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Soft NDCG: the DCG discount evaluated at soft (descending) ranks of the scores.
