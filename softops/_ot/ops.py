@@ -9,6 +9,7 @@ and run the row kernels of `softops._ot.topk_rows` where the batch lives
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Literal, NamedTuple, get_args
 
 import jax
@@ -54,8 +55,7 @@ class SortedOptions(NamedTuple):
     k: int
     largest: bool
     kind: Strength
-    solver: Solver
-    differentiation: Differentiation
+    solve: Callable[..., tuple]  # topk_rows.sorted_by_*: the solver and its differentiation
     max_iter: int
     tol: float
     nan_bad: bool  # an unconverged row is NaN (else it keeps its last iterate)
@@ -193,7 +193,6 @@ def _sparse_strength(reg, epsilon, temperature, solver):
 @functools.partial(jax.jit, static_argnames=("options",))
 def _sorted(x, strength, where, *, options: SortedOptions):
     o = options
-    solver = "unrolled" if o.differentiation == "unrolled" else o.solver
 
     def kernel(x, strength, valid):
         values, assign, it, res, ok = topk_rows.sorted_rows(
@@ -205,7 +204,7 @@ def _sorted(x, strength, where, *, options: SortedOptions):
             largest=o.largest,
             max_iter=o.max_iter,
             tol=o.tol,
-            solver=solver,
+            solve=o.solve,
         )
         if o.nan_bad:
             values = jnp.where(ok[..., None], values, jnp.nan)
@@ -220,6 +219,14 @@ def _sorted(x, strength, where, *, options: SortedOptions):
         kernel, o.axis, (x,), (strength,), where, with_rows=True
     )
     return values, assign.astype(x.dtype), it, res.astype(x.dtype), ok
+
+
+# (solver, differentiation) -> the row solver; Newton is differentiated implicitly only.
+_SORTED_SOLVERS = {
+    ("newton", "implicit"): topk_rows.sorted_by_newton,
+    ("sinkhorn", "implicit"): topk_rows.sorted_by_sinkhorn,
+    ("sinkhorn", "unrolled"): topk_rows.sorted_by_unrolled_sinkhorn,
+}
 
 
 def sorted_op(
@@ -258,7 +265,8 @@ def sorted_op(
     if tol is None:  # Newton's residual carries no n-term rounding (newton_loop._errors)
         eps = float(jnp.finfo(_checks.compute_dtype(x.dtype)).eps)
         tol = eps**0.5 if solver == "newton" else max(eps**0.5, 16 * x.shape[ax] * eps)
-    options = SortedOptions(ax, k, largest, kind, solver, mode, max_iter, tol, bool(nan_bad), hard)
+    solve = _SORTED_SOLVERS[solver, mode]
+    options = SortedOptions(ax, k, largest, kind, solve, max_iter, tol, bool(nan_bad), hard)
     return _sorted(x, strength, mask, options=options)
 
 
