@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+_Option = TypeVar("_Option", bound=str)  # one option of a `Literal` set
 
 
 def _describe(value: Any) -> str:
@@ -89,12 +91,12 @@ def ranks_fit(dtype, n: int, name: str) -> None:
         )
 
 
-def choice(value: Any, allowed: Sequence[str], name: str) -> str:
-    """``value`` if it is one of the strings ``allowed``."""
+def choice(value: Any, allowed: Sequence[_Option], name: str) -> _Option:
+    """``value`` if it is one of the strings ``allowed`` (``typing.get_args`` of a ``Literal``)."""
     if not isinstance(value, str) or value not in allowed:
         options = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"`{name}` must be one of {options}, got {name}={value!r}")
-    return value
+    return allowed[allowed.index(value)]  # the option itself, typed as one of the set
 
 
 def boolean(value: Any, name: str) -> bool:
@@ -279,6 +281,12 @@ def defined(fn: Callable, name: str) -> Callable:
 # replaced before the kernel), so a loss that masks it with `jnp.where` trains on the other rows.
 # (A NaN derivative where the row is used and 0 where it is masked cannot be had in reverse mode:
 # the cotangent 0 of a masked row times a NaN partial is NaN.)
+
+
+def finite_rows(x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Rows [...] of ``x`` [..., n] whose valid entries (all without ``valid``) are finite."""
+    finite = jnp.isfinite(x) if valid is None else jnp.isfinite(x) | ~valid
+    return jnp.all(finite, axis=-1)
 
 
 def clean_rows(good: jax.Array, x: jax.Array, fill: float = 0.0) -> jax.Array:

@@ -51,7 +51,8 @@ arXiv:2002.08871.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 Regularization = Literal["l2", "kl"]
-REGULARIZATIONS = ("l2", "kl")
+REGULARIZATIONS: tuple[Regularization, ...] = get_args(Regularization)
 
 
 _NO_STRENGTH = object()  # projection_permutahedron has none (None is a bad strength)
@@ -95,12 +96,31 @@ def _common(
     return x, ax, mask, eps
 
 
+class _RowOp(NamedTuple):
+    """A soft sort or rank: its row kernel (`softops._isotonic.rows`) and what it returns."""
+
+    kernel: Callable[..., jax.Array]
+    ranks: bool  # the outputs are ranks 1..n (n must be exact in the dtype of x)
+
+
+_RANK = _RowOp(rows.rank_rows, ranks=True)
+_SORT = _RowOp(rows.sort_rows, ranks=False)
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("axis", "op", "descending", "regularization", "method", "straight_through"),
+    static_argnames=(
+        "axis",
+        "kernel",
+        "descending",
+        "regularization",
+        "method",
+        "straight_through",
+    ),
 )
-def _soft_op(x, eps, where, ids, *, axis, op, descending, regularization, method, straight_through):
-    kernel = rows.rank_rows if op == "rank" else rows.sort_rows
+def _soft_op(
+    x, eps, where, ids, *, axis, kernel, descending, regularization, method, straight_through
+):
     kernel = functools.partial(
         kernel,
         descending=descending,
@@ -116,14 +136,23 @@ def _soft_op(x, eps, where, ids, *, axis, op, descending, regularization, method
 
 
 def _soft_public(
-    op, x, axis, descending, regularization, strength, where, straight_through, method, segments
+    op: _RowOp,
+    x,
+    axis,
+    descending,
+    regularization,
+    strength,
+    where,
+    straight_through,
+    method,
+    segments,
 ) -> jax.Array:
     """The shared body of `soft_rank` and `soft_sort`: validate, then run."""
     descending = _checks.boolean(descending, "descending")
     straight_through = _checks.boolean(straight_through, "straight_through")
     x, ax, mask, eps = _common(x, axis, regularization, method, where, strength)
     ids = _checks.segments(segments, x.shape)
-    if op == "rank":
+    if op.ranks:
         _checks.ranks_fit(x.dtype, x.shape[ax], "x")
     return _soft_op(
         x,
@@ -131,7 +160,7 @@ def _soft_public(
         mask,
         ids,
         axis=ax,
-        op=op,
+        kernel=op.kernel,
         descending=descending,
         regularization=regularization,
         method=method,
@@ -209,7 +238,7 @@ def soft_rank(
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
     return _soft_public(
-        "rank",
+        _RANK,
         x,
         axis,
         descending,
@@ -290,7 +319,7 @@ def soft_sort(
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
     return _soft_public(
-        "sort",
+        _SORT,
         x,
         axis,
         descending,

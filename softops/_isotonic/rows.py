@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
-from softops._checks import clean_rows, nan_rows
+from softops._checks import clean_rows, finite_rows, nan_rows
 from softops._isotonic import packed, pav
 from softops._isotonic.blocks import Kind
 from softops._isotonic.segments import Segments, segments
@@ -49,9 +49,8 @@ from softops._straight_through import with_soft_derivative
 
 def _good(x, eps, valid, w=None):
     """Rows [...] with finite valid entries of x (and w) and a positive finite strength."""
-    finite = jnp.isfinite(x) if w is None else jnp.isfinite(x) & jnp.isfinite(w)
-    finite = finite if valid is None else finite | ~valid
-    return jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
+    finite = finite_rows(x, valid) if w is None else finite_rows(x, valid) & finite_rows(w, valid)
+    return finite & (eps > 0) & jnp.isfinite(eps)
 
 
 def _finish(out, good, out_valid):

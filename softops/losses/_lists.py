@@ -9,6 +9,7 @@ evaluates its metric at the soft ranks in closed form, O(n) per list; packed lis
 from __future__ import annotations
 
 import functools
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,8 @@ from softops import _checks, _segments, _sharding, _sort
 from softops.ltr import list_ranks, row_ok
 from softops.projection import REGULARIZATIONS
 
-GAINS = ("exp2", "linear")
+Gain = Literal["exp2", "linear"]
+GAINS: tuple[Gain, ...] = get_args(Gain)
 NO_RELEVANCE = object()  # `Lists` of scores alone (sampling)
 
 

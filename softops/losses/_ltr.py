@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softops import _checks
-from softops.losses._lists import GAINS, Lists, cutoff_k, run_metric
+from softops.losses._lists import GAINS, Gain, Lists, cutoff_k, run_metric
 from softops.projection import Regularization
 
 
@@ -53,7 +53,7 @@ def soft_ndcg(
     regularization_strength: ArrayLike = 1.0,
     relative: bool = True,
     regularization: Regularization = "l2",
-    gain: str = "exp2",
+    gain: Gain = "exp2",
     where: ArrayLike | None = None,
     segments: ArrayLike | None = None,
 ) -> jax.Array:
@@ -264,7 +264,7 @@ def lambda_weights(
     regularization_strength: ArrayLike = 1.0,
     relative: bool = True,
     regularization: Regularization = "l2",
-    gain: str = "exp2",
+    gain: Gain = "exp2",
     where: ArrayLike | None = None,
     segments: ArrayLike | None = None,
 ) -> jax.Array:
