@@ -31,6 +31,9 @@ def _cost(x):  # anchors as Python numbers: literals of the program, not hoisted
     return jnp.stack([(x - y) ** 2 for y in (-1.0, -1 / 3, 1 / 3, 1.0)], axis=-1)
 
 
+# Ops that draw random noise of the shape they see: inside shard_map, of the shard's shape.
+SHARD_LOCAL_RANDOM = frozenset({"plackett_luce_rank"})
+
 # "public_name" or "public_name:variant" -> op(x, aux); tests/test_sharding.py checks that every
 # public op of softops and softops.losses has an entry.
 OPS = {

@@ -56,7 +56,9 @@ def plackett_luce_rank(
     hard ranks of the sampled ranking.
 
     Args:
-        key: a ``jax.random`` key.
+        key: a ``jax.random`` key. The noise has the shape of the scores the call sees, as in
+            ``jax.random``: inside ``jax.shard_map`` every shard given the same key draws the same
+            noise for its rows (fold in ``lax.axis_index`` for independent shards).
         scores: ``[..., n]`` floating array, the log-weights of the items.
         num_samples: None for one sample of the shape of ``scores``, or an int: that many
             samples stacked on a new leading axis.
