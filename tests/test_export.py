@@ -46,7 +46,7 @@ OPS = {
     "soft_topk_sinkhorn": lambda x: softops.soft_topk(x, 3, solver="sinkhorn")[0],
     "sinkhorn": lambda x: (
         softops.sinkhorn(
-            jnp.square(x[..., :, None] - jnp.arange(3.0, dtype=x.dtype)), epsilon=0.5
+            jnp.square(x[..., :, None] - jnp.arange(3.0, dtype=x.dtype)[None, None]), epsilon=0.5
         ).plan
     ),
     "soft_permutation": lambda x: softops.soft_permutation(x[..., :16]),

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softops import _sharding
 from softops._sharding import scatter_last, take_last
 
 
@@ -119,13 +120,23 @@ def segmented_scan(starts, xs: tuple, compensated: bool = False) -> tuple:
     return lax.while_loop(more, step, init)[2]
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
-def _block_sum(x, starts, ids, last, compensated):
-    """Block sums of ``x`` at every item: a segmented pairwise scan read at each block's end."""
+@_sharding.batch_local(item_ndims=(1, 1, 1), out_item_ndims=(1,), name="x")
+def _scan_sums(x, starts, last, *, compensated: bool):
+    """Block sums read at each block's end, run shard by shard.
+
+    The scan's ``while_loop`` stops on a condition over every row: on a batch-sharded input that
+    condition would be an all-reduce.
+    """
     ((hi, lo),) = segmented_scan(starts, (x,), compensated)
     if compensated:
         return take_last(hi, last) + take_last(lo, last)
     return take_last(hi, last)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _block_sum(x, starts, ids, last, compensated):
+    """Block sums of ``x`` at every item: a segmented pairwise scan read at each block's end."""
+    return _scan_sums(x, starts, last, compensated=compensated)
 
 
 @_block_sum.defjvp
