@@ -16,22 +16,12 @@ Data: scikit-learn's bundled 8x8 digits by default; ``--mnist PATH`` loads a loc
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
+
+from _report import write_outputs
 
 from softops.showcase.knn import run
 
 __all__ = ["main", "run"]
-
-
-def write_outputs(out: str | None, res: dict, text: str) -> None:
-    """With ``--out DIR``: the results (``results.json``) and the report (``report.txt``) in DIR."""
-    if out is None:
-        return
-    path = pathlib.Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
-    (path / "report.txt").write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,15 +27,14 @@ with ``--out DIR`` (``results.json`` and ``report.txt`` there).
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _report import write_outputs
 from jax import lax
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -177,16 +176,6 @@ def run(*, quick: bool = False, seeds: int | None = None, steps: int | None = No
             r["dropped"].append(dropped)
             r["step_s"].append(sec)
     return res
-
-
-def write_outputs(out: str | None, res: dict, text: str) -> None:
-    """With ``--out DIR``: the results (``results.json``) and the report (``report.txt``) in DIR."""
-    if out is None:
-        return
-    path = pathlib.Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
-    (path / "report.txt").write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:

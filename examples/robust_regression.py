@@ -15,14 +15,13 @@ residuals and averages the smallest ``(1 - trim) n``. Reported: the parameter er
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _report import write_outputs
 
 from softops.losses import soft_lts_loss
 
@@ -119,16 +118,6 @@ def run(
         "loss_last": losses[-1],
         "seconds": time.perf_counter() - t0,
     }
-
-
-def write_outputs(out: str | None, res: dict, text: str) -> None:
-    """With ``--out DIR``: the results (``results.json``) and the report (``report.txt``) in DIR."""
-    if out is None:
-        return
-    path = pathlib.Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
-    (path / "report.txt").write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,14 +15,13 @@ mini-batch (the batch is the list being ranked; targets are hard-ranked).
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _report import write_outputs
 from flax import nnx
 from scipy.stats import spearmanr
 
@@ -126,16 +125,6 @@ def run(
         "mse_loss_last": float(np.mean(mse_losses[-10:])),
         "seconds": time.perf_counter() - t0,
     }
-
-
-def write_outputs(out: str | None, res: dict, text: str) -> None:
-    """With ``--out DIR``: the results (``results.json``) and the report (``report.txt``) in DIR."""
-    if out is None:
-        return
-    path = pathlib.Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
-    (path / "report.txt").write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,14 +19,13 @@ Reported: test top-1 and top-k accuracy of each.
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _report import write_outputs
 from flax import nnx
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -109,16 +108,6 @@ def run(
         res[f"{name}_loss_last"] = loss
     res["seconds"] = time.perf_counter() - t0
     return res
-
-
-def write_outputs(out: str | None, res: dict, text: str) -> None:
-    """With ``--out DIR``: the results (``results.json``) and the report (``report.txt``) in DIR."""
-    if out is None:
-        return
-    path = pathlib.Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
-    (path / "report.txt").write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:

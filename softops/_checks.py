@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+_Option = TypeVar("_Option", bound=str)  # one option of a `Literal` set
 
 
 def _describe(value: Any) -> str:
@@ -89,12 +91,12 @@ def ranks_fit(dtype, n: int, name: str) -> None:
         )
 
 
-def choice(value: Any, allowed: Sequence[str], name: str) -> str:
-    """``value`` if it is one of the strings ``allowed``."""
+def choice(value: Any, allowed: Sequence[_Option], name: str) -> _Option:
+    """``value`` if it is one of the strings ``allowed`` (``typing.get_args`` of a ``Literal``)."""
     if not isinstance(value, str) or value not in allowed:
         options = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"`{name}` must be one of {options}, got {name}={value!r}")
-    return value
+    return allowed[allowed.index(value)]  # the option itself, typed as one of the set
 
 
 def boolean(value: Any, name: str) -> bool:
@@ -281,6 +283,12 @@ def defined(fn: Callable, name: str) -> Callable:
 # the cotangent 0 of a masked row times a NaN partial is NaN.)
 
 
+def finite_rows(x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Rows [...] of ``x`` [..., n] whose valid entries (all without ``valid``) are finite."""
+    finite = jnp.isfinite(x) if valid is None else jnp.isfinite(x) | ~valid
+    return jnp.all(finite, axis=-1)
+
+
 def clean_rows(good: jax.Array, x: jax.Array, fill: float = 0.0) -> jax.Array:
     """Rows ``x`` [..., n] where ``good`` [...] holds, ``fill`` elsewhere (no derivative flows)."""
     return jnp.where(good.reshape(good.shape + (1,) * (x.ndim - good.ndim)), x, fill)
@@ -289,3 +297,15 @@ def clean_rows(good: jax.Array, x: jax.Array, fill: float = 0.0) -> jax.Array:
 def nan_rows(out: jax.Array, good: jax.Array) -> jax.Array:
     """Outputs ``out`` [..., *item] where ``good`` [...] holds, NaN elsewhere."""
     return clean_rows(good, out, jnp.nan)
+
+
+def segments(value: Any, shape: tuple[int, ...], name: str = "segments") -> jax.Array | None:
+    """Optional integer segment ids of exactly ``shape`` (packed lists)."""
+    if value is None:
+        return None
+    ids = array(value, name)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"`{name}` must have an integer dtype, got dtype {ids.dtype}")
+    if ids.shape != tuple(shape):
+        raise ValueError(f"`{name}` must have the shape {tuple(shape)}, got shape {ids.shape}")
+    return ids

@@ -108,3 +108,84 @@ def argsort(x: jax.Array, *, descending: bool = False, last: jax.Array | None = 
         cpu=functools.partial(_argsort_cpu, descending=descending),
         default=functools.partial(_argsort_default, descending=descending),
     )
+
+
+# ------------------------------------------------------------------ packed lists (segment ids)
+def _integer_key(ids: jax.Array) -> jax.Array:
+    """Order-preserving unsigned key of integer ids (uint32, or uint64 for 64-bit ids)."""
+    if jnp.dtype(ids.dtype).itemsize < 8:
+        signed, utype, bits = jnp.int32, jnp.uint32, 32
+    else:
+        signed, utype, bits = jnp.int64, jnp.uint64, 64
+    if jnp.issubdtype(ids.dtype, jnp.unsignedinteger):
+        return ids.astype(utype)
+    return lax.bitcast_convert_type(ids.astype(signed), utype) ^ utype(1 << (bits - 1))
+
+
+def _refine(perm: jax.Array, key: jax.Array) -> jax.Array:
+    """``perm`` reordered stably by ``key[perm]`` (unsigned keys, one packed sort per 32 bits)."""
+    key = jnp.take_along_axis(key, perm, axis=-1)
+    iota = lax.broadcasted_iota(jnp.uint32, key.shape, key.ndim - 1)
+    if key.dtype == jnp.uint32:
+        order = _packed_sort(key, iota)
+    else:
+        first = _packed_sort((key & 0xFFFFFFFF).astype(jnp.uint32), iota)
+        high = jnp.take_along_axis((key >> 32).astype(jnp.uint32), first, axis=-1)
+        order = jnp.take_along_axis(first, _packed_sort(high, iota), axis=-1)
+    return jnp.take_along_axis(perm, order, axis=-1)
+
+
+def _by_segment_cpu(x, ids, last, descending):
+    with jax.enable_x64(True):
+        return _refine(_argsort_cpu_x64(x, last, descending), _integer_key(ids))
+
+
+def _by_segment_default(x, ids, last, descending):
+    key = x
+    if descending:
+        key = jnp.where(jnp.isnan(x), x, -x)
+    key = jnp.where(key == 0, jnp.zeros_like(key), key)
+    rank = jnp.zeros(x.shape, jnp.int32) if last is None else last.astype(jnp.int32)
+    iota = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    return lax.sort((ids, rank, key, iota), dimension=x.ndim - 1, num_keys=3)[-1]
+
+
+def argsort_segments(
+    x: jax.Array, ids: jax.Array, *, descending: bool = False, last: jax.Array | None = None
+) -> jax.Array:
+    """Stable argsort by ``(ids, last, x)``: each segment's items contiguous, in ``x`` order.
+
+    Segments come in increasing id order; within a segment the items follow the order of
+    ``argsort(x, descending=descending, last=last)``, so ``last`` entries end their segment.
+    On CPU: that argsort, then one stable packed sort by the segment id (two for 64-bit ids).
+    """
+    if x.shape[-1] >= MAX_ROW:
+        raise ValueError(
+            f"rows longer than 2**32 - 1 items are not supported, got {x.shape[-1]} items"
+        )
+    x = lax.stop_gradient(x)
+    if x.shape[-1] <= 1:
+        return jnp.zeros(x.shape, jnp.int32)
+    return lax.platform_dependent(
+        x,
+        ids,
+        last,
+        cpu=functools.partial(_by_segment_cpu, descending=descending),
+        default=functools.partial(_by_segment_default, descending=descending),
+    )
+
+
+def argsort_ids(ids: jax.Array) -> jax.Array:
+    """Stable argsort of integer ids along the last axis (int32 indices)."""
+    if ids.shape[-1] <= 1:
+        return jnp.zeros(ids.shape, jnp.int32)
+    iota = lax.broadcasted_iota(jnp.int32, ids.shape, ids.ndim - 1)
+
+    def cpu(ids):
+        with jax.enable_x64(True):
+            return _refine(iota, _integer_key(ids))
+
+    def default(ids):
+        return lax.sort((ids, iota), dimension=ids.ndim - 1, num_keys=1, is_stable=True)[1]
+
+    return lax.platform_dependent(ids, cpu=cpu, default=default)

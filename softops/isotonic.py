@@ -34,6 +34,7 @@ arXiv:2002.08871.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -68,23 +69,45 @@ def _pair(s: ArrayLike, w: ArrayLike, axis, method, names=("s", "w")):
     return s, w, ax, jnp.result_type(s.dtype, w.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("axis", "kind", "sign", "method"))
-def _isotonic(s, w, *, axis: int, kind: str, sign: float, method: str):
-    """The decreasing isotonic solution of the statistics built from ``(s, w)``."""
+# The row kernels of the isotonic ops: rows ``(s, w)`` [..., n] to the decreasing isotonic
+# solution of the statistics they build.
 
-    def kernel(s, w, _):
-        if kind == "l2":  # sign * y, weights (sign = 0: isotonic_l2 of s - w, unit weights)
-            if sign == 0:
-                return rows.isotonic_rows(s - w, jnp.ones_like(s), kind="l2", method=method)
-            # weights: a row with a negative one (traced; known ones raise) is NaN
-            good = jnp.all(w >= 0, axis=-1)
-            w = _checks.clean_rows(good, w, 1.0)
-            out = rows.isotonic_rows(sign * s, w, kind="l2", method=method)
-            return _checks.nan_rows(sign * out, good)
-        return rows.isotonic_rows(s, w, kind="kl", method=method)
+
+def _l2_rows(s, w, *, method: str) -> jax.Array:
+    """`isotonic_l2`: of ``s - w`` with unit weights."""
+    return rows.isotonic_rows(s - w, jnp.ones_like(s), kind="l2", method=method)
+
+
+def _kl_rows(s, w, *, method: str) -> jax.Array:
+    """`isotonic_kl`."""
+    return rows.isotonic_rows(s, w, kind="kl", method=method)
+
+
+def _weighted_rows(y, w, *, method: str, sign: float) -> jax.Array:
+    """`isotonic_regression`: of ``sign * y`` with weights ``w``, times ``sign``.
+
+    A row with a negative weight (traced; known ones raise) is NaN.
+    """
+    good = jnp.all(w >= 0, axis=-1)
+    w = _checks.clean_rows(good, w, 1.0)
+    out = rows.isotonic_rows(sign * y, w, kind="l2", method=method)
+    return _checks.nan_rows(sign * out, good)
+
+
+# Module-level partials: one object each, so the jit cache sees the same static argument.
+_DECREASING_ROWS = functools.partial(_weighted_rows, sign=1.0)
+_INCREASING_ROWS = functools.partial(_weighted_rows, sign=-1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "kernel", "method"))
+def _isotonic(s, w, *, axis: int, kernel: Callable[..., jax.Array], method: str):
+    """``kernel`` (one of the row kernels above) on the rows of ``(s, w)`` along ``axis``."""
+
+    def run(s, w, _):
+        return kernel(s, w, method=method)
 
     dtype = jnp.result_type(s.dtype, w.dtype)
-    return _sharding.run_items(kernel, axis, (s, w.astype(s.dtype)), out_dtype=dtype, name="s")
+    return _sharding.run_items(run, axis, (s, w.astype(s.dtype)), out_dtype=dtype, name="s")
 
 
 def isotonic_l2(
@@ -126,7 +149,7 @@ def isotonic_l2(
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
     s, w, ax, _ = _pair(s, w, axis, method)
-    return _isotonic(s, w, axis=ax, kind="l2", sign=0.0, method=method)
+    return _isotonic(s, w, axis=ax, kernel=_l2_rows, method=method)
 
 
 def isotonic_kl(
@@ -167,7 +190,7 @@ def isotonic_kl(
         Array([0., 0.], dtype=float32)
     """
     s, w, ax, _ = _pair(s, w, axis, method)
-    return _isotonic(s, w, axis=ax, kind="kl", sign=0.0, method=method)
+    return _isotonic(s, w, axis=ax, kernel=_kl_rows, method=method)
 
 
 def isotonic_regression(
@@ -220,5 +243,5 @@ def isotonic_regression(
         raise ValueError(
             f"`weights` must be non-negative, got weights={known[known < 0].ravel()[0].item()!r}"
         )
-    sign = -1.0 if increasing else 1.0
-    return _isotonic(y, w, axis=ax, kind="l2", sign=sign, method=method)
+    kernel = _INCREASING_ROWS if increasing else _DECREASING_ROWS
+    return _isotonic(y, w, axis=ax, kernel=kernel, method=method)

@@ -36,6 +36,11 @@ in the ascending default to ``-(logsumexp(-x) - log(n))`` plus it).
 if the others were absent; masked outputs are 0 with zero derivative. ``straight_through=True``
 returns the hard result (ties share their mean rank) with the soft derivative.
 
+``segments=`` packs several lists into one row: an integer id per item, and the items with
+equal ids are ranked (or sorted) among themselves, as if each list were a row of its own. One
+sort by (list, value) and a block barrier at every list start keep it O(n log n) for the whole
+row, with the same exactness and derivatives; ``where=`` applies within each list.
+
 NaN and inf: a row with a NaN or ±inf among its valid items, or with a strength that is not
 positive and finite (only possible when the strength is traced), gives NaN in that row only.
 
@@ -46,7 +51,8 @@ arXiv:2002.08871.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +73,7 @@ __all__ = [
 ]
 
 Regularization = Literal["l2", "kl"]
-REGULARIZATIONS = ("l2", "kl")
+REGULARIZATIONS: tuple[Regularization, ...] = get_args(Regularization)
 
 
 _NO_STRENGTH = object()  # projection_permutahedron has none (None is a bad strength)
@@ -90,12 +96,31 @@ def _common(
     return x, ax, mask, eps
 
 
+class _RowOp(NamedTuple):
+    """A soft sort or rank: its row kernel (`softops._isotonic.rows`) and what it returns."""
+
+    kernel: Callable[..., jax.Array]
+    ranks: bool  # the outputs are ranks 1..n (n must be exact in the dtype of x)
+
+
+_RANK = _RowOp(rows.rank_rows, ranks=True)
+_SORT = _RowOp(rows.sort_rows, ranks=False)
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("axis", "op", "descending", "regularization", "method", "straight_through"),
+    static_argnames=(
+        "axis",
+        "kernel",
+        "descending",
+        "regularization",
+        "method",
+        "straight_through",
+    ),
 )
-def _soft_op(x, eps, where, *, axis, op, descending, regularization, method, straight_through):
-    kernel = rows.rank_rows if op == "rank" else rows.sort_rows
+def _soft_op(
+    x, eps, where, ids, *, axis, kernel, descending, regularization, method, straight_through
+):
     kernel = functools.partial(
         kernel,
         descending=descending,
@@ -103,24 +128,39 @@ def _soft_op(x, eps, where, *, axis, op, descending, regularization, method, str
         method=method,
         straight_through=straight_through,
     )
-    return _sharding.run_items(kernel, axis, (x,), (eps,), where)
+    if ids is None:
+        return _sharding.run_items(kernel, axis, (x,), (eps,), where)
+    return _sharding.run_items(
+        lambda x, ids, eps, where: kernel(x, eps, where, ids), axis, (x, ids), (eps,), where
+    )
 
 
 def _soft_public(
-    op, x, axis, descending, regularization, strength, where, straight_through, method
+    op: _RowOp,
+    x,
+    axis,
+    descending,
+    regularization,
+    strength,
+    where,
+    straight_through,
+    method,
+    segments,
 ) -> jax.Array:
     """The shared body of `soft_rank` and `soft_sort`: validate, then run."""
     descending = _checks.boolean(descending, "descending")
     straight_through = _checks.boolean(straight_through, "straight_through")
     x, ax, mask, eps = _common(x, axis, regularization, method, where, strength)
-    if op == "rank":
+    ids = _checks.segments(segments, x.shape)
+    if op.ranks:
         _checks.ranks_fit(x.dtype, x.shape[ax], "x")
     return _soft_op(
         x,
         eps,
         mask,
+        ids,
         axis=ax,
-        op=op,
+        kernel=op.kernel,
         descending=descending,
         regularization=regularization,
         method=method,
@@ -138,6 +178,7 @@ def soft_rank(
     where: ArrayLike | None = None,
     straight_through: bool = False,
     method: Method = "auto",
+    segments: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Soft ranks of ``x`` along ``axis``: a differentiable relaxation of the hard ranks.
 
@@ -166,16 +207,19 @@ def soft_rank(
         straight_through: return the hard ranks (ties averaged) with the soft ranks' derivative
             (biased: the derivative is that of a different function than the value).
         method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
+        segments: optional integer array of ``x``'s shape (packed lists): the items of each row
+            with equal ids form one list, ranked 1 to its size (its number of valid items).
 
     Returns:
         Soft ranks with the shape and dtype of ``x``.
 
     Raises:
         TypeError: for a non-floating ``x``, a non-bool ``descending``/``straight_through``, a
-            non-boolean ``where``.
-        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength or ``where``
-            shape, an ``x`` sharded along ``axis``, or a float16 ``x`` with more than 65504
-            items along ``axis`` (its ranks would overflow float16 to inf; cast to float32).
+            non-boolean ``where``, non-integer ``segments``.
+        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength, ``where`` or
+            ``segments`` shape, an ``x`` sharded along ``axis``, or a float16 ``x`` with more
+            than 65504 items along ``axis`` (its ranks would overflow float16 to inf; cast to
+            float32).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -185,12 +229,16 @@ def soft_rank(
         >>> mask = jnp.array([True, False, True, True])
         >>> soft_rank(jnp.array([0.3, -1.2, 2.5, 0.0]), regularization_strength=1e-3, where=mask)
         Array([2., 0., 3., 1.], dtype=float32)
+        >>> lists = jnp.array([0, 0, 1, 1])  # two packed lists of two items
+        >>> x = jnp.array([0.3, -1.2, 2.5, 0.0])
+        >>> soft_rank(x, regularization_strength=1e-3, segments=lists)
+        Array([2., 1., 2., 1.], dtype=float32)
 
     Reference:
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
     return _soft_public(
-        "rank",
+        _RANK,
         x,
         axis,
         descending,
@@ -199,6 +247,7 @@ def soft_rank(
         where,
         straight_through,
         method,
+        segments,
     )
 
 
@@ -212,6 +261,7 @@ def soft_sort(
     where: ArrayLike | None = None,
     straight_through: bool = False,
     method: Method = "auto",
+    segments: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Soft-sorted values of ``x`` along ``axis``: a differentiable relaxation of ``jnp.sort``.
 
@@ -243,15 +293,18 @@ def soft_sort(
             among themselves into the first positions; the remaining positions get 0.
         straight_through: return ``jnp.sort`` (of the valid items) with the soft derivative.
         method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
+        segments: optional integer array of ``x``'s shape (packed lists): the items of each row
+            with equal ids form one list, sorted into the positions its items hold (in index
+            order; with ``where``, its valid items first and 0 at its remaining positions).
 
     Returns:
         The soft-sorted values, with the shape and dtype of ``x``.
 
     Raises:
         TypeError: for a non-floating ``x``, a non-bool ``descending``/``straight_through``, a
-            non-boolean ``where``.
-        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength or ``where``
-            shape, or an ``x`` sharded along ``axis``.
+            non-boolean ``where``, non-integer ``segments``.
+        ValueError: for a bad ``regularization``, ``method``, ``axis``, strength, ``where`` or
+            ``segments`` shape, or an ``x`` sharded along ``axis``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -266,7 +319,7 @@ def soft_sort(
         Blondel et al., Fast Differentiable Sorting and Ranking, ICML 2020, arXiv:2002.08871.
     """
     return _soft_public(
-        "sort",
+        _SORT,
         x,
         axis,
         descending,
@@ -275,6 +328,7 @@ def soft_sort(
         where,
         straight_through,
         method,
+        segments,
     )
 
 

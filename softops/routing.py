@@ -33,7 +33,7 @@ arXiv:2202.09368; Zoph et al., ST-MoE, arXiv:2202.08906.
 from __future__ import annotations
 
 import functools
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,7 @@ from jax.typing import ArrayLike
 
 from softops import _checks, _sort
 from softops._ot import ops
+from softops._ot.ops import MaskRegularization
 from softops._sharding import on_batch_shards, take_last
 
 __all__ = [
@@ -52,8 +53,6 @@ __all__ = [
     "router_z_loss",
     "token_choice",
 ]
-
-GateRegularization = Literal["l2", "p=3/2", "p=4/3", "kl"]
 
 
 class TokenChoiceRouting(NamedTuple):
@@ -127,9 +126,13 @@ def _gates(scores, k, axis, regularization, temperature, max_iter):
     _checks.choice(regularization, ops.MASK_REGULARIZATIONS, "regularization")
     temperature = ops.DEFAULT_TEMPERATURE if temperature is None else temperature
     return ops.mask_op(
-        scores, k, axis, True, None, temperature, None, None, max_iter, "newton", True, False,
-        regularization,
-    )[0]  # fmt: skip
+        scores,
+        k,
+        axis=axis,
+        max_iter=max_iter,
+        temperature=temperature,
+        regularization=regularization,
+    )[0]
 
 
 @functools.partial(jax.jit, static_argnames=("axis",))
@@ -163,7 +166,7 @@ def token_choice(
     *,
     capacity: int | None = None,
     slots: int | None = None,
-    regularization: GateRegularization = "l2",
+    regularization: MaskRegularization = "l2",
     temperature: float | ArrayLike | None = None,
     max_iter: int = 100,
 ) -> TokenChoiceRouting:
@@ -215,7 +218,7 @@ def expert_choice(
     capacity: int,
     *,
     slots: int | None = None,
-    regularization: GateRegularization = "l2",
+    regularization: MaskRegularization = "l2",
     temperature: float | ArrayLike | None = None,
     max_iter: int = 100,
 ) -> ExpertChoiceRouting:

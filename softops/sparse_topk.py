@@ -46,7 +46,6 @@ a Convex Analysis Perspective, ICML 2023, arXiv:2302.01425.
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -54,10 +53,9 @@ from jax.typing import ArrayLike
 
 from softops import _checks
 from softops._ot import ops
+from softops._ot.ops import MaskRegularization
 
 __all__ = ["soft_topk_magnitude"]
-
-MagnitudeRegularization = Literal["l2", "p=3/2", "p=4/3", "kl"]
 
 
 def soft_topk_magnitude(
@@ -65,7 +63,7 @@ def soft_topk_magnitude(
     k: int | ArrayLike,
     *,
     axis: int = -1,
-    regularization: MagnitudeRegularization = "l2",
+    regularization: MaskRegularization = "l2",
     temperature: float | ArrayLike | None = None,
     where: ArrayLike | None = None,
     max_iter: int = 100,
@@ -114,9 +112,15 @@ def soft_topk_magnitude(
     if regularization == "kl" and temperature is None:
         temperature = ops.DEFAULT_TEMPERATURE
     mask = ops.mask_op(
-        _magnitude(x), k, ax, True, None, temperature, where, None, max_iter, "newton", True,
-        straight_through, regularization,
-    )[0]  # fmt: skip
+        _magnitude(x),
+        k,
+        axis=ax,
+        max_iter=max_iter,
+        temperature=temperature,
+        where=where,
+        straight_through=straight_through,
+        regularization=regularization,
+    )[0]
     return _scaled(x, mask, None if where is None else _checks.array(where, "where"), ax)
 
 

@@ -54,12 +54,13 @@ Transport, NeurIPS 2020, arXiv:2002.06504.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import jax
 from jax.typing import ArrayLike
 
 from softops._ot import ops
+from softops._ot.ops import Differentiation, MaskRegularization, Solver
 from softops._ot.permutation import soft_permutation, sort_with
 from softops._ot.sinkhorn import SinkhornOutput
 
@@ -75,11 +76,6 @@ __all__ = [
     "soft_permutation",
     "sort_with",
 ]
-
-Differentiation = Literal["implicit", "unrolled"]
-Solver = Literal["newton", "sinkhorn"]
-MaskSolver = Solver
-MaskRegularization = Literal["kl", "l2", "p=3/2", "p=4/3"]
 
 
 class TopKMaskOutput(NamedTuple):
@@ -134,7 +130,7 @@ def soft_topk_mask_solve(
     where: ArrayLike | None = None,
     tol: float | None = None,
     max_iter: int = 100,
-    solver: MaskSolver = "newton",
+    solver: Solver = "newton",
     regularization: MaskRegularization = "kl",
 ) -> TopKMaskOutput:
     r"""[`soft_topk_mask`][softops.topk_ot.soft_topk_mask] with its solver's diagnostics, per row.
@@ -154,9 +150,19 @@ def soft_topk_mask_solve(
         ([0.0, 1.0, 0.0, 1.0], True)
     """
     out = ops.mask_op(
-        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, False,
+        x,
+        k,
+        axis=axis,
+        max_iter=max_iter,
+        largest=largest,
+        epsilon=epsilon,
+        temperature=temperature,
+        where=where,
+        tol=tol,
+        solver=solver,
+        nan_bad=False,
         regularization=regularization,
-    )  # fmt: skip
+    )
     return TopKMaskOutput(*out)
 
 
@@ -171,7 +177,7 @@ def soft_topk_mask(
     where: ArrayLike | None = None,
     tol: float | None = None,
     max_iter: int = 100,
-    solver: MaskSolver = "newton",
+    solver: Solver = "newton",
     straight_through: bool = False,
     regularization: MaskRegularization = "kl",
 ) -> jax.Array:
@@ -233,8 +239,20 @@ def soft_topk_mask(
         >>> round(float(soft_topk_mask(x, 2, epsilon=1.0).sum()), 5)
         2.0
     """
-    args = (x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, True)
-    return ops.mask_op(*args, straight_through, regularization)[0]
+    return ops.mask_op(
+        x,
+        k,
+        axis=axis,
+        max_iter=max_iter,
+        largest=largest,
+        epsilon=epsilon,
+        temperature=temperature,
+        where=where,
+        tol=tol,
+        solver=solver,
+        straight_through=straight_through,
+        regularization=regularization,
+    )[0]
 
 
 # ----------------------------------------------------------------------------- sorted top-k
@@ -270,9 +288,19 @@ def soft_topk_solve(
         ([0.9, 0.7], True)
     """
     out = ops.sorted_op(
-        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, differentiation, solver,
-        False,
-    )  # fmt: skip
+        x,
+        k,
+        axis=axis,
+        max_iter=max_iter,
+        largest=largest,
+        epsilon=epsilon,
+        temperature=temperature,
+        where=where,
+        tol=tol,
+        differentiation=differentiation,
+        solver=solver,
+        nan_bad=False,
+    )
     return SoftTopKOutput(*out)
 
 
@@ -343,9 +371,19 @@ def soft_topk(
         ([0.9, 0.7], [1.0, 1.0])
     """
     values, assignment, *_ = ops.sorted_op(
-        x, k, axis, largest, epsilon, temperature, where, tol, max_iter, differentiation, solver,
-        True, straight_through,
-    )  # fmt: skip
+        x,
+        k,
+        axis=axis,
+        max_iter=max_iter,
+        largest=largest,
+        epsilon=epsilon,
+        temperature=temperature,
+        where=where,
+        tol=tol,
+        differentiation=differentiation,
+        solver=solver,
+        straight_through=straight_through,
+    )
     return values, assignment
 
 

@@ -24,7 +24,7 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import softops  # noqa: E402
-from tests._sharding_check_ops import AUX, OPS, X  # noqa: E402
+from tests._sharding_check_ops import AUX, OPS, SHARD_LOCAL_RANDOM, X  # noqa: E402
 
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
 
@@ -122,6 +122,16 @@ def main(mode: str) -> None:
     for name, op in OPS.items():
         f = _value_and_grad(op)
         want_out, want_grad = jax.jit(f)(X, AUX)
+        if mode == "shard_map" and name in SHARD_LOCAL_RANDOM:
+            # Inside shard_map the op draws the noise of its shard's shape from the key it is
+            # given, as jax.random does: the reference is the op on each shard's rows.
+            per = X.shape[0] // 8
+            parts = [
+                jax.jit(f)(X[i : i + per], {k: v[i : i + per] for k, v in AUX.items()})
+                for i in range(0, X.shape[0], per)
+            ]
+            want_out = np.concatenate([np.asarray(o) for o, _ in parts])
+            want_grad = np.concatenate([np.asarray(g) for _, g in parts])
         with jax.set_mesh(mesh):
             g = (
                 jax.shard_map(f, in_specs=(P("b"), P("b")), out_specs=P("b"))

@@ -18,6 +18,7 @@ MASK = rng.random((16, 12)) > 0.2
 MASK[:, :3] = True
 LABELS = rng.integers(0, 12, 16).astype(np.int32)
 U = rng.standard_normal((16, 12)).astype(np.float32)
+SEGMENTS = rng.integers(0, 3, (16, 12)).astype(np.int32)  # packed lists, host constants
 
 # Constants as host arrays (the ops move them explicitly) or inside jit: the ops also run under
 # jax.transfer_guard("disallow") (tests/test_transfers.py), which refuses implicit transfers.
@@ -29,6 +30,9 @@ QUANTILES = np.array([0.25, 0.5])
 def _cost(x):  # anchors as Python numbers: literals of the program, not hoisted array constants
     return jnp.stack([(x - y) ** 2 for y in (-1.0, -1 / 3, 1 / 3, 1.0)], axis=-1)
 
+
+# Ops that draw random noise of the shape they see: inside shard_map, of the shard's shape.
+SHARD_LOCAL_RANDOM = frozenset({"plackett_luce_rank"})
 
 # "public_name" or "public_name:variant" -> op(x, aux); tests/test_sharding.py checks that every
 # public op of softops and softops.losses has an entry.
@@ -60,6 +64,20 @@ OPS = {
     "spearman_loss": lambda x, a: losses.spearman_loss(x, a["t"]),
     "spearman_correlation": lambda x, a: losses.spearman_correlation(x, a["t"]),
     "soft_ndcg": lambda x, a: losses.soft_ndcg(x, jnp.abs(a["t"]), k=5),
+    "soft_ndcg:segments": lambda x, a: losses.soft_ndcg(
+        x, jnp.abs(a["t"]), k=2, where=a["mask"], segments=a["ids"]
+    ),
+    "soft_rank:segments": lambda x, a: softops.soft_rank(x, segments=a["ids"]),
+    "soft_sort:segments_where": lambda x, a: softops.soft_sort(
+        x, where=a["mask"], segments=a["ids"]
+    ),
+    "soft_mrr": lambda x, a: losses.soft_mrr(x, jnp.abs(a["t"]) - 0.5, k=3, segments=a["ids"]),
+    "soft_precision": lambda x, a: losses.soft_precision(x, jnp.abs(a["t"]) - 0.5, k=3),
+    "rank_linear_loss": lambda x, a: losses.rank_linear_loss(x, a["t"], where=a["mask"]),
+    "lambda_weights": lambda x, a: losses.lambda_weights(x, jnp.abs(a["t"]), segments=a["ids"]),
+    "plackett_luce_rank": lambda x, a: losses.plackett_luce_rank(
+        jax.random.key(0), x, segments=a["ids"]
+    ),
     "soft_topk_rank_loss": lambda x, a: losses.soft_topk_rank_loss(x, a["labels"], k=2),
     "soft_topk_mask_loss": lambda x, a: losses.soft_topk_mask_loss(x, a["labels"], k=2),
     "soft_quantile": lambda x, a: losses.soft_quantile(x, QUANTILES),
@@ -99,4 +117,4 @@ OPS = {
 }
 
 
-AUX = {"t": T, "w": W, "mask": MASK, "labels": LABELS, "u": U}
+AUX = {"t": T, "w": W, "mask": MASK, "labels": LABELS, "u": U, "ids": SEGMENTS}

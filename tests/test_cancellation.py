@@ -111,10 +111,13 @@ def test_normal_data_l2_ranks_sum_and_range():
 
 
 def test_ndcg_with_huge_score_is_finite():
-    # Issue 9: soft_ndcg([1e30, 0, 1, 2], ...) was NaN (the ranks were garbage).
+    # Issue 9: soft_ndcg([1e30, 0, 1, 2], ...) was NaN (the ranks were garbage). An absolute
+    # strength (relative=False): relative to this list's spread, 1e-3 would pool 0, 1 and 2.
     scores = jnp.array([1e30, 0.0, 1.0, 2.0], jnp.float32)
     rel = jnp.array([3.0, 0.0, 1.0, 2.0], jnp.float32)
-    v32, v64 = _pair(lambda s, r: soft_ndcg(s, r, regularization_strength=1e-3), scores, rel)
+    v32, v64 = _pair(
+        lambda s, r: soft_ndcg(s, r, regularization_strength=1e-3, relative=False), scores, rel
+    )
     assert np.isfinite(v32)
     np.testing.assert_allclose(v32, 1.0, rtol=8 * U32)
     np.testing.assert_allclose(v32, v64, rtol=8 * U32)

@@ -45,6 +45,8 @@ LABELS = np.array([2, 4])
 LABELS_WHERE = np.array([3, 4])  # on classes that MASK keeps
 RELEVANCE = np.array([[0.0, 1.0, 3.0, 0.0, 2.0, 1.0], [4.0, 0.0, 1.0, 2.0, 0.0, 3.0]])
 ANCHORS = np.linspace(-1.0, 1.0, 4)
+SEGMENTS = np.array([[0, 1, 0, 1, 1, 0], [3, 3, 1, 3, 1, 1]], np.int32)  # packed lists
+KEY = jax.random.key(7)
 
 
 class Case(NamedTuple):
@@ -135,6 +137,9 @@ CASES: dict[str, dict[str, Case]] = {
         ),
         "where": Case(lambda x, m: softops.soft_rank(x, regularization="kl", where=m), X, (MASK,)),
         "parallel": Case(lambda x: softops.soft_rank(x, method="parallel")),
+        "segments": Case(
+            lambda x, m, s: softops.soft_rank(x, where=m, segments=s), X, (MASK, SEGMENTS)
+        ),
     },
     "soft_sort": {
         "l2": Case(lambda x: softops.soft_sort(x)),
@@ -144,6 +149,9 @@ CASES: dict[str, dict[str, Case]] = {
         "descending": Case(lambda x: softops.soft_sort(x, descending=True)),
         "where": Case(lambda x, m: softops.soft_sort(x, where=m), X, (MASK,)),
         "parallel_kl": Case(lambda x: softops.soft_sort(x, regularization="kl", method="parallel")),
+        "segments": Case(
+            lambda x, s: softops.soft_sort(x, regularization="kl", segments=s), X, (SEGMENTS,)
+        ),
     },
     "soft_quantize": {
         "levels": Case(lambda x: softops.soft_quantize(x, 3)),
@@ -275,6 +283,59 @@ CASES: dict[str, dict[str, Case]] = {
             lambda x, r, m: losses.soft_ndcg(x, r, k=3, gain="linear", where=m),
             X,
             (RELEVANCE, MASK),
+        ),
+        "segments_absolute": Case(
+            lambda x, r, s: losses.soft_ndcg(x, r, k=2, relative=False, segments=s),
+            X,
+            (RELEVANCE, SEGMENTS),
+        ),
+    },
+    "soft_mrr": {
+        "defaults": Case(lambda x, r: losses.soft_mrr(x, r), X, (RELEVANCE,)),
+        "k_where_segments": Case(
+            lambda x, r, m, s: losses.soft_mrr(x, r, k=2, where=m, segments=s),
+            X,
+            (RELEVANCE, MASK, SEGMENTS),
+        ),
+    },
+    "soft_precision": {
+        "k3": Case(lambda x, r: losses.soft_precision(x, r, k=3), X, (RELEVANCE,)),
+        "kl_where_segments": Case(
+            lambda x, r, m, s: losses.soft_precision(
+                x, r, k=2, regularization="kl", where=m, segments=s
+            ),
+            X,
+            (RELEVANCE, MASK, SEGMENTS),
+        ),
+    },
+    "rank_linear_loss": {
+        "defaults": Case(lambda x, w: losses.rank_linear_loss(x, w), X, (TARGETS,)),
+        "where_segments": Case(
+            lambda x, w, m, s: losses.rank_linear_loss(x, w, where=m, segments=s),
+            X,
+            (TARGETS, MASK, SEGMENTS),
+        ),
+    },
+    "lambda_weights": {
+        "defaults": Case(lambda x, r: losses.lambda_weights(x, r), X, (RELEVANCE,)),
+        "k_where_segments": Case(
+            lambda x, r, m, s: losses.lambda_weights(x, r, k=2, where=m, segments=s),
+            X,
+            (RELEVANCE, MASK, SEGMENTS),
+        ),
+    },
+    "plackett_luce_rank": {
+        # one key per call: the noise of a batch is not that of its rows drawn one by one,
+        # so each row is sampled with the same key (the batched path: tests/test_ltr.py)
+        "defaults": Case(_per_row(lambda x: losses.plackett_luce_rank(KEY, x))),
+        "where_segments": Case(
+            _per_row(
+                lambda x, m, s: losses.plackett_luce_rank(
+                    KEY, x, regularization_strength=0.5, where=m, segments=s
+                )
+            ),
+            X,
+            (MASK, SEGMENTS),
         ),
     },
     "soft_topk_rank_loss": {

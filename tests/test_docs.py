@@ -14,6 +14,7 @@ import pytest
 
 import softops
 import softops.losses
+import softops.ltr
 import softops.routing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,7 @@ PUBLIC |= {
     for name in softops.losses.__all__
     if not any((obj := getattr(softops.losses, name)) is seen for seen in PUBLIC.values())
 }
+PUBLIC |= {f"ltr.{name}": getattr(softops.ltr, name) for name in softops.ltr.__all__}
 PUBLIC |= {f"routing.{name}": getattr(softops.routing, name) for name in softops.routing.__all__}
 
 

@@ -1,21 +1,19 @@
 """Smoke tests of examples/forward_gradient_training.py at a tiny size."""
 
-import importlib.util
 import math
 import pathlib
 
 import numpy as np
 import pytest
 
+from tests._examples import load_example
+
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "forward_gradient_training.py"
 TINY_LRS = {"backprop": (0.01,), "fgd": (0.001,), "fgd_activity": (0.002,), "fgd_local": (0.01,)}
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("forward_gradient_training", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("forward_gradient_training")
 
 
 @pytest.mark.slow

@@ -1,19 +1,15 @@
 """Smoke test of examples/knn_digits.py at tiny size."""
 
-import importlib.util
 import math
-import pathlib
 
 import pytest
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "knn_digits.py"
+from tests._examples import load_example
 
 
 @pytest.mark.slow
 def test_knn_example_runs_and_reports(float32_default):
-    spec = importlib.util.spec_from_file_location("knn_digits", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("knn_digits")
     res = module.run(quick=True, steps=15, pool=64, batch=32, progress=False)
     assert res["dataset"] == "digits" and res["steps"] == 15 and res["n_test"] == 300
     for key in ("knn_pixels", "knn_soft_topk_embedding", "cross_entropy"):

@@ -1,33 +1,26 @@
 """Every example takes ``--out DIR``, refuses abbreviated options, and is listed in the README."""
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
 
+from tests._examples import EXAMPLES, load_example
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
-
-
-def _load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_takes_out(path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        _load(path).main(["--help"])
+        load_example(path.stem).main(["--help"])
     assert exit_.value.code == 0
     assert "--out" in capsys.readouterr().out
 
 
 def test_abbreviated_options_are_refused(capsys):
     # `--out DIR` used to reach `--outliers` through argparse's prefix matching.
-    module = _load(ROOT / "examples" / "robust_regression.py")
+    module = load_example("robust_regression")
     with pytest.raises(SystemExit) as exit_:
         module.main(["--outl", "0.3"])
     assert exit_.value.code == 2
@@ -35,7 +28,7 @@ def test_abbreviated_options_are_refused(capsys):
 
 
 def test_write_outputs_writes_only_into_out(tmp_path):
-    module = _load(ROOT / "examples" / "robust_regression.py")
+    module = load_example("robust_regression")
     module.write_outputs(None, {"a": 1.0}, "report\n")  # no --out: nothing written
     assert not any(tmp_path.iterdir())
     out = tmp_path / "new" / "dir"

@@ -1,23 +1,14 @@
 """Smoke tests of the losses examples at tiny sizes (a few seconds each)."""
 
-import importlib.util
 import math
-import pathlib
 
 import pytest
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests._examples import load_example
 
 
 def test_robust_regression_example(float32_default):
-    res = _load("robust_regression").run(quick=True, n=80, steps=120)
+    res = load_example("robust_regression").run(quick=True, n=80, steps=120)
     assert res["n_train"] == 80 and res["steps"] == 120
     for key in ("ls_param_error", "lts_param_error", "ls_test_rmse", "lts_test_rmse"):
         assert math.isfinite(res[key])
@@ -30,7 +21,7 @@ def test_robust_regression_example(float32_default):
 
 @pytest.mark.slow
 def test_spearman_regression_example(float32_default):
-    res = _load("spearman_regression").run(quick=True, n_train=500, n_test=500, steps=40)
+    res = load_example("spearman_regression").run(quick=True, n_train=500, n_test=500, steps=40)
     assert res["steps"] == 40
     soft, mse = res["soft_spearman_test_spearman"], res["mse_test_spearman"]
     assert -1.0 <= mse <= 1.0 and -1.0 <= soft <= 1.0
@@ -41,7 +32,7 @@ def test_spearman_regression_example(float32_default):
 
 @pytest.mark.slow
 def test_topk_classification_example(float32_default):
-    res = _load("topk_classification").run(quick=True, steps=40, report_k=3)
+    res = load_example("topk_classification").run(quick=True, steps=40, report_k=3)
     assert res["steps"] == 40 and res["n_test"] == 540
     for name in ("cross_entropy", "soft_rank", "soft_topk_mask"):
         top1, top3 = res[f"{name}_top1"], res[f"{name}_top3"]

@@ -36,7 +36,7 @@ characterization of the solution (O(n^2) work), and otherwise picks ``"sequentia
 from __future__ import annotations
 
 import functools
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,7 @@ from softops._isotonic.blocks import (
 )
 
 Method = Literal["auto", "sequential", "parallel"]
-METHODS = ("auto", "sequential", "parallel")
+METHODS: tuple[Method, ...] = get_args(Method)
 ROUNDS = 4  # pooling rounds before the merge tree of the parallel solver
 SEQUENTIAL_ROUNDS = 1  # before the stack PAV: on CPU a second round costs more than it saves
 

@@ -272,8 +272,7 @@ def _quantize(x, eps, valid, *, axis, levels):
     def kernel(x, eps, valid):
         # A row with a non-finite valid entry: NaN, exactly 0 derivative (the levels are
         # computed from x too, so x is replaced before anything reads it).
-        finite = jnp.isfinite(x) if valid is None else jnp.isfinite(x) | ~valid
-        good = jnp.all(finite, axis=-1)
+        good = _checks.finite_rows(x, valid)
         x = _checks.clean_rows(good, x)
         n_valid = _count(x, valid)
         keyed = x if valid is None else jnp.where(valid, x, jnp.inf)

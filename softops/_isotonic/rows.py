@@ -26,7 +26,11 @@ differentiates the formulas exactly. The pivot $x_{p(i)}$ cancels out of every d
 formula is the same function for any value of it), so it is held constant: its gather then needs
 no transpose (a scatter-add in reverse mode). Rows with a non-finite entry (among the valid ones)
 or a strength that is not positive and finite give NaN. Masked entries (``valid`` False) sort
-after the valid ones, never pool with them, and get 0.
+after the valid ones, never pool with them, and get 0. Segment ids (``ids``, packed lists:
+`softops._isotonic.packed`) split a row into lists that never pool with each other: each is
+ranked $(n_s, \dots, 1)$ over its own $n_s$ valid items, so the closed forms above hold with
+$n_v$ replaced by the list's start plus $n_s$ (a bad entry in any list still makes the whole row
+NaN).
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
-from softops._checks import clean_rows, nan_rows
-from softops._isotonic import pav
+from softops._checks import clean_rows, finite_rows, nan_rows
+from softops._isotonic import packed, pav
 from softops._isotonic.blocks import Kind
 from softops._isotonic.segments import Segments, segments
 from softops._sharding import scatter_last, take_last
@@ -45,9 +49,8 @@ from softops._straight_through import with_soft_derivative
 
 def _good(x, eps, valid, w=None):
     """Rows [...] with finite valid entries of x (and w) and a positive finite strength."""
-    finite = jnp.isfinite(x) if w is None else jnp.isfinite(x) & jnp.isfinite(w)
-    finite = finite if valid is None else finite | ~valid
-    return jnp.all(finite, axis=-1) & (eps > 0) & jnp.isfinite(eps)
+    finite = finite_rows(x, valid) if w is None else finite_rows(x, valid) & finite_rows(w, valid)
+    return finite & (eps > 0) & jnp.isfinite(eps)
 
 
 def _finish(out, good, out_valid):
@@ -56,13 +59,17 @@ def _finish(out, good, out_valid):
     return out if out_valid is None else jnp.where(out_valid, out, 0)
 
 
-def _sort_desc(x, valid):
-    """Descending order of ``x``, masked entries last.
+def _sort_desc(x, valid, ids=None):
+    """Descending order of ``x``, masked entries last (last in their segment, with ``ids``).
 
     Returns the permutation, the sorted ``x`` (masked entries set to 0, differentiable through the
     gather) and the sorted validity.
     """
-    perm = _sort.argsort(x, descending=True, last=None if valid is None else ~valid)
+    last = None if valid is None else ~valid
+    if ids is None:
+        perm = _sort.argsort(x, descending=True, last=last)
+    else:
+        perm = _sort.argsort_segments(x, ids, descending=True, last=last)
     xs = take_last(x, perm)
     if valid is None:
         return perm, xs, None
@@ -70,8 +77,26 @@ def _sort_desc(x, valid):
     return perm, jnp.where(vs, xs, 0), vs
 
 
-def _ranks_desc(valid, shape, dtype):
-    """The ranks (n_v, n_v - 1, ..., 1) at the valid sorted positions, 0 after them."""
+def _groups(ids, perm, vs):
+    """The segments of a row sorted by `_sort_desc` (None without segment ids)."""
+    return None if ids is None else packed.groups(take_last(ids, perm), vs)
+
+
+def _barrier(vs, groups):
+    """Sorted positions that must start a block: masked items and segment starts (or None)."""
+    barrier = None if vs is None else ~vs
+    if groups is not None:
+        barrier = groups.starts if barrier is None else barrier | groups.starts
+    return barrier
+
+
+def _ranks_desc(valid, shape, dtype, groups=None):
+    """The ranks (n_v, n_v - 1, ..., 1) at the valid sorted positions, 0 after them.
+
+    With ``groups`` (packed lists), the ranks of each segment.
+    """
+    if groups is not None:
+        return packed.ranks_desc(groups, dtype)
     iota = lax.broadcasted_iota(dtype, shape, len(shape) - 1)
     if valid is None:
         return shape[-1] - iota
@@ -109,33 +134,42 @@ def _cuts(zs, inv_eps, wd, vs, regularization):
     return first | masked | cut
 
 
-def _valid_count(vs, shape):
-    """The number of valid items of each row, ``[B, 1]`` int32."""
+def _valid_count(vs, shape, groups=None):
+    """The number of valid items ``n_v`` of each row, ``[B, 1]`` int32 (rank ``n_v - i`` at i).
+
+    With ``groups``, per item ``[B, n]``: its segment's start plus its segment's valid count.
+    """
+    if groups is not None:
+        return groups.top
     if vs is None:
         return jnp.full(shape[:-1] + (1,), shape[-1], jnp.int32)
     return vs.sum(-1, keepdims=True, dtype=jnp.int32)
 
 
-def _rank_mean(seg: Segments, vs, dtype):
+def _rank_mean(seg: Segments, vs, dtype, groups=None):
     """Each item's block mean of the ranks ``(n_v, ..., 1)``: ``n_v - (p + e - 1) / 2``, exact.
 
-    ``p`` and ``e`` bound the block; masked items (singleton blocks) get 0, their weight.
+    ``p`` and ``e`` bound the block; masked items (singleton blocks) get 0, their weight. With
+    ``groups`` the ranks of each segment: ``n_v`` is the segment's start plus its valid count.
     """
-    twice = 2 * _valid_count(vs, seg.ids.shape) - seg.pivot - seg.end + 1
+    twice = 2 * _valid_count(vs, seg.ids.shape, groups) - seg.pivot - seg.end + 1
     mean = twice.astype(dtype) * 0.5
     return mean if vs is None else jnp.where(vs, mean, 0)
 
 
-def _project(z, inv_eps, w_desc, valid, regularization, method):
+def _project(z, inv_eps, w_desc, valid, regularization, method, ids=None):
     """P(z * inv_eps, w) in the input order, rows [B, n].
 
-    ``w_desc``: ``w`` sorted decreasingly, or None for the ranks ``(n_v, ..., 1)``, whose block
-    sums are closed forms.
+    ``w_desc``: ``w`` sorted decreasingly, or None for the ranks ``(n_v, ..., 1)`` (of each
+    segment, with ``ids``), whose block sums are closed forms.
     """
-    perm, zs, vs = _sort_desc(z, valid)
+    perm, zs, vs = _sort_desc(z, valid, ids)
+    groups = _groups(ids, perm, vs)
     ranks = w_desc is None
-    wd = _ranks_desc(vs, z.shape, z.dtype) if ranks else lax.stop_gradient(w_desc)
+    wd = _ranks_desc(vs, z.shape, z.dtype, groups) if ranks else lax.stop_gradient(w_desc)
     barrier = _cuts(lax.stop_gradient(zs), inv_eps, wd, vs, regularization)
+    if groups is not None:  # segments never pool; each is shifted by its own n_v (a constant)
+        barrier = barrier | groups.starts
     # theta relative to the first item of its segment (<= 0): far-apart items never pool, and
     # measuring theta from the row's maximum would round away the gaps that decide the pooling
     # (an outlier of 1e8 with gaps of 2 in float32).
@@ -152,7 +186,7 @@ def _project(z, inv_eps, w_desc, valid, regularization, method):
     seg = segments(starts)
     t = (zs - take_last(zs0, seg.pivot)) * inv_eps  # theta_i - theta_p <= 0
     count = seg.size(t.dtype)
-    mean_w = _rank_mean(seg, vs, t.dtype) if ranks else seg.sum(w_desc) / count
+    mean_w = _rank_mean(seg, vs, t.dtype, groups) if ranks else seg.sum(w_desc) / count
     if regularization == "l2":
         out = mean_w + (t - seg.sum(t) / count)
     else:
@@ -162,32 +196,42 @@ def _project(z, inv_eps, w_desc, valid, regularization, method):
 
 
 def rank_rows(
-    x, eps, valid, *, descending: bool, regularization: str, method: str, straight_through=False
+    x,
+    eps,
+    valid,
+    ids=None,
+    *,
+    descending: bool,
+    regularization: str,
+    method: str,
+    straight_through=False,
 ):
     """Soft ranks of rows ``x`` [..., n] with strengths ``eps`` [...].
 
     Rank 1 is the smallest unless ``descending``. ``straight_through``: the hard ranks (ties
-    averaged), with the soft derivative.
+    averaged), with the soft derivative. ``ids``: segment ids, each segment ranked on its own.
     """
     good = _good(x, eps, valid)
     x, eps = clean_rows(good, x), jnp.where(good, eps, 1)
     z = -x if descending else x
-    out = _project(z, 1 / eps[..., None], None, valid, regularization, method)
+    out = _project(z, 1 / eps[..., None], None, valid, regularization, method, ids)
     if straight_through:
-        out = with_soft_derivative(_hard_ranks(z, valid), out)
+        out = with_soft_derivative(_hard_ranks(z, valid, ids), out)
     return _finish(out, good, valid)
 
 
-def _hard_ranks(z, valid):
+def _hard_ranks(z, valid, ids=None):
     """Hard ranks from the descending order of ``z``, tied values sharing their mean rank.
 
     The mean over ties is the limit of the soft ranks as the strength goes to 0.
     """
-    perm, zs, vs = _sort_desc(lax.stop_gradient(z), valid)
+    perm, zs, vs = _sort_desc(lax.stop_gradient(z), valid, ids)
+    groups = _groups(ids, perm, vs)
     new = jnp.concatenate([jnp.ones_like(zs[..., :1], bool), zs[..., 1:] != zs[..., :-1]], -1)
-    if vs is not None:
-        new = new | ~vs
-    return _unsort(_rank_mean(segments(new), vs, z.dtype), perm)
+    barrier = _barrier(vs, groups)
+    if barrier is not None:
+        new = new | barrier
+    return _unsort(_rank_mean(segments(new), vs, z.dtype, groups), perm)
 
 
 def project_rows(z, w, valid, *, regularization: str, method: str):
@@ -203,23 +247,34 @@ def project_rows(z, w, valid, *, regularization: str, method: str):
 
 
 def sort_rows(
-    x, eps, valid, *, descending: bool, regularization: str, method: str, straight_through=False
+    x,
+    eps,
+    valid,
+    ids=None,
+    *,
+    descending: bool,
+    regularization: str,
+    method: str,
+    straight_through=False,
 ):
     """Soft-sorted rows ``x`` [..., n], ascending unless ``descending``.
 
     Masked entries trail as 0. ``straight_through``: the hard sorted values, with the soft
-    derivative.
+    derivative. ``ids``: segment ids; each segment is sorted into the positions its items hold
+    (in index order), its masked items' positions last.
     """
     good = _good(x, eps, valid)
     x, eps = clean_rows(good, x), jnp.where(good, eps, 1)
     sign = 1.0 if descending else -1.0
-    _, s, vs = _sort_desc(sign * x, valid)  # s = sign * x, sorted decreasingly
-    w = _ranks_desc(vs, x.shape, x.dtype)
+    perm, s, vs = _sort_desc(sign * x, valid, ids)  # s = sign * x, sorted decreasingly
+    groups = _groups(ids, perm, vs)
+    w = _ranks_desc(vs, x.shape, x.dtype, groups)
     inv_eps = 1 / eps[..., None]
-    # statistics w / eps (the ramp -i / eps up to a constant) and s, given exactly (``blocks``)
+    # statistics w / eps (the ramp -i / eps up to a constant, one per segment: segment starts are
+    # barriers) and s, given exactly (``blocks``)
     s_c = lax.stop_gradient(s)
     ramp = -lax.stop_gradient(inv_eps)
-    barrier = None if vs is None else ~vs
+    barrier = _barrier(vs, groups)
     if regularization == "l2":
         y = pav.affine(s_c, -1.0, ramp)  # w / eps - s
         starts = pav.block_starts("l2", y, jnp.ones_like(s), method, barrier)
@@ -228,7 +283,8 @@ def sort_rows(
         starts = pav.block_starts("kl_desc", a, pav.affine(s_c), method, barrier)
     seg = segments(starts)
     if regularization == "l2":
-        # w_i - mean_B(w) = (p + e - 1) / 2 - i, exact (0 for masked items: singleton blocks)
+        # w_i - mean_B(w) = (p + e - 1) / 2 - i, exact (0 for masked items: singleton blocks), in
+        # a segment too: its ranks are its top minus the position, and a block stays inside it
         pos = lax.broadcasted_iota(jnp.int32, s.shape, s.ndim - 1)
         w_dev = (seg.pivot + seg.end - 1 - 2 * pos).astype(s.dtype) * 0.5
         # the block mean of s from a compensated sum: it may be far below the values it averages
@@ -244,6 +300,10 @@ def sort_rows(
         out = sp + jnp.log(seg.sum(jnp.exp(d)) / geo) + u
     if straight_through:
         out = with_soft_derivative(s, out)
+    if ids is not None:  # the j-th of a segment to the j-th position of its items
+        place = _sort.argsort_ids(ids)
+        out = _unsort(out, place)
+        vs = None if vs is None else _unsort(vs, place)
     return _finish(sign * out, good, vs)
 
 

@@ -28,6 +28,7 @@ $\sigma' = \sigma(z)\sigma(-z)$ (both factors computed directly: no cancellation
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -183,6 +184,26 @@ def _newton(tau, f_val, d_val):
     return tau - jnp.arctanh(jnp.where(jnp.abs(ratio) < 1, ratio, 0))
 
 
+class _Search(NamedTuple):
+    """The loop state of `_root_find`, one entry per row (offsets in logit units)."""
+
+    it: jax.Array  # steps after the first evaluation
+    ref: jax.Array  # the reference score of the offsets
+    moved: jax.Array  # re-centred already (at most once)
+    tau: jax.Array  # the offset: A = sigmoid(c (x - ref) + tau)
+    lo: jax.Array  # the bracket [lo, hi] of the root
+    hi: jax.Array
+    t_a: jax.Array  # regula falsi: the last point below the root and its H
+    h_a: jax.Array
+    t_b: jax.Array  # ... and above the root
+    h_b: jax.Array
+    side: jax.Array  # -1 / 1: the last evaluation fell below / above (Illinois), 0: none yet
+    f_val: jax.Array  # F = S - k at tau
+    d_val: jax.Array  # D = dS/dtau at tau
+    fresh: jax.Array  # F and D were evaluated at tau (not yet at the start)
+    done: jax.Array
+
+
 @batch_local(item_ndims=(1, 0, 0, 1, 0, 0, 0), out_item_ndims=(0, 0, 0, 0, 0), name="x")
 def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: float):
     """(ref, tau, iterations, |F|, ok) per row ``s = c x`` [..., n] with 0 < k < n_valid.
@@ -229,11 +250,10 @@ def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: flo
     def flat(lo, hi, tau):
         return (hi - lo) <= ulp * jnp.maximum(jnp.abs(tau), 1)
 
-    def cond(state):
-        it, fresh, done = state[0], state[-2], state[-1]
-        return jnp.any(~done & ((it < max_iter) | ~fresh))
+    def cond(state: _Search):
+        return jnp.any(~state.done & ((state.it < max_iter) | ~state.fresh))
 
-    def body(state):
+    def body(state: _Search):
         # ``fresh``: F and D were evaluated at tau (not yet at the start): step, then evaluate.
         it, ref, moved, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val, fresh, done = state
         s_max = (x_top - ref) * c
@@ -274,32 +294,58 @@ def _root_find(x, c, k, valid, n_valid, x_max, x_min, *, max_iter: int, tol: flo
         s_n, d_n = _sums(x, c, ref_n, tau_n, valid)
         keep = done | (fresh & (it >= max_iter))
 
-        def pick(old, new):
-            return jnp.where(keep, old, new)
-
-        new = (ref_n, moved | stuck, tau_n, lo_n, hi_n, t_a_n, h_a_n, t_b_n, h_b_n, side_n,
-               s_n - k, d_n)  # fmt: skip
-        old = (ref, moved, tau, lo, hi, t_a, h_a, t_b, h_b, side, f_val, d_val)
-        out = tuple(pick(o, n) for o, n in zip(old, new))
-        f_n, lo_o, hi_o, tau_o = out[10], out[3], out[4], out[2]
+        stepped = _Search(
+            it=it,
+            ref=ref_n,
+            moved=moved | stuck,
+            tau=tau_n,
+            lo=lo_n,
+            hi=hi_n,
+            t_a=t_a_n,
+            h_a=h_a_n,
+            t_b=t_b_n,
+            h_b=h_b_n,
+            side=side_n,
+            f_val=s_n - k,
+            d_val=d_n,
+            fresh=fresh,
+            done=done,
+        )
+        out = _Search(*(jnp.where(keep, o, n) for o, n in zip(state, stepped)))
         # done: within tol, non-finite, or the bracket at the dtype's resolution after the
         # re-centring (or where re-centring cannot help: |tau| <= 1 is already resolved finely)
-        spent = out[1] | (jnp.abs(tau_o) <= 1)
-        fin = (jnp.abs(f_n) <= aim) | ~jnp.isfinite(f_n) | (flat(lo_o, hi_o, tau_o) & spent)
-        done = jnp.where(keep, done, fin)
-        it = it + (~keep & fresh).astype(jnp.int32)
-        return (it, *out, fresh | ~keep, done)
+        spent = out.moved | (jnp.abs(out.tau) <= 1)
+        f_n = out.f_val
+        fin = (jnp.abs(f_n) <= aim) | ~jnp.isfinite(f_n) | (flat(out.lo, out.hi, out.tau) & spent)
+        return out._replace(
+            it=it + (~keep & fresh).astype(jnp.int32),
+            fresh=fresh | ~keep,
+            done=jnp.where(keep, done, fin),
+        )
 
     it0 = jnp.zeros(tau.shape, jnp.int32)
     zero = jnp.zeros_like(tau)
     f_val = jnp.where(certified, bound, 0)  # the certified rows report the bound
-    state = (it0, ref, it0 < 0, tau, lo, hi, t_a, h_a, t_b, h_b, it0, f_val, zero, certified,
-             certified)  # fmt: skip
-    state = like_vma(state, x)
-    out = lax.while_loop(cond, body, state)
-    it, ref, tau, f_val = out[0], out[1], out[3], out[11]
-    ok = jnp.abs(f_val) <= tol
-    return ref, jnp.where(small, tau, -tau), it, jnp.abs(f_val), ok
+    state = _Search(
+        it=it0,
+        ref=ref,
+        moved=it0 < 0,
+        tau=tau,
+        lo=lo,
+        hi=hi,
+        t_a=t_a,
+        h_a=h_a,
+        t_b=t_b,
+        h_b=h_b,
+        side=it0,
+        f_val=f_val,
+        d_val=zero,
+        fresh=certified,
+        done=certified,
+    )
+    out = lax.while_loop(cond, body, like_vma(state, x))
+    ok = jnp.abs(out.f_val) <= tol
+    return out.ref, jnp.where(small, out.tau, -out.tau), out.it, jnp.abs(out.f_val), ok
 
 
 def _interior(k, n_valid):

@@ -9,6 +9,8 @@ and run the row kernels of `softops._ot.topk_rows` where the batch lives
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -19,23 +21,58 @@ from softops._ot import hard_topk, sparse_mask, topk_rows
 from softops._ot.sinkhorn import SinkhornOutput, plan_of, sinkhorn_implicit, sinkhorn_unrolled
 from softops._straight_through import with_soft_derivative
 
-DIFFERENTIATIONS = ("implicit", "unrolled")
-SOLVERS = ("newton", "sinkhorn")
+# The option sets of the top-k ops, each written once: the public signatures use the `Literal`
+# types, the validation (`_checks.choice`) their `get_args`.
+Differentiation = Literal["implicit", "unrolled"]
+Solver = Literal["newton", "sinkhorn"]
+MaskRegularization = Literal["kl", "l2", "p=3/2", "p=4/3"]  # "kl" or a sparse_mask.POWERS key
+Strength = Literal["epsilon", "temperature"]  # which strength the rows carry
+DIFFERENTIATIONS: tuple[Differentiation, ...] = get_args(Differentiation)
+SOLVERS: tuple[Solver, ...] = get_args(Solver)
+MASK_REGULARIZATIONS: tuple[MaskRegularization, ...] = get_args(MaskRegularization)
 DEFAULT_EPSILON = 0.1
-MASK_REGULARIZATIONS = ("kl", *sparse_mask.POWERS)
 DEFAULT_TEMPERATURE = 1.0  # of the sparse masks, in score units
 
 
-def _strength(epsilon, temperature, batch, dtype):
+class MaskOptions(NamedTuple):
+    """The validated static options of one top-k mask call (hashable: one static jit argument)."""
+
+    axis: int  # the item axis, non-negative
+    largest: bool
+    kind: Strength
+    solver: Solver
+    regularization: MaskRegularization
+    max_iter: int
+    tol: float
+    nan_bad: bool  # an unconverged row is NaN (else it keeps its last iterate)
+    straight_through: bool
+
+
+class SortedOptions(NamedTuple):
+    """The validated static options of one sorted top-k call (hashable: one static jit argument)."""
+
+    axis: int  # the item axis, non-negative
+    k: int
+    largest: bool
+    kind: Strength
+    solve: Callable[..., tuple]  # topk_rows.sorted_by_*: the solver and its differentiation
+    max_iter: int
+    tol: float
+    nan_bad: bool  # an unconverged row is NaN (else it keeps its last iterate)
+    straight_through: bool
+
+
+def _strength(epsilon, temperature, batch, dtype) -> tuple[Strength, jax.Array]:
     """('epsilon' | 'temperature', the value broadcast to the batch shape)."""
     if epsilon is not None and temperature is not None:
         raise ValueError(
             "`epsilon` and `temperature` are mutually exclusive, got "
             f"epsilon={epsilon!r} and temperature={temperature!r}"
         )
-    kind, value = ("temperature", temperature) if temperature is not None else ("epsilon", epsilon)
-    value = DEFAULT_EPSILON if value is None else value
-    return kind, _checks.per_row(value, kind, batch, dtype)
+    if temperature is not None:
+        return "temperature", _checks.per_row(temperature, "temperature", batch, dtype)
+    value = DEFAULT_EPSILON if epsilon is None else epsilon
+    return "epsilon", _checks.per_row(value, "epsilon", batch, dtype)
 
 
 def _top_args(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, traced_k):
@@ -56,48 +93,69 @@ def _top_args(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, t
 # ----------------------------------------------------------------------------- top-k mask
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "axis", "largest", "kind", "solver", "max_iter", "tol", "nan_bad", "hard", "reg"
-    ),
-)  # fmt: skip
-def _mask(x, k, strength, where, *, axis, largest, kind, solver, max_iter, tol, nan_bad, hard,
-          reg="kl"):  # fmt: skip
+@functools.partial(jax.jit, static_argnames=("options",))
+def _mask(x, k, strength, where, *, options: MaskOptions):
+    o = options
+
     def kernel(x, k, strength, valid):
-        if reg != "kl":
+        if o.regularization != "kl":
             mask, thr, it, res, ok = sparse_mask.mask_rows(
                 x,
                 k,
                 strength,
                 valid,
-                regularization=reg,
-                largest=largest,
-                max_iter=max_iter,
-                tol=tol,
+                regularization=o.regularization,
+                largest=o.largest,
+                max_iter=o.max_iter,
+                tol=o.tol,
             )
         else:
             mask, thr, it, res, ok = topk_rows.mask_rows(
-                x, k, strength, valid, kind=kind, largest=largest, solver=solver,
-                max_iter=max_iter, tol=tol,
-            )  # fmt: skip
-        if nan_bad:
-            bad = ~ok[..., None] if reg == "kl" or valid is None else ~ok[..., None] & valid
+                x,
+                k,
+                strength,
+                valid,
+                kind=o.kind,
+                largest=o.largest,
+                solver=o.solver,
+                max_iter=o.max_iter,
+                tol=o.tol,
+            )
+        if o.nan_bad:
+            sparse_masked = o.regularization != "kl" and valid is not None
+            bad = ~ok[..., None] & valid if sparse_masked else ~ok[..., None]
             mask = jnp.where(bad, jnp.nan, mask)  # sparse masks: where=False stays 0
-        if hard:
-            mask = with_soft_derivative(hard_topk.mask_rows(x, k, valid, largest), mask)
+        if o.straight_through:
+            mask = with_soft_derivative(hard_topk.mask_rows(x, k, valid, o.largest), mask)
         return mask, (thr, it, res, ok)
 
     mask, (thr, it, res, ok) = _sharding.run_items(
-        kernel, axis, (x,), (k, strength), where, with_rows=True
+        kernel, o.axis, (x,), (k, strength), where, with_rows=True
     )
     return mask, thr.astype(x.dtype), it, res.astype(x.dtype), ok
 
 
-def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, solver, nan_bad,
-            straight_through=False, regularization="kl"):  # fmt: skip
-    """(mask, threshold, iterations, residual, converged) of `softops.soft_topk_mask`."""
-    _checks.choice(solver, SOLVERS, "solver")
+def mask_op(
+    x,
+    k,
+    *,
+    axis,
+    max_iter,
+    largest=True,
+    epsilon=None,
+    temperature=None,
+    where=None,
+    tol=None,
+    solver="newton",
+    nan_bad=True,
+    straight_through=False,
+    regularization="kl",
+):
+    """(mask, threshold, iterations, residual, converged) of `softops.soft_topk_mask`.
+
+    ``nan_bad``: an unconverged row is NaN (the ops) or keeps its last iterate (the ``*_solve``).
+    """
+    solver = _checks.choice(solver, SOLVERS, "solver")
     hard = _checks.boolean(straight_through, "straight_through")
     reg = _checks.choice(regularization, MASK_REGULARIZATIONS, "regularization")
     if reg != "kl":
@@ -110,10 +168,8 @@ def mask_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, sol
         eps = jnp.finfo(dtype).eps
         tol = float(max(4 * x.shape[ax] * eps, 16 * eps))
     k = jnp.broadcast_to(_checks.array(k, "k").astype(dtype), strength.shape)
-    return _mask(
-        x, k, strength, mask, axis=ax, largest=largest, kind=kind, solver=solver,
-        max_iter=max_iter, tol=tol, nan_bad=nan_bad, hard=hard, reg=reg,
-    )  # fmt: skip
+    options = MaskOptions(ax, largest, kind, solver, reg, max_iter, tol, bool(nan_bad), hard)
+    return _mask(x, k, strength, mask, options=options)
 
 
 def _sparse_strength(reg, epsilon, temperature, solver):
@@ -134,39 +190,68 @@ def _sparse_strength(reg, epsilon, temperature, solver):
 # ----------------------------------------------------------------------------- sorted top-k
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "axis", "k", "largest", "kind", "max_iter", "tol", "solver", "nan_bad", "hard"
-    ),
-)  # fmt: skip
-def _sorted(x, strength, where, *, axis, k, largest, kind, max_iter, tol, solver, nan_bad, hard):
+@functools.partial(jax.jit, static_argnames=("options",))
+def _sorted(x, strength, where, *, options: SortedOptions):
+    o = options
+
     def kernel(x, strength, valid):
         values, assign, it, res, ok = topk_rows.sorted_rows(
-            x, strength, valid, kind=kind, k=k, largest=largest, max_iter=max_iter, tol=tol,
-            solver=solver,
-        )  # fmt: skip
-        if nan_bad:
+            x,
+            strength,
+            valid,
+            kind=o.kind,
+            k=o.k,
+            largest=o.largest,
+            max_iter=o.max_iter,
+            tol=o.tol,
+            solve=o.solve,
+        )
+        if o.nan_bad:
             values = jnp.where(ok[..., None], values, jnp.nan)
             assign = jnp.where(ok[..., None, None], assign, jnp.nan)
-        if hard:
-            hard_values, hard_assign = hard_topk.sorted_rows(x, k, valid, largest)
+        if o.straight_through:
+            hard_values, hard_assign = hard_topk.sorted_rows(x, o.k, valid, o.largest)
             values = with_soft_derivative(hard_values, values)
             assign = with_soft_derivative(hard_assign, assign)
         return values, (assign, it, res, ok)
 
     values, (assign, it, res, ok) = _sharding.run_items(
-        kernel, axis, (x,), (strength,), where, with_rows=True
+        kernel, o.axis, (x,), (strength,), where, with_rows=True
     )
     return values, assign.astype(x.dtype), it, res.astype(x.dtype), ok
 
 
-def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, mode, solver,
-              nan_bad, straight_through=False):  # fmt: skip
-    """(values, assignment, iterations, residual, converged) of `softops.soft_topk`."""
-    _checks.choice(mode, DIFFERENTIATIONS, "differentiation")
+# (solver, differentiation) -> the row solver; Newton is differentiated implicitly only.
+_SORTED_SOLVERS = {
+    ("newton", "implicit"): topk_rows.sorted_by_newton,
+    ("sinkhorn", "implicit"): topk_rows.sorted_by_sinkhorn,
+    ("sinkhorn", "unrolled"): topk_rows.sorted_by_unrolled_sinkhorn,
+}
+
+
+def sorted_op(
+    x,
+    k,
+    *,
+    axis,
+    max_iter,
+    largest=True,
+    epsilon=None,
+    temperature=None,
+    where=None,
+    tol=None,
+    differentiation="implicit",
+    solver="newton",
+    nan_bad=True,
+    straight_through=False,
+):
+    """(values, assignment, iterations, residual, converged) of `softops.soft_topk`.
+
+    ``nan_bad``: an unconverged row is NaN (the ops) or keeps its last iterate (the ``*_solve``).
+    """
+    mode = _checks.choice(differentiation, DIFFERENTIATIONS, "differentiation")
     hard = _checks.boolean(straight_through, "straight_through")
-    _checks.choice(solver, SOLVERS, "solver")
+    solver = _checks.choice(solver, SOLVERS, "solver")
     if solver == "newton" and mode == "unrolled":
         raise ValueError(
             "`differentiation='unrolled'` needs solver='sinkhorn' (Newton is differentiated "
@@ -180,11 +265,9 @@ def sorted_op(x, k, axis, largest, epsilon, temperature, where, tol, max_iter, m
     if tol is None:  # Newton's residual carries no n-term rounding (newton_loop._errors)
         eps = float(jnp.finfo(_checks.compute_dtype(x.dtype)).eps)
         tol = eps**0.5 if solver == "newton" else max(eps**0.5, 16 * x.shape[ax] * eps)
-    solver = "unrolled" if mode == "unrolled" else solver
-    return _sorted(
-        x, strength, mask, axis=ax, k=k, largest=largest, kind=kind, max_iter=max_iter, tol=tol,
-        solver=solver, nan_bad=nan_bad, hard=hard,
-    )  # fmt: skip
+    solve = _SORTED_SOLVERS[solver, mode]
+    options = SortedOptions(ax, k, largest, kind, solve, max_iter, tol, bool(nan_bad), hard)
+    return _sorted(x, strength, mask, options=options)
 
 
 # ----------------------------------------------------------------------------- sinkhorn
@@ -270,11 +353,14 @@ def sinkhorn_op(cost, a, b, epsilon, tol, max_iter, differentiation) -> Sinkhorn
     _same_mass(a, b)
     eps = _checks.per_row(epsilon, "epsilon", batch, dtype)
     if n == 0 or m == 0 or 0 in batch:
-        zeros = jnp.zeros
         return SinkhornOutput(
-            zeros(batch + (n,), dtype), zeros(batch + (m,), dtype), zeros(batch + (n, m), dtype),
-            zeros(batch, jnp.int32), zeros(batch, dtype), jnp.ones(batch, bool),
-        )  # fmt: skip
+            f=jnp.zeros(batch + (n,), dtype),
+            g=jnp.zeros(batch + (m,), dtype),
+            plan=jnp.zeros(batch + (n, m), dtype),
+            iterations=jnp.zeros(batch, jnp.int32),
+            residual=jnp.zeros(batch, dtype),
+            converged=jnp.ones(batch, bool),
+        )
     return _sinkhorn(
         cost.astype(dtype), a, b, eps, max_iter=max_iter, tol=tol, mode=differentiation
     )

@@ -10,6 +10,8 @@ not ``ok`` into NaN.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,8 +156,36 @@ def _mask_by_sinkhorn(x, vf, k, temp, largest: bool, max_iter: int, tol: float):
     return mask, thr, it, res, err <= tol
 
 
-def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, tol, solver):
-    """Sorted top-k on k+1 anchors; ``solver``: "newton", "sinkhorn" or "unrolled" (Sinkhorn).
+def sorted_by_newton(xs, anchors, a, b, eps, vf, n_valid, *, k: int, largest: bool, max_iter, tol):
+    """Semi-dual Newton on the k+1 anchors: (values, assignment, iterations, error)."""
+    del n_valid  # carried by vf
+    sign = 1 if largest else -1  # anchors decreasing: negate x and y for the smallest
+    pi, sums, it, err = newton_sums(sign * xs, sign * anchors, a, b, eps, vf * xs, max_iter, tol)
+    assign = vf[..., None, :] * pi[..., :k, :]  # n_valid P^T on the first k anchors
+    values = sums[..., :k]  # its own tangent: no [..., k, n] pass unless assign is used
+    return values, assign, it, err
+
+
+def _sorted_by_sinkhorn(
+    xs, anchors, a, b, eps, vf, n_valid, *, k: int, largest, max_iter, tol, run
+):
+    """Sinkhorn (``run``: implicit or unrolled) on the k+1 anchors, as `sorted_by_newton`."""
+    del vf, largest  # the cost needs no sign: the anchors are in the order of the slots
+    cost = (xs[..., None] - anchors.reshape((1,) * xs.ndim + (-1,))) ** 2
+    f, g, it, err = run(cost, a, b, eps, max_iter, tol)
+    plan = plan_of(f, g, cost, eps)
+    assign = jnp.swapaxes(n_valid[..., None, None] * plan[..., :k], -1, -2)
+    values = jnp.einsum("...kn,...n->...k", assign, xs)
+    return values, assign, it, err
+
+
+# Module-level partials: one object each, so the jit cache sees the same static argument.
+sorted_by_sinkhorn = functools.partial(_sorted_by_sinkhorn, run=sinkhorn_implicit)
+sorted_by_unrolled_sinkhorn = functools.partial(_sorted_by_sinkhorn, run=sinkhorn_unrolled)
+
+
+def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, tol, solve):
+    """Sorted top-k on k+1 anchors, solved by ``solve`` (one of the ``sorted_by_*`` above).
 
     Returns values [..., k], assignment [..., k, n], iterations, residual (mask units) and ok.
     """
@@ -184,19 +214,9 @@ def sorted_rows(x, strength, valid, *, kind, k: int, largest: bool, max_iter, to
         b = jnp.concatenate([b[..., :k], rest[..., None]], axis=-1)
     eps = 2 * temp
     a = vf / n_valid[..., None]
-    if solver == "newton":  # anchors decreasing: negate x and y for the smallest
-        sign = 1 if largest else -1
-        y = sign * anchors
-        pi, sums, it, err = newton_sums(sign * xs, y, a, b, eps, vf * xs, max_iter, tol / n)
-        assign = vf[..., None, :] * pi[..., :k, :]  # n_valid P^T on the first k anchors
-        values = sums[..., :k]  # its own tangent: no [..., k, n] pass unless assign is used
-    else:
-        cost = (xs[..., None] - anchors.reshape((1,) * xs.ndim + (-1,))) ** 2
-        run = sinkhorn_implicit if solver == "sinkhorn" else sinkhorn_unrolled
-        f, g, it, err = run(cost, a, b, eps, max_iter, tol / n)
-        plan = plan_of(f, g, cost, eps)
-        assign = jnp.swapaxes(n_valid[..., None, None] * plan[..., :k], -1, -2)
-        values = jnp.einsum("...kn,...n->...k", assign, xs)
+    values, assign, it, err = solve(
+        xs, anchors, a, b, eps, vf, n_valid, k=k, largest=largest, max_iter=max_iter, tol=tol / n
+    )
     res = n_valid * err
     values = jnp.where(good[..., None], values, jnp.nan)
     assign = jnp.where(good[..., None, None], assign, jnp.nan)

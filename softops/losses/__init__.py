@@ -28,17 +28,27 @@ arXiv:2002.08871 (Section 6: top-k classification, Spearman, least trimmed squar
 
 from softops.losses._classification import soft_topk_mask_loss as soft_topk_mask_loss
 from softops.losses._classification import soft_topk_rank_loss as soft_topk_rank_loss
+from softops.losses._ltr import lambda_weights as lambda_weights
+from softops.losses._ltr import rank_linear_loss as rank_linear_loss
+from softops.losses._ltr import soft_mrr as soft_mrr
+from softops.losses._ltr import soft_ndcg as soft_ndcg
+from softops.losses._ltr import soft_precision as soft_precision
 from softops.losses._order_statistics import soft_lts_loss as soft_lts_loss
 from softops.losses._order_statistics import soft_median as soft_median
 from softops.losses._order_statistics import soft_quantile as soft_quantile
-from softops.losses._ranking import soft_ndcg as soft_ndcg
 from softops.losses._ranking import spearman_correlation as spearman_correlation
 from softops.losses._ranking import spearman_loss as spearman_loss
+from softops.losses._sampling import plackett_luce_rank as plackett_luce_rank
 
 __all__ = [
+    "lambda_weights",
+    "plackett_luce_rank",
+    "rank_linear_loss",
     "soft_lts_loss",
     "soft_median",
+    "soft_mrr",
     "soft_ndcg",
+    "soft_precision",
     "soft_quantile",
     "soft_topk_mask_loss",
     "soft_topk_rank_loss",

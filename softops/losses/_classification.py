@@ -86,7 +86,7 @@ def _rank_loss(x, labels, eps, valid, *, k, regularization, squash):
         # label outside the candidate classes) is NaN with an exact 0 derivative: its inputs are
         # replaced before the soft rank (masked-out logits always: a NaN there takes no part).
         taking_part = jnp.ones(x.shape, bool) if valid is None else valid
-        good = jnp.all(jnp.isfinite(x) | ~taking_part, axis=-1)
+        good = _checks.finite_rows(x, valid)
         good = good & (eps > 0) & jnp.isfinite(eps) & _common.label_ok(labels, valid, x.shape[-1])
         x = jnp.where(taking_part & good[..., None], x, 0)
         eps = jnp.where(good, eps, 1)

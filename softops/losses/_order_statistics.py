@@ -211,7 +211,7 @@ def _lts(r, trim, eps, valid, *, regularization):
     def body(r, trim, eps, valid):
         if valid is not None:  # a masked NaN or inf must not reach r * r's derivative
             r = jnp.where(valid, r, 0)
-        good = jnp.all(jnp.isfinite(r), axis=-1)  # a bad row: NaN, 0 derivative (r * r too)
+        good = _checks.finite_rows(r, valid)  # a bad row: NaN, 0 derivative (r * r too)
         r = _checks.clean_rows(good, r)
         s = soft_sort(
             r * r, regularization=regularization, regularization_strength=eps, where=valid

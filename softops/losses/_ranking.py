@@ -1,4 +1,4 @@
-r"""Ranking losses: soft Spearman correlation and soft NDCG (private; see `softops.losses`)."""
+r"""Ranking losses: soft Spearman correlation (private; see `softops.losses`)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
 from softops import _checks, _sharding
 from softops.losses import _common
 from softops.projection import REGULARIZATIONS, Regularization, soft_rank
-
-GAINS = ("exp2", "linear")
 
 
 def _target_strength(strength, eps, t):
@@ -165,119 +162,3 @@ def spearman_loss(
         where=where,
     )
     return _common.one_minus(rho)
-
-
-def soft_ndcg(
-    scores: ArrayLike,
-    relevance: ArrayLike,
-    *,
-    k: int | None = None,
-    regularization_strength: ArrayLike = 1.0,
-    regularization: Regularization = "l2",
-    gain: str = "exp2",
-    where: ArrayLike | None = None,
-) -> jax.Array:
-    r"""Soft NDCG: the DCG discount evaluated at soft (descending) ranks of the scores.
-
-    With $r = \mathrm{soft\_rank}_\varepsilon(\text{scores}, \text{descending})$ (rank 1 =
-    highest score) and gains $g = 2^{\mathrm{rel}} - 1$ (``"exp2"``) or
-    $g = \mathrm{rel}$ (``"linear"``, as ``sklearn.metrics.ndcg_score``),
-
-    $$
-    \mathrm{DCG}_\varepsilon = \sum_i \frac{g_i\, c_k(r_i)}{\log_2(1 + r_i)}, \qquad
-    \mathrm{NDCG}_\varepsilon = \mathrm{DCG}_\varepsilon / \mathrm{IDCG},
-    $$
-
-    where IDCG is the hard DCG of the ideal order (relevance sorted, top k) and the cutoff is
-    $c_k(r) = \mathrm{clip}(k + 1 - r, 0, 1)$ (1 when ``k`` is None): equal to
-    $[r \le k]$ at integer ranks and continuous in between. ε → 0 gives the hard NDCG@k
-    (for untied scores); a row without positive gain gets 0. For ε > 0 the value is a smooth
-    surrogate, not a guaranteed lower bound of the hard NDCG. The ``"exp2"`` gains are computed
-    relative to the row's largest relevance, so large grades do not overflow.
-
-    Args:
-        scores: ``[..., n]`` floating array (higher = ranked first).
-        relevance: ``[..., n]`` non-negative real array (graded relevance); no gradient. A
-            known negative value raises; a traced one gives NaN for its row.
-        k: cutoff, ``1 <= k <= n``, or None for all items.
-        regularization_strength: ε > 0, a number or an array of the batch shape.
-        regularization: ``"l2"`` or ``"kl"``.
-        gain: ``"exp2"`` ($2^{rel} - 1$) or ``"linear"``.
-        where: optional boolean ``[..., n]`` of the items in each list.
-
-    Returns:
-        The NDCG values, shape ``[...]`` (maximize it; use ``1 - soft_ndcg`` as a loss); NaN for a
-        row with a NaN score or relevance.
-
-    Raises:
-        TypeError: for non-floating scores, non-real relevance, a non-int ``k``.
-        ValueError: for mismatched shapes, a bad ``k``, strength, ``gain`` or ``regularization``.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> from softops.losses import soft_ndcg
-        >>> rel = jnp.array([3.0, 2.0, 0.0])
-        >>> soft_ndcg(jnp.array([0.9, 0.5, 0.1]), rel, regularization_strength=1e-3)
-        Array(1., dtype=float32)
-    """
-    _checks.choice(regularization, REGULARIZATIONS, "regularization")
-    _checks.choice(gain, GAINS, "gain")
-    x_in = _common.items(scores, "scores")
-    dtype = _checks.compute_dtype(x_in.dtype)
-    rel = lax.stop_gradient(_checks.real(relevance, "relevance", dtype))
-    _checks.same_shape(x_in, rel, ("scores", "relevance"))
-    known = _checks.concrete(relevance)
-    if known is not None and known.size and np.any(known < 0):
-        bad = known[known < 0].ravel()[0].item()
-        raise ValueError(f"`relevance` must be non-negative, got relevance={bad!r}")
-    n = x_in.shape[-1]
-    if n == 0:  # empty lists have no positive gain: NDCG 0, as for any such row
-        return jnp.zeros(x_in.shape[:-1], x_in.dtype)
-    if k is not None:
-        k = _checks.k_value(k, n, (), minimum=1)
-    valid = _checks.where(where, x_in.shape)
-    eps = _common.strength(regularization_strength, x_in)
-    out = _ndcg(x_in.astype(dtype), rel, eps, valid, k=k, regularization=regularization, gain=gain)
-    return out.astype(x_in.dtype)
-
-
-@functools.partial(jax.jit, static_argnames=("k", "regularization", "gain"))
-def _ndcg(x, rel, eps, valid, *, k, regularization, gain):
-    return _sharding.on_batch_shards(
-        functools.partial(_ndcg_rows, k=k, regularization=regularization, gain=gain),
-        x,
-        rel,
-        eps,
-        valid,
-        name="scores",
-    )
-
-
-def _ndcg_rows(x, rel, eps, valid, *, k, regularization, gain):
-    n, dtype = x.shape[-1], x.dtype
-    r = soft_rank(
-        x, descending=True, regularization=regularization, regularization_strength=eps, where=valid
-    )
-    in_row = jnp.ones(rel.shape, bool) if valid is None else valid
-    if gain == "exp2":
-        top = jnp.max(jnp.where(in_row, rel, -jnp.inf), axis=-1, keepdims=True)
-        top = jnp.where(jnp.isfinite(top) | jnp.isnan(top), top, 0)
-        g = jnp.exp2(rel - top) - jnp.exp2(-top)  # (2^rel - 1) / 2^top
-    else:
-        g = rel
-    g = jnp.where(in_row, g, 0)
-    # A traced negative relevance (known ones raise) makes its row NaN.
-    g = jnp.where(jnp.any(in_row & (rel < 0), axis=-1, keepdims=True), jnp.nan, g)
-    r_safe = jnp.where(in_row, r, 1)
-    disc = 1 / jnp.log2(1 + r_safe)
-    if k is not None:
-        disc = disc * jnp.clip(k + 1 - r_safe, 0, 1)
-    dcg = jnp.sum(g * disc, axis=-1)
-    ideal = -jnp.sort(-g, axis=-1)
-    pos = jnp.arange(1, n + 1, dtype=dtype)
-    idisc = 1 / jnp.log2(1 + pos)
-    if k is not None:
-        idisc = jnp.where(pos <= k, idisc, 0)
-    idcg = jnp.sum(ideal * jnp.broadcast_to(idisc, ideal.shape), axis=-1)
-    out = _common.safe_div(dcg, idcg)
-    return jnp.where(jnp.isnan(dcg) | jnp.isnan(idcg), jnp.nan, out)
