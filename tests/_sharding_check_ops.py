@@ -71,8 +71,12 @@ OPS = {
     "soft_sort:segments_where": lambda x, a: softops.soft_sort(
         x, where=a["mask"], segments=a["ids"]
     ),
-    "soft_mrr": lambda x, a: losses.soft_mrr(x, jnp.abs(a["t"]) - 0.5, k=3, segments=a["ids"]),
-    "soft_precision": lambda x, a: losses.soft_precision(x, jnp.abs(a["t"]) - 0.5, k=3),
+    "soft_mrr": lambda x, a: losses.soft_mrr(
+        x, (jnp.abs(a["t"]) > 0.5).astype(x.dtype), k=3, segments=a["ids"]
+    ),
+    "soft_precision": lambda x, a: losses.soft_precision(
+        x, (jnp.abs(a["t"]) > 0.5).astype(x.dtype), k=3
+    ),
     "rank_linear_loss": lambda x, a: losses.rank_linear_loss(x, a["t"], where=a["mask"]),
     "lambda_weights": lambda x, a: losses.lambda_weights(x, jnp.abs(a["t"]), segments=a["ids"]),
     "plackett_luce_rank": lambda x, a: losses.plackett_luce_rank(

@@ -9,6 +9,7 @@ maximum) was differentiated, ``soft_topk_mask_loss`` at its defaults peaked and 
 import importlib.util
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -29,7 +30,8 @@ def test_topk_losses_at_defaults_within_one_point_of_cross_entropy(float32_defau
     seeds = (0, 1)
     top1 = {}
     for loss in ("cross_entropy", "mask_default", "rank_default"):
-        runs = [bench.train(loss, seed, steps=1500, evals=(1500,)) for seed in seeds]
+        with jax.numpy_rank_promotion("allow"):  # the benchmark's MLP adds biases by broadcasting
+            runs = [bench.train(loss, seed, steps=1500, evals=(1500,)) for seed in seeds]
         assert all(r["finite"] for r in runs), loss
         top1[loss] = float(np.mean([r["top1"]["1500"] for r in runs]))
     assert top1["cross_entropy"] > 0.95, top1
