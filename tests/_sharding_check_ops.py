@@ -27,6 +27,16 @@ QUANTILES = np.array([0.25, 0.5])
 
 
 @jax.jit
+def _relevant(t):  # 0/1 relevance (the 0.5 a literal of the program: no host transfer)
+    return (jnp.abs(t) > 0.5).astype(t.dtype)
+
+
+@jax.jit
+def _key():  # a key made on the device (an eager jax.random.key transfers its seed)
+    return jax.random.key(0)
+
+
+@jax.jit
 def _cost(x):  # anchors as Python numbers: literals of the program, not hoisted array constants
     return jnp.stack([(x - y) ** 2 for y in (-1.0, -1 / 3, 1 / 3, 1.0)], axis=-1)
 
@@ -71,17 +81,11 @@ OPS = {
     "soft_sort:segments_where": lambda x, a: softops.soft_sort(
         x, where=a["mask"], segments=a["ids"]
     ),
-    "soft_mrr": lambda x, a: losses.soft_mrr(
-        x, (jnp.abs(a["t"]) > 0.5).astype(x.dtype), k=3, segments=a["ids"]
-    ),
-    "soft_precision": lambda x, a: losses.soft_precision(
-        x, (jnp.abs(a["t"]) > 0.5).astype(x.dtype), k=3
-    ),
+    "soft_mrr": lambda x, a: losses.soft_mrr(x, _relevant(a["t"]), k=3, segments=a["ids"]),
+    "soft_precision": lambda x, a: losses.soft_precision(x, _relevant(a["t"]), k=3),
     "rank_linear_loss": lambda x, a: losses.rank_linear_loss(x, a["t"], where=a["mask"]),
     "lambda_weights": lambda x, a: losses.lambda_weights(x, jnp.abs(a["t"]), segments=a["ids"]),
-    "plackett_luce_rank": lambda x, a: losses.plackett_luce_rank(
-        jax.random.key(0), x, segments=a["ids"]
-    ),
+    "plackett_luce_rank": lambda x, a: losses.plackett_luce_rank(_key(), x, segments=a["ids"]),
     "soft_topk_rank_loss": lambda x, a: losses.soft_topk_rank_loss(x, a["labels"], k=2),
     "soft_topk_mask_loss": lambda x, a: losses.soft_topk_mask_loss(x, a["labels"], k=2),
     "soft_quantile": lambda x, a: losses.soft_quantile(x, QUANTILES),
