@@ -83,7 +83,8 @@ def accuracy(sizes, cases) -> None:
     import softops
 
     where = pathlib.Path(softops.__file__).resolve().parent.parent
-    print(f"softops from {where} ({_commit(where)}); jax {jax.__version__}, {jax.devices()[0]}")
+    source = f"checkout {where.name!r} ({_commit(where)})"
+    print(f"softops from {source}; jax {jax.__version__}, {jax.devices()[0]}")
     head = f"{'n':>9} {'op':9} {'reg':3} {'eps':>6} {'max err/scale':>13} {'ulps':>9}"
     print(head + f" {'row-sum rel':>11} {'monotone':>8} {'f32 s':>6}")
     for n in sizes:
@@ -145,7 +146,7 @@ def _time_one(repeats: int) -> None:
 def cost(against: str, rounds: int, repeats: int) -> None:
     checkouts = {"this": str(ROOT), "other": str(pathlib.Path(against).resolve())}
     for k, p in checkouts.items():
-        print(f"{k}: {p} ({_commit(p)})")
+        print(f"{k}: checkout {pathlib.Path(p).name!r} ({_commit(p)})")
     runs: dict[str, list[dict]] = {k: [] for k in checkouts}
     for r in range(rounds):
         for k, p in checkouts.items():

@@ -252,6 +252,8 @@ def main():
         print(report(res))
         curves = ("curves", "curves_by_seed")
         results["training"] = {k: v for k, v in res.items() if k not in curves}
+        if "plot" in res:  # the file's name: the folder given by --out is the user's machine's
+            results["training"]["plot"] = pathlib.Path(res["plot"]).name
         results["curves"] = res["curves_by_seed"]  # per method, one curve per seed
         print()
     if args.quick:  # a smoke run: one compilation per method and estimator, tiny budgets
