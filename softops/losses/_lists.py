@@ -61,6 +61,12 @@ def cutoff_k(k, n, *, required=False):
 
 def ranks_of(x, valid, ids, eps, *, relative, regularization):
     """Soft descending ranks of every list (1 at masked items: finite, no gradient), and slots."""
+    r, slots = list_ranks_of(x, valid, ids, eps, relative=relative, regularization=regularization)
+    return (r if valid is None else jnp.where(valid, r, 1)), slots
+
+
+def list_ranks_of(x, valid, ids, eps, *, relative, regularization):
+    """`softops.ltr.list_ranks` of the lists (0 at masked items), and their slots."""
     slots = _segments.slots_of(ids, x.shape)
     xv = x if valid is None else jnp.where(valid, x, 0)
     r = list_ranks(
@@ -73,7 +79,7 @@ def ranks_of(x, valid, ids, eps, *, relative, regularization):
         method="auto",
         segments=ids,
     )
-    return (r if valid is None else jnp.where(valid, r, 1)), slots
+    return r, slots
 
 
 def cutoff_at(r, k):

@@ -8,27 +8,16 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from softops import _checks, _segments, _sharding
-from softops.losses._lists import NO_RELEVANCE, Lists
-from softops.ltr import list_ranks
+from softops import _checks, _sharding
+from softops.losses._lists import NO_RELEVANCE, Lists, list_ranks_of
 from softops.projection import Regularization
 
 
 @functools.partial(jax.jit, static_argnames=("relative", "regularization"))
 def _ranks(x, eps, valid, ids, *, relative, regularization):
     def body(x, eps, valid, ids):
-        slots = _segments.slots_of(ids, x.shape)
-        xv = x if valid is None else jnp.where(valid, x, 0)
-        return list_ranks(
-            xv,
-            valid,
-            slots,
-            eps,
-            relative=relative,
-            regularization=regularization,
-            method="auto",
-            segments=ids,
-        )
+        r, _ = list_ranks_of(x, valid, ids, eps, relative=relative, regularization=regularization)
+        return r
 
     return _sharding.on_batch_shards(body, x, eps, valid, ids, name="scores")
 
