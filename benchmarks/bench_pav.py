@@ -100,9 +100,11 @@ def _counts(a, b, max_rounds):
     """Pooling rounds run, blocks left after them, and the final number of blocks of unsolved
     rows (the solvers' own rounds: ``softops._isotonic.pav._rounds``)."""
     barrier = lax.broadcasted_iota(jnp.int32, a.shape, 1) == 0
-    rounds, blk = _pav._rounds("l2", a, b, barrier, max_rounds)
+    za, ca, ra = _pav.affine(a)
+    st = _pav.Stats(za, ca, ra, b, ca, ra)  # l2: the weights b as a plain statistic
+    rounds, blk = _pav._rounds("l2", st, False, barrier, max_rounds)
     left = jnp.sum(jnp.where(blk.done, 0, blk.count))
-    final = _pav.block_starts(a, b, "l2", "sequential")
+    final = _pav.block_starts("l2", (za, ca, ra), b, "sequential")
     final_left = jnp.sum(jnp.where(blk.done[:, None], False, final))
     return rounds, left, final_left
 
