@@ -21,6 +21,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import extra_tables  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
@@ -395,6 +398,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_local_losses.cosine": render_fg_cosine,
     "bench_local_losses.memory": render_fg_memory,
     "bench_topk_convergence": render_bench_topk_convergence,
+    **extra_tables.RENDERERS,
 }
 
 

@@ -80,7 +80,10 @@ def main():
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--json", default=None)
+    p.add_argument("--quick", action="store_true", help="L = 16, one seed, 20 steps (CI smoke)")
     a = p.parse_args()
+    if a.quick:
+        a.lengths, a.seeds, a.steps = [16], 1, 20
     out = {
         "meta": {
             "date": datetime.date.today().isoformat(),
