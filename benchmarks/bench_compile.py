@@ -14,15 +14,14 @@ pastes it into docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _record import run_meta
 from jax import lax
 
 import softops
@@ -100,16 +99,7 @@ def main() -> None:
             f" {r['total']:6.2f}  {ratio}"
         )
     if a.json:
-        meta = dict(
-            date=datetime.date.today().isoformat(),
-            jax=jax.__version__,
-            softops=softops.__version__,
-            python=platform.python_version(),
-            machine=f"{platform.machine()}, {os.cpu_count()} cores",
-            load_avg=os.getloadavg()[0],
-            shape=[batch, n],
-            repeats=a.repeats,
-        )
+        meta = run_meta(load_avg=os.getloadavg()[0], shape=[batch, n], repeats=a.repeats)
         with open(a.json, "w") as f:
             json.dump(dict(meta=meta, rows=rows), f, indent=1)
             f.write("\n")

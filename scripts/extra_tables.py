@@ -29,6 +29,36 @@ def _spread(values: list[float]) -> str:
     return f"{mean:.3f} ({min(values):.3f}–{max(values):.3f})"
 
 
+def _recorded(meta: dict, peers: str = "") -> str:
+    """The table's first words: date, versions (softops where recorded, then peers), machine."""
+    softops = f"softops {meta['softops']}, " if "softops" in meta else ""
+    peers = f", {peers}" if peers else ""
+    return (
+        f"Recorded {meta['date']}: {softops}jax {meta['jax']}, Python {meta['python']}{peers}"
+        f"; {meta['machine']}"
+    )
+
+
+def _runs(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    """The rows grouped by the values of ``keys`` (one group a configuration, over seeds)."""
+    runs: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        runs[tuple(r[k] for k in keys)].append(r)
+    return runs
+
+
+def _spread_rows(runs, outer, labels: dict[str, str], fields: tuple[str, ...]) -> list[str]:
+    """Table rows ``| outer | label | spread of each field |`` for each recorded group."""
+    out = []
+    for o in outer:
+        for key, label in labels.items():
+            rs = runs.get((o, key))
+            if rs:
+                cells = " | ".join(_spread([r[f] for r in rs]) for f in fields)
+                out.append(f"| {o} | {label} | {cells} |")
+    return out
+
+
 def render_task_sorting(data: dict) -> str:
     """Markdown for ``benchmarks/tasks/sorting.py --json``.
 
@@ -36,17 +66,13 @@ def render_task_sorting(data: dict) -> str:
     seconds per training run.
     """
     meta = data["meta"]
-    runs: dict[tuple[int, str], list[dict]] = defaultdict(list)
-    for r in data["rows"]:
-        runs[(r["n"], r["method"])].append(r)
+    runs = _runs(data["rows"], "n", "method")
     sizes = sorted({n for n, _ in runs})
     methods = [m for m in SORTING_METHODS if any(m == k[1] for k in runs)]
     args = meta["args"]
     peers = ", ".join(f"{k} {v}" for k, v in sorted(meta.get("peers", {}).items()))
     out = [
-        f"Recorded {meta['date']}: jax {meta['jax']}, Python {meta['python']}"
-        + (f", {peers}" if peers else "")
-        + f"; {meta['machine']}; data: {meta['data']}; {args['steps']} steps of"
+        f"{_recorded(meta, peers)}; data: {meta['data']}; {args['steps']} steps of"
         f" {args['batch']} sequences, Adam {args['lr']:g}, {args['seeds']} seeds"
         " (mean, min–max). s / run: wall seconds of one training run, on a machine shared with"
         " other jobs; diffsort's include starting its interpreter and importing torch.",
@@ -88,24 +114,14 @@ def render_task_topk(data: dict) -> str:
     Per data set and loss (each at its defaults), test top-1 and top-5 accuracy over seeds.
     """
     meta, args = data["meta"], data["meta"]["args"]
-    runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in data["rows"]:
-        runs[(r["data"], r["loss"])].append(r)
+    runs = _runs(data["rows"], "data", "loss")
     out = [
-        f"Recorded {meta['date']}: softops {meta['softops']}, jax {meta['jax']}, Python"
-        f" {meta['python']}; {meta['machine']}; {args['steps']} steps, {args['seeds']} seeds"
-        " (mean, min–max).",
+        f"{_recorded(meta)}; {args['steps']} steps, {args['seeds']} seeds (mean, min–max).",
         "",
         "| data | loss (defaults) | top-1 | top-5 |",
         "|---|---|---:|---:|",
+        *_spread_rows(runs, args["data"], TOPK_LOSSES, ("top1", "top5")),
     ]
-    for name in args["data"]:
-        for loss, label in TOPK_LOSSES.items():
-            rs = runs.get((name, loss))
-            if rs:
-                top1 = _spread([r["top1"] for r in rs])
-                top5 = _spread([r["top5"] for r in rs])
-                out.append(f"| {name} | {label} | {top1} | {top5} |")
     return "\n".join(out) + "\n"
 
 
@@ -121,8 +137,7 @@ def render_task_knn(data: dict) -> str:
     meta, args = data["meta"], data["meta"]["args"]
     first = data["runs"][0]
     out = [
-        f"Recorded {meta['date']}: softops {meta['softops']}, jax {meta['jax']}, Python"
-        f" {meta['python']}; {meta['machine']}; {first['dataset']}, {first['n_train']} training"
+        f"{_recorded(meta)}; {first['dataset']}, {first['n_train']} training"
         f" and {first['n_test']} test images, k = {args['k']}, ε = {args['epsilon']:g},"
         f" {len(first['seeds'])} seeds (mean, min–max).",
         "",
@@ -177,25 +192,16 @@ def render_task_quantile(data: dict) -> str:
     Test MSE and R² of the predicted median per set size and model.
     """
     meta, args = data["meta"], data["meta"]["args"]
-    runs: dict[tuple[int, str], list[dict]] = defaultdict(list)
-    for r in data["rows"]:
-        runs[(r["n"], r["model"])].append(r)
+    runs = _runs(data["rows"], "n", "model")
     out = [
-        f"Recorded {meta['date']}: softops {meta['softops']}, jax {meta['jax']}, Python"
-        f" {meta['python']}; {meta['machine']}; data: {meta['data']}; {args['steps']} steps of"
+        f"{_recorded(meta)}; data: {meta['data']}; {args['steps']} steps of"
         f" {args['batch']} sets, Adam {args['lr']:g}, {args['seeds']} seeds (mean, min–max);"
         " the median value over 10,000.",
         "",
         "| n | model | test MSE | test R² |",
         "|---:|---|---:|---:|",
+        *_spread_rows(runs, sorted({k[0] for k in runs}), QUANTILE_MODELS, ("mse", "r2")),
     ]
-    for n in sorted({k[0] for k in runs}):
-        for m, label in QUANTILE_MODELS.items():
-            rs = runs.get((n, m))
-            if rs:
-                mse = _spread([r["mse"] for r in rs])
-                r2 = _spread([r["r2"] for r in rs])
-                out.append(f"| {n} | {label} | {mse} | {r2} |")
     return "\n".join(out) + "\n"
 
 
@@ -204,8 +210,7 @@ def render_bench_compile(data: dict) -> str:
     meta = data["meta"]
     batch, n = meta["shape"]
     out = [
-        f"Recorded {meta['date']}: softops {meta['softops']}, jax {meta['jax']}, Python"
-        f" {meta['python']}; {meta['machine']}, load average {meta['load_avg']:.1f}; forward+"
+        f"{_recorded(meta)}, load average {meta['load_avg']:.1f}; forward+"
         f"backward at {batch} × {n}, float32, median of {meta['repeats']} fresh compilations;"
         " the ratio is over the hard op's total in the same run.",
         "",

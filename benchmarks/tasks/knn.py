@@ -13,15 +13,13 @@ Usage: ``python benchmarks/tasks/knn.py [--quick] [--seeds 3] [--steps 600 2000]
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
+import sys
 
-import jax
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_json  # noqa: E402
 
-import softops
-from softops.showcase import knn
+from softops.showcase import knn  # noqa: E402
 
 
 def main():
@@ -52,16 +50,7 @@ def main():
             flush=True,
         )
     if a.json:
-        meta = dict(
-            date=datetime.date.today().isoformat(),
-            jax=jax.__version__,
-            softops=softops.__version__,
-            python=platform.python_version(),
-            machine=f"{platform.machine()}, {os.cpu_count()} cores",
-            args={k: v for k, v in vars(a).items() if k not in ("json", "mnist")},
-        )
-        with open(a.json, "w") as f:
-            json.dump(dict(meta=meta, runs=runs), f, indent=1)
+        write_json(a.json, a, dict(runs=runs))
 
 
 if __name__ == "__main__":

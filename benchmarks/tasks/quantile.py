@@ -27,10 +27,7 @@ Usage: ``python benchmarks/tasks/quantile.py [--quick] [--sizes 5 9 15] [--seeds
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -43,10 +40,9 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _sorting_data as sorting_data  # noqa: E402
 import sorting  # noqa: E402
+from _common import digit_images, write_json  # noqa: E402
 
-import softops  # noqa: E402
 from softops.losses import soft_median  # noqa: E402
-from softops.showcase.data import load_data  # noqa: E402
 
 SCALE = 1e4
 MODELS = {
@@ -108,9 +104,7 @@ def main():
     print(f"{'n':>3} {'model':<12} {'seed':>4} {'mse':>9} {'r2':>7} {'s':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(a.seeds):
-            xtr, ytr, xte, yte = load_data(a.mnist, seed=seed, test_size=0.3)
-            side = int(round(np.sqrt(xtr.shape[1])))
-            images = (xtr.reshape(-1, side, side), ytr, xte.reshape(-1, side, side), yte)
+            images = digit_images(a.mnist, seed)
             for n in a.sizes:
                 kw = dict(n=n, seed=seed, steps=a.steps, batch=a.batch, num_test=a.num_test)
                 data = sorting_data.make(os.path.join(tmp, "data.npz"), images, **kw)
@@ -121,17 +115,7 @@ def main():
                     rows.append(dict(n=n, model=m, seed=seed, mse=mse, r2=r2, seconds=secs))
                     print(f"{n:>3} {m:<12} {seed:>4} {mse:9.5f} {r2:7.3f} {secs:6.1f}", flush=True)
     if a.json:
-        meta = dict(
-            date=datetime.date.today().isoformat(),
-            jax=jax.__version__,
-            softops=softops.__version__,
-            python=platform.python_version(),
-            machine=f"{platform.machine()}, {os.cpu_count()} cores",
-            data="mnist" if a.mnist else "digits",
-            args={k: v for k, v in vars(a).items() if k not in ("json", "mnist")},
-        )
-        with open(a.json, "w") as f:
-            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        write_json(a.json, a, dict(rows=rows), data="mnist" if a.mnist else "digits")
 
 
 if __name__ == "__main__":

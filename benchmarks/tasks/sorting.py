@@ -34,10 +34,8 @@ different data set, with 100,000 steps: they are quoted in the docs as context, 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -50,10 +48,10 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _sorting_data as sorting_data  # noqa: E402
+from _common import digit_images, write_json  # noqa: E402
 
 import softops  # noqa: E402
 from softops.losses import spearman_loss  # noqa: E402
-from softops.showcase.data import load_data  # noqa: E402
 
 CHANNELS = (8, 16)
 HIDDEN = 64
@@ -178,9 +176,7 @@ def main():
     print(f"{'n':>3} {'method':<10} {'seed':>4} {'exact':>7} {'elementwise':>11} {'s':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(a.seeds):
-            xtr, ytr, xte, yte = load_data(a.mnist, seed=seed, test_size=0.3)
-            side = int(round(np.sqrt(xtr.shape[1])))
-            images = (xtr.reshape(-1, side, side), ytr, xte.reshape(-1, side, side), yte)
+            images = digit_images(a.mnist, seed)
             for n in a.sizes:
                 path = os.path.join(tmp, f"n{n}_s{seed}.npz")
                 kw = dict(n=n, seed=seed, steps=a.steps, batch=a.batch, num_test=a.num_test)
@@ -201,17 +197,9 @@ def main():
                         f" {secs:6.1f}"
                     )
     if a.json:
-        meta = dict(
-            date=datetime.date.today().isoformat(),
-            jax=jax.__version__,
-            python=platform.python_version(),
-            machine=f"{platform.machine()}, {os.cpu_count()} cores",
-            data="mnist" if a.mnist else "digits",
-            peers=versions,
-            args={k: v for k, v in vars(a).items() if k not in ("json", "torch_python", "mnist")},
-        )
-        with open(a.json, "w") as f:
-            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        data_name = "mnist" if a.mnist else "digits"
+        skip = ("json", "torch_python", "mnist")
+        write_json(a.json, a, dict(rows=rows), skip=skip, data=data_name, peers=versions)
 
 
 if __name__ == "__main__":

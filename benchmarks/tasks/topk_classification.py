@@ -26,10 +26,8 @@ Usage: ``python benchmarks/tasks/topk_classification.py [--quick] [--data digits
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
+import sys
 import time
 
 import jax
@@ -38,9 +36,11 @@ import numpy as np
 import optax
 from jax import lax
 
-import softops
-from softops.losses import soft_topk_mask_loss, soft_topk_rank_loss
-from softops.showcase.data import load_data
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_json  # noqa: E402
+
+from softops.losses import soft_topk_mask_loss, soft_topk_rank_loss  # noqa: E402
+from softops.showcase.data import load_data  # noqa: E402
 
 LOSSES = {
     "cross_entropy": optax.softmax_cross_entropy_with_integer_labels,
@@ -140,17 +140,8 @@ def main():
                     f"{name:<7} {loss:<14} {seed:>4} {r['top1']:6.3f} {r['top5']:6.3f}", flush=True
                 )
     if a.json:
-        meta = dict(
-            date=datetime.date.today().isoformat(),
-            jax=jax.__version__,
-            softops=softops.__version__,
-            python=platform.python_version(),
-            machine=f"{platform.machine()}, {os.cpu_count()} cores",
-            seconds=round(time.perf_counter() - start),
-            args={k: v for k, v in vars(a).items() if k != "json"},
-        )
-        with open(a.json, "w") as f:
-            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        seconds = round(time.perf_counter() - start)
+        write_json(a.json, a, dict(rows=rows), skip=("json",), seconds=seconds)
 
 
 if __name__ == "__main__":
