@@ -94,7 +94,7 @@ def load_digits_split(seed: int):
     return xtr, ytr.astype(np.int32), xte, yte.astype(np.int32)
 
 
-def _init(key, sizes):
+def init_mlp(key, sizes):
     params = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         key, sub = jax.random.split(key)
@@ -103,7 +103,7 @@ def _init(key, sizes):
     return params
 
 
-def _mlp(params, x):
+def mlp(params, x):
     for w, b in params[:-1]:
         x = jax.nn.relu(x @ w + b)
     w, b = params[-1]
@@ -123,7 +123,7 @@ def train(
     """Trains one model with ``LOSSES[loss]``; test top-1 accuracy after each of ``evals``."""
     per_example = LOSSES[loss][1]
     xtr, ytr, xte, yte = (jnp.asarray(a) for a in load_digits_split(seed))
-    params = _init(jax.random.PRNGKey(seed), [xtr.shape[1], hidden, 10])
+    params = init_mlp(jax.random.PRNGKey(seed), [xtr.shape[1], hidden, 10])
     opt = optax.adam(lr)
     state = opt.init(params)
     rng = np.random.default_rng(seed)
@@ -132,7 +132,7 @@ def train(
     def step(carry, idx):
         p, s = carry
         value, grads = jax.value_and_grad(
-            lambda p: jnp.mean(per_example(_mlp(p, xtr[idx]), ytr[idx]))
+            lambda p: jnp.mean(per_example(mlp(p, xtr[idx]), ytr[idx]))
         )(p)
         updates, s = opt.update(grads, s, p)
         return (optax.apply_updates(p, updates), s), value
@@ -144,7 +144,7 @@ def train(
         (params, state), v = run(params, state, jnp.asarray(order[done:e]))
         done = e
         values.append(np.asarray(v))
-        logits = _mlp(params, xte)
+        logits = mlp(params, xte)
         out["top1"][str(e)] = float(jnp.mean(jnp.argmax(logits, -1) == yte))
     out["max_abs_logit"] = float(jnp.abs(logits).max())
     trace = np.concatenate(values)

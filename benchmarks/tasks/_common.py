@@ -24,6 +24,11 @@ def digit_images(mnist: str | None, seed: int):
     return xtr.reshape(-1, side, side), ytr, xte.reshape(-1, side, side), yte
 
 
+def predict(fn, params, x: np.ndarray, chunks: int = 4) -> np.ndarray:
+    """``fn(params, x)`` over ``x``'s leading axis in ``chunks`` pieces (bounded memory)."""
+    return np.concatenate([np.asarray(fn(params, c)) for c in np.array_split(x, chunks)])
+
+
 def write_json(path: str, args, body: dict, *, skip=("json", "mnist"), **meta) -> None:
     """Writes ``{"meta": ..., **body}`` to ``path``.
 

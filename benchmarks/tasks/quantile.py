@@ -40,7 +40,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _sorting_data as sorting_data  # noqa: E402
 import sorting  # noqa: E402
-from _common import digit_images, write_json  # noqa: E402
+from _common import digit_images, predict, write_json  # noqa: E402
 
 from softops.losses import soft_median  # noqa: E402
 
@@ -56,13 +56,13 @@ MODELS = {
 
 def train(model, data, *, steps, lr, seed):
     """``(test MSE, test R²)`` of one model trained on the medians of the training sets."""
-    predict, kind = MODELS[model]
+    median_of, kind = MODELS[model]
     params = sorting.init(jax.random.key(seed), data["train_images"].shape[-1])
     opt = optax.adam(lr)
     state = opt.init(params)
 
     def loss_fn(p, x, m):
-        err = predict(sorting.scores(p, x)) - m
+        err = median_of(sorting.scores(p, x)) - m
         return jnp.mean(err**2 if kind == "squared" else jnp.abs(err))
 
     @jax.jit
@@ -78,8 +78,8 @@ def train(model, data, *, steps, lr, seed):
         params, state = step(params, state, x, median(data["train_labels"], idx))
     test_x = sorting_data.numbers(data["test_images"], data["test_idx"])
     test_m = median(data["test_labels"], data["test_idx"])
-    fwd = jax.jit(lambda p, x: predict(sorting.scores(p, x)))
-    pred = np.concatenate([np.asarray(fwd(params, c)) for c in np.array_split(test_x, 4)])
+    fwd = jax.jit(lambda p, x: median_of(sorting.scores(p, x)))
+    pred = predict(fwd, params, test_x)
     mse = float(np.mean((pred - test_m) ** 2))
     return mse, 1.0 - mse / float(np.var(test_m))
 

@@ -48,7 +48,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _sorting_data as sorting_data  # noqa: E402
-from _common import digit_images, write_json  # noqa: E402
+from _common import digit_images, predict, write_json  # noqa: E402
 
 import softops  # noqa: E402
 from softops.losses import spearman_loss  # noqa: E402
@@ -137,7 +137,7 @@ def train_softops(loss_name, data, *, steps, lr, seed, evals):
         v = sorting_data.values(data["train_labels"], idx)
         params, state, _ = step(params, state, x, v)
         if t + 1 in evals:
-            s = np.concatenate([np.asarray(score_fn(params, c)) for c in np.array_split(test_x, 4)])
+            s = predict(score_fn, params, test_x)
             out.append((t + 1, *sorting_data.accuracies(s, test_v)))
     return out
 

@@ -36,8 +36,10 @@ import numpy as np
 import optax
 from jax import lax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the tasks' helpers, then benchmarks/
 from _common import write_json  # noqa: E402
+from bench_topk_losses import init_mlp, mlp  # noqa: E402  (the same MLP as that benchmark)
 
 from softops.losses import soft_topk_mask_loss, soft_topk_rank_loss  # noqa: E402
 from softops.showcase.data import load_data  # noqa: E402
@@ -70,20 +72,6 @@ def groups_data(seed: int, *, classes=100, group=5, dim=32, train=6000, test=400
     return (xtr, ytr, *sample(test))
 
 
-def _mlp(params, x):
-    (w0, b0), (w1, b1) = params
-    return jax.nn.relu(x @ w0 + b0) @ w1 + b1
-
-
-def _init(key, sizes):
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        key, sub = jax.random.split(key)
-        lim = 1 / np.sqrt(a)
-        params.append((jax.random.uniform(sub, (a, b), minval=-lim, maxval=lim), jnp.zeros(b)))
-    return params
-
-
 def _topk_acc(logits, y, k):
     top = lax.top_k(logits, k)[1]
     return float(jnp.mean(jnp.any(top == y[:, None], axis=-1)))
@@ -93,7 +81,7 @@ def train(loss, data, seed, *, steps, batch=64, lr=3e-3, hidden=128):
     """One model trained with ``LOSSES[loss]``: test top-1 and top-5 accuracy, largest logit."""
     xtr, ytr, xte, yte = (jnp.asarray(a) for a in data)
     classes = int(max(ytr.max(), yte.max())) + 1
-    params = _init(jax.random.key(seed), [xtr.shape[1], hidden, classes])
+    params = init_mlp(jax.random.key(seed), [xtr.shape[1], hidden, classes])
     opt = optax.adam(lr)
     rng = np.random.default_rng(seed)
     order = jnp.asarray(rng.integers(0, xtr.shape[0], (steps, batch)))
@@ -101,12 +89,12 @@ def train(loss, data, seed, *, steps, batch=64, lr=3e-3, hidden=128):
 
     def step(carry, idx):
         p, s = carry
-        g = jax.grad(lambda p: jnp.mean(per_example(_mlp(p, xtr[idx]), ytr[idx])))(p)
+        g = jax.grad(lambda p: jnp.mean(per_example(mlp(p, xtr[idx]), ytr[idx])))(p)
         u, s = opt.update(g, s, p)
         return (optax.apply_updates(p, u), s), None
 
     (params, _), _ = jax.jit(lambda p, ids: lax.scan(step, (p, opt.init(p)), ids))(params, order)
-    logits = _mlp(params, xte)
+    logits = mlp(params, xte)
     return {
         "top1": _topk_acc(logits, yte, 1),
         "top5": _topk_acc(logits, yte, 5),
