@@ -59,9 +59,9 @@ def _cases(n):
         "sort l2 eps=3n": sorts("l2", 3.0 * n),  # everything pooled: outputs near mean(x)
         "sort kl eps=1e-3": sorts("kl", 1e-3),  # statistics i / eps up to 1e3 n
         "projection l2": (lambda v, m: projection_permutahedron(v, method=m), x, None),
-        "projection kl": (
-            lambda v, m: projection_permutahedron(1e3 * v, regularization="kl", method=m),
-            x,
+        "projection kl": (  # scaled before the cast: both runs see the same float32 ties
+            lambda v, m: projection_permutahedron(v, regularization="kl", method=m),
+            (1e3 * x).astype(np.float32),
             None,
         ),
         "isotonic_l2": (
