@@ -64,7 +64,7 @@ def _torchsort():
     return torch, torchsort
 
 
-def _torch_fwd_bwd(torch, torchsort, op, reg, x_np, u_np):
+def _torch_fwd_bwd(torch, torchsort, op, reg, x_np, u_np, threads):
     fn = getattr(torchsort, op)
     x, u = torch.from_numpy(x_np), torch.from_numpy(u_np)
 
@@ -73,6 +73,7 @@ def _torch_fwd_bwd(torch, torchsort, op, reg, x_np, u_np):
         (fn(xx, regularization=reg, regularization_strength=1.0) * u).sum().backward()
         return xx.grad
 
+    fwd_bwd.setup = lambda: torch.set_num_threads(threads)  # run untimed before each sample
     return fwd_bwd
 
 
@@ -84,14 +85,21 @@ def _calls_per_sample(f) -> int:
 
 
 def interleaved_medians(fns: dict, repeats: int) -> dict:
-    """Median seconds per call of each callable, all timed interleaved after a warm-up."""
-    for f in fns.values():
+    """Median seconds per call of each callable, all timed interleaved after a warm-up.
+
+    A callable's ``setup`` attribute, when it has one, runs untimed before each of its samples.
+    """
+    nothing = lambda: None  # noqa: E731
+    inner = {}
+    for k, f in fns.items():
+        getattr(f, "setup", nothing)()
         f()
         f()
-    inner = {k: _calls_per_sample(f) for k, f in fns.items()}
+        inner[k] = _calls_per_sample(f)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            getattr(f, "setup", nothing)()
             t0 = time.perf_counter()
             for _ in range(inner[k]):
                 f()
@@ -107,8 +115,12 @@ def _ready(compiled, x):
     return lambda: compiled(x).block_until_ready()
 
 
-def measure_shape(group, batch, n, dtype, repeats, torch_mods, seed=0):
-    """One interleaved timing loop for one shape: returns one JSON row per (op, reg)."""
+def measure_shape(group, batch, n, dtype, repeats, torch_mods, torch_threads=(1,), seed=0):
+    """One interleaved timing loop for one shape: returns one JSON row per (op, reg).
+
+    torchsort is timed once per entry of ``torch_threads`` (torch's intra-op threads), in the
+    same loop.
+    """
     rng = np.random.default_rng(seed + 7919 * n + batch)
     np_dtype = np.float64 if dtype == "float64" else np.float32
     x_np = rng.standard_normal((batch, n)).astype(np_dtype)
@@ -140,9 +152,9 @@ def measure_shape(group, batch, n, dtype, repeats, torch_mods, seed=0):
                 )
                 fns[f"{op_name}/{reg}/fwd"] = _ready(fwd, x)
                 fns[f"{op_name}/{reg}/grad"] = _ready(grad, x)
-                if torch_mods[0] is not None:
-                    fns[f"{op_name}/{reg}/torchsort"] = _torch_fwd_bwd(
-                        *torch_mods, op_name, reg, x_np, u_np
+                for t in torch_threads if torch_mods[0] is not None else ():
+                    fns[f"{op_name}/{reg}/torchsort/{t}"] = _torch_fwd_bwd(
+                        *torch_mods, op_name, reg, x_np, u_np, t
                     )
         med = interleaved_medians(fns, repeats)
     rows = []
@@ -160,7 +172,14 @@ def measure_shape(group, batch, n, dtype, repeats, torch_mods, seed=0):
                     "grad_s": med[f"{op_name}/{reg}/grad"],
                     "argsort_s": med["argsort"],
                     "fast_argsort_s": med["fast_argsort"],
-                    "torchsort_grad_s": med.get(f"{op_name}/{reg}/torchsort"),
+                    # torch threads -> seconds; the first entry of torch_threads also as
+                    # torchsort_grad_s
+                    "torchsort_by_threads": {
+                        str(t): med[f"{op_name}/{reg}/torchsort/{t}"]
+                        for t in torch_threads
+                        if torch_mods[0] is not None
+                    },
+                    "torchsort_grad_s": med.get(f"{op_name}/{reg}/torchsort/{torch_threads[0]}"),
                     "fwd_temp_bytes": int(temp[op_name, reg][0]),
                     "grad_temp_bytes": int(temp[op_name, reg][1]),
                 }
@@ -168,18 +187,19 @@ def measure_shape(group, batch, n, dtype, repeats, torch_mods, seed=0):
     return rows
 
 
-def _fmt(v):
-    return "n/a" if v is None else f"{v:.2f}"
+def _vs_torch(r):
+    """softops' fwd+bwd over torchsort's at each torch thread count, ``ratio (threads)``."""
+    by = r["torchsort_by_threads"]
+    return ", ".join(f"{r['grad_s'] / v:.2f} ({t}t)" for t, v in by.items()) or "n/a"
 
 
 def print_rows(rows):
     for r in rows:
-        ts = r["torchsort_grad_s"]
         print(
             f"| {r['dtype']} | {r['batch']} x {r['n']} | {r['op']} | {r['reg']} "
             f"| {r['grad_s'] * 1e3:.3f} | {r['grad_s'] / r['argsort_s']:.2f} "
             f"| {r['grad_s'] / r['fast_argsort_s']:.2f} "
-            f"| {_fmt(None if ts is None else r['grad_s'] / ts)} "
+            f"| {_vs_torch(r)} "
             f"| {r['fwd_s'] / r['argsort_s']:.2f} "
             f"| {r['grad_temp_bytes'] / (r['batch'] * r['n']):.1f} |",
             flush=True,
@@ -210,13 +230,15 @@ def meta(args, torch_mods):
         "regularization_strength": 1.0,
         "torch": None,
         "torchsort": None,
+        "cores": len(os.sched_getaffinity(0)),
     }
     if torch is not None:
         from importlib.metadata import version
 
         info["torch"] = torch.__version__
         info["torchsort"] = version("torchsort")
-        info["torch_threads"] = torch.get_num_threads()
+        info["torch_threads"] = args.torch_threads[0]
+        info["torch_threads_all"] = args.torch_threads
     return info
 
 
@@ -232,17 +254,28 @@ def main():
     parser.add_argument(
         "--torch-threads",
         type=int,
-        default=1,
-        help="torch intra-op threads (torchsort's kernel is sequential; on a loaded machine more "
-        "threads make torch's own ops spin and wait)",
+        nargs="+",
+        default=None,
+        help="torch intra-op thread counts, each timed in the same loop; the first is the "
+        "torchsort_grad_s column (default: torch's own default, then 1)",
+    )
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=None,
+        help="run on this many of the process's cores (os.sched_setaffinity before JAX starts: "
+        "XLA's and torch's thread pools see only these; default: all)",
     )
     parser.add_argument("--no-torchsort", action="store_true", help="skip torchsort")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results here")
     args = parser.parse_args()
     args.repeats = args.repeats or (3 if args.quick else 9)
+    if args.cores is not None:  # before the first JAX call creates XLA's CPU thread pool
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     torch_mods = (None, None) if args.no_torchsort else _torchsort()
-    if torch_mods[0] is not None:
-        torch_mods[0].set_num_threads(args.torch_threads)
+    if args.torch_threads is None:
+        default = torch_mods[0].get_num_threads() if torch_mods[0] is not None else 1
+        args.torch_threads = list(dict.fromkeys([default, 1]))
     if args.quick:
         plan = [("headline", s, "float32") for s in QUICK_HEADLINE]
         plan += [
@@ -271,7 +304,9 @@ def main():
     t0 = time.perf_counter()
     rows = []
     for group, (batch, n), dtype in plan:
-        new = measure_shape(group, batch, n, dtype, args.repeats, torch_mods)
+        new = measure_shape(
+            group, batch, n, dtype, args.repeats, torch_mods, tuple(args.torch_threads)
+        )
         print_rows(new)
         rows += new
     info["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -35,6 +35,7 @@ from jax import lax
 
 import softops
 from softops.losses import soft_topk_mask_loss, soft_topk_rank_loss
+from softops.showcase.topk_task import init_mlp, mlp
 
 
 def _cost_max(z):
@@ -92,22 +93,6 @@ def load_digits_split(seed: int):
         x, d.target, test_size=0.3, random_state=seed, stratify=d.target
     )
     return xtr, ytr.astype(np.int32), xte, yte.astype(np.int32)
-
-
-def init_mlp(key, sizes):
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        key, sub = jax.random.split(key)
-        lim = 1 / np.sqrt(a)
-        params.append((jax.random.uniform(sub, (a, b), minval=-lim, maxval=lim), jnp.zeros(b)))
-    return params
-
-
-def mlp(params, x):
-    for w, b in params[:-1]:
-        x = jax.nn.relu(x @ w + b)
-    w, b = params[-1]
-    return x @ w + b
 
 
 def train(

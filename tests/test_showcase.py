@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from softops.showcase import _scaling, main, results
@@ -105,3 +106,11 @@ def test_quick_run_with_training(tmp_path, monkeypatch, capsys, float32_default)
     assert "| FGD, activity-perturbed + local losses |" in report
     assert (out / "forward_grad_digits.png").stat().st_size > 1000
     assert "_" not in "".join(results.read(out / "results.json")["tables"]["knn"]["columns"])
+    # section 5: the task suite's headline table, a score for every trained model: accuracies in
+    # [0, 1], R² at most 1 (negative before a model learns)
+    tasks = results.read(out / "results.json")["tables"]["tasks"]
+    assert "## 5. The task suite at quick sizes" in report
+    rows = [row for row in tasks["rows"] if "chance" not in row[2]]
+    scores = [float(row[-1].split(" ")[0]) for row in rows]
+    assert len(rows) == 11 and all(np.isfinite(v) and v <= 1.0 for v in scores), rows
+    assert all(0.0 <= float(r[-1].split(" ")[0]) for r in rows if r[1] != "test R²"), rows

@@ -1,4 +1,4 @@
-"""The task suite's data and metrics (``benchmarks/tasks/_sorting_data.py``, NumPy only).
+"""The task suite's data and metrics (``softops/showcase/sorting_data.py``, NumPy only).
 
 The sorting and quantile tasks compare softops with diffsort on data this module builds; a
 wrong number image, a wrong value or a wrong accuracy would make every recorded table wrong.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "tasks" / "_sorting_data.py"
+PATH = Path(__file__).resolve().parents[1] / "softops" / "showcase" / "sorting_data.py"
 
 
 def _module():

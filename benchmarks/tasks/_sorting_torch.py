@@ -11,17 +11,28 @@ Prints one JSON line: ``{"evals": [[step, exact, elementwise], ...], "versions":
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _sorting_data as sorting_data  # noqa: E402
+
+def _sorting_data():
+    """``softops/showcase/sorting_data.py`` by its path (NumPy only; importing the package would
+    import JAX, which this interpreter need not have)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "..", "softops", "showcase", "sorting_data.py")
+    spec = importlib.util.spec_from_file_location("sorting_data", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sorting_data = _sorting_data()
 
 CHANNELS = (8, 16)
 HIDDEN = 64

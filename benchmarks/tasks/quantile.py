@@ -32,56 +32,12 @@ import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _sorting_data as sorting_data  # noqa: E402
-import sorting  # noqa: E402
-from _common import digit_images, predict, write_json  # noqa: E402
+from _common import write_json  # noqa: E402
 
-from softops.losses import soft_median  # noqa: E402
-
-SCALE = 1e4
-MODELS = {
-    "soft_median": (soft_median, "squared"),
-    "soft_median_10": (lambda v: soft_median(v, regularization_strength=10.0), "squared"),
-    "hard_median": (lambda v: jnp.median(v, axis=-1), "squared"),
-    "pinball": (lambda v: jnp.median(v, axis=-1), "pinball"),
-    "set_mean": (lambda v: jnp.mean(v, axis=-1), "squared"),
-}
-
-
-def train(model, data, *, steps, lr, seed):
-    """``(test MSE, test R²)`` of one model trained on the medians of the training sets."""
-    median_of, kind = MODELS[model]
-    params = sorting.init(jax.random.key(seed), data["train_images"].shape[-1])
-    opt = optax.adam(lr)
-    state = opt.init(params)
-
-    def loss_fn(p, x, m):
-        err = median_of(sorting.scores(p, x)) - m
-        return jnp.mean(err**2 if kind == "squared" else jnp.abs(err))
-
-    @jax.jit
-    def step(p, s, x, m):
-        g = jax.grad(loss_fn)(p, x, m)
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s
-
-    median = lambda lab, idx: np.median(sorting_data.values(lab, idx), axis=-1) / SCALE  # noqa: E731
-    for t in range(steps):
-        idx = data["train_idx"][t]
-        x = sorting_data.numbers(data["train_images"], idx)
-        params, state = step(params, state, x, median(data["train_labels"], idx))
-    test_x = sorting_data.numbers(data["test_images"], data["test_idx"])
-    test_m = median(data["test_labels"], data["test_idx"])
-    fwd = jax.jit(lambda p, x: median_of(sorting.scores(p, x)))
-    pred = predict(fwd, params, test_x)
-    mse = float(np.mean((pred - test_m) ** 2))
-    return mse, 1.0 - mse / float(np.var(test_m))
+from softops.showcase import sorting_data  # noqa: E402
+from softops.showcase.data import digit_images  # noqa: E402
+from softops.showcase.sorting_task import MEDIANS, train_median  # noqa: E402
 
 
 def main():
@@ -93,7 +49,7 @@ def main():
     p.add_argument("--batch", type=int, default=32, help="sets per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-test", type=int, default=1000, help="test sets")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=list(MEDIANS), choices=list(MEDIANS))
     p.add_argument("--mnist", default=None, help="a local MNIST .npz instead of the digits")
     p.add_argument("--json", default=None, help="write the results there")
     a = p.parse_args()
@@ -104,13 +60,13 @@ def main():
     print(f"{'n':>3} {'model':<12} {'seed':>4} {'mse':>9} {'r2':>7} {'s':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(a.seeds):
-            images = digit_images(a.mnist, seed)
+            images = digit_images(a.mnist, seed=seed)
             for n in a.sizes:
                 kw = dict(n=n, seed=seed, steps=a.steps, batch=a.batch, num_test=a.num_test)
                 data = sorting_data.make(os.path.join(tmp, "data.npz"), images, **kw)
                 for m in a.models:
                     t0 = time.perf_counter()
-                    mse, r2 = train(m, data, steps=a.steps, lr=a.lr, seed=seed)
+                    mse, r2 = train_median(m, data, steps=a.steps, lr=a.lr, seed=seed)
                     secs = time.perf_counter() - t0
                     rows.append(dict(n=n, model=m, seed=seed, mse=mse, r2=r2, seconds=secs))
                     print(f"{n:>3} {m:<12} {seed:>4} {mse:9.5f} {r2:7.3f} {secs:6.1f}", flush=True)

@@ -41,105 +41,12 @@ import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _sorting_data as sorting_data  # noqa: E402
-from _common import digit_images, predict, write_json  # noqa: E402
+from _common import write_json  # noqa: E402
 
-import softops  # noqa: E402
-from softops.losses import spearman_loss  # noqa: E402
-
-CHANNELS = (8, 16)
-HIDDEN = 64
-
-
-def _uniform(key, shape, fan_in):
-    bound = 1.0 / np.sqrt(fan_in)
-    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
-
-
-def init(key, side: int):
-    """The scorer's parameters (PyTorch's default initialization)."""
-    keys = iter(jax.random.split(key, 8))
-    params, c_in = {}, 1
-    for i, c in enumerate(CHANNELS):
-        fan = c_in * 9
-        params[f"conv{i}"] = (
-            _uniform(next(keys), (3, 3, c_in, c), fan),
-            _uniform(next(keys), (c,), fan),
-        )
-        c_in = c
-    flat = c_in * (side // 4) * (sorting_data.DIGITS * side // 4)
-    for name, (a, b) in {"fc0": (flat, HIDDEN), "fc1": (HIDDEN, 1)}.items():
-        params[name] = (_uniform(next(keys), (a, b), a), _uniform(next(keys), (b,), a))
-    return params
-
-
-def scores(params, x):
-    """Scores ``[..., n]`` of number images ``[..., n, s, 4s]``."""
-    lead = x.shape[:-2]
-    h = x.reshape(-1, *x.shape[-2:], 1)
-    for i in range(len(CHANNELS)):
-        w, b = params[f"conv{i}"]
-        h = jax.lax.conv_general_dilated(
-            h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        h = jax.nn.relu(h + b)
-        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-    # flatten channels first, as PyTorch's NCHW view does
-    h = jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1)
-    w, b = params["fc0"]
-    h = jax.nn.relu(h @ w + b)
-    w, b = params["fc1"]
-    return (h @ w + b).reshape(lead)
-
-
-def perm_bce(s, v):
-    """Binary cross-entropy of softops' soft permutation matrix against the true one."""
-    p = softops.soft_permutation(s)  # p[..., j, i]: weight of item i at sorted position j
-    true = jax.nn.one_hot(jnp.argsort(v, axis=-1), v.shape[-1], dtype=p.dtype)
-    tiny = 1e-7
-    return -jnp.mean(true * jnp.log(p + tiny) + (1 - true) * jnp.log(1 - p + tiny))
-
-
-def spearman(s, v):
-    return jnp.mean(spearman_loss(s, v, target_regularization_strength=0))
-
-
-LOSSES = {"perm_bce": perm_bce, "spearman": spearman}
-
-
-def train_softops(loss_name, data, *, steps, lr, seed, evals):
-    """Trains one scorer; ``[(step, exact, elementwise), ...]`` at the evaluation steps."""
-    loss_fn = LOSSES[loss_name]
-    side = data["train_images"].shape[-1]
-    params = init(jax.random.key(seed), side)
-    opt = optax.adam(lr)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, x, v):
-        loss, g = jax.value_and_grad(lambda p: loss_fn(scores(p, x), v))(params)
-        upd, state = opt.update(g, state, params)
-        return optax.apply_updates(params, upd), state, loss
-
-    test_x = sorting_data.numbers(data["test_images"], data["test_idx"])
-    test_v = sorting_data.values(data["test_labels"], data["test_idx"])
-    score_fn = jax.jit(scores)
-    out = []
-    for t in range(steps):
-        idx = data["train_idx"][t]
-        x = sorting_data.numbers(data["train_images"], idx)
-        v = sorting_data.values(data["train_labels"], idx)
-        params, state, _ = step(params, state, x, v)
-        if t + 1 in evals:
-            s = predict(score_fn, params, test_x)
-            out.append((t + 1, *sorting_data.accuracies(s, test_v)))
-    return out
+from softops.showcase import sorting_data  # noqa: E402
+from softops.showcase.data import digit_images  # noqa: E402
+from softops.showcase.sorting_task import SORT_LOSSES, train_sorting  # noqa: E402
 
 
 def train_diffsort(torch_python, path, *, n, steps, lr, seed, evals, steepness):
@@ -161,7 +68,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-test", type=int, default=1000, help="test sequences")
     p.add_argument("--steepness", type=float, default=10.0, help="diffsort's steepness")
-    p.add_argument("--methods", nargs="+", default=[*LOSSES, "diffsort"])
+    p.add_argument("--methods", nargs="+", default=[*SORT_LOSSES, "diffsort"])
     p.add_argument("--torch-python", default=os.environ.get("SOFTOPS_TORCH_PYTHON"))
     p.add_argument("--mnist", default=None, help="a local MNIST .npz instead of the digits")
     p.add_argument("--json", default=None, help="write the results there")
@@ -176,7 +83,7 @@ def main():
     print(f"{'n':>3} {'method':<10} {'seed':>4} {'exact':>7} {'elementwise':>11} {'s':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(a.seeds):
-            images = digit_images(a.mnist, seed)
+            images = digit_images(a.mnist, seed=seed)
             for n in a.sizes:
                 path = os.path.join(tmp, f"n{n}_s{seed}.npz")
                 kw = dict(n=n, seed=seed, steps=a.steps, batch=a.batch, num_test=a.num_test)
@@ -189,7 +96,7 @@ def main():
                             a.torch_python, path, n=n, steepness=a.steepness, **run
                         )
                     else:
-                        curve = train_softops(m, data, **run)
+                        curve = train_sorting(m, data, **run)
                     secs = time.perf_counter() - t0
                     rows.append(dict(n=n, method=m, seed=seed, curve=curve, seconds=secs))
                     print(

@@ -30,76 +30,11 @@ import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from jax import lax
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the tasks' helpers, then benchmarks/
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import write_json  # noqa: E402
-from bench_topk_losses import init_mlp, mlp  # noqa: E402  (the same MLP as that benchmark)
 
-from softops.losses import soft_topk_mask_loss, soft_topk_rank_loss  # noqa: E402
 from softops.showcase.data import load_data  # noqa: E402
-
-LOSSES = {
-    "cross_entropy": optax.softmax_cross_entropy_with_integer_labels,
-    "rank_k1": soft_topk_rank_loss,
-    "rank_k5": lambda z, y: soft_topk_rank_loss(z, y, k=5),
-    "mask_k1": soft_topk_mask_loss,
-    "mask_k5": lambda z, y: soft_topk_mask_loss(z, y, k=5),
-    "mix_1_5": lambda z, y: (soft_topk_mask_loss(z, y) + soft_topk_mask_loss(z, y, k=5)) / 2,
-}
-
-
-def groups_data(seed: int, *, classes=100, group=5, dim=32, train=6000, test=4000, noise=0.2):
-    """The generated ``groups`` task: float32 ``(x_train, y_train, x_test, y_test)``."""
-    rng = np.random.default_rng(seed)
-    unit = lambda m: (v := rng.normal(size=(m, dim))) / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-    mu, nu = unit(classes // group), unit(classes)
-
-    def sample(m):
-        y = rng.integers(0, classes, m)
-        x = 3 * mu[y // group] + 0.6 * nu[y] + rng.normal(size=(m, dim))
-        return x.astype(np.float32), y.astype(np.int32)
-
-    xtr, ytr = sample(train)
-    flip = rng.random(train) < noise
-    other = (ytr // group) * group + (ytr % group + rng.integers(1, group, train)) % group
-    ytr = np.where(flip, other, ytr).astype(np.int32)
-    return (xtr, ytr, *sample(test))
-
-
-def _topk_acc(logits, y, k):
-    top = lax.top_k(logits, k)[1]
-    return float(jnp.mean(jnp.any(top == y[:, None], axis=-1)))
-
-
-def train(loss, data, seed, *, steps, batch=64, lr=3e-3, hidden=128):
-    """One model trained with ``LOSSES[loss]``: test top-1 and top-5 accuracy, largest logit."""
-    xtr, ytr, xte, yte = (jnp.asarray(a) for a in data)
-    classes = int(max(ytr.max(), yte.max())) + 1
-    params = init_mlp(jax.random.key(seed), [xtr.shape[1], hidden, classes])
-    opt = optax.adam(lr)
-    rng = np.random.default_rng(seed)
-    order = jnp.asarray(rng.integers(0, xtr.shape[0], (steps, batch)))
-    per_example = LOSSES[loss]
-
-    def step(carry, idx):
-        p, s = carry
-        g = jax.grad(lambda p: jnp.mean(per_example(mlp(p, xtr[idx]), ytr[idx])))(p)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    (params, _), _ = jax.jit(lambda p, ids: lax.scan(step, (p, opt.init(p)), ids))(params, order)
-    logits = mlp(params, xte)
-    return {
-        "top1": _topk_acc(logits, yte, 1),
-        "top5": _topk_acc(logits, yte, 5),
-        "max_abs_logit": float(jnp.abs(logits).max()),
-    }
+from softops.showcase.topk_task import LOSSES, groups_data, train  # noqa: E402
 
 
 def main():

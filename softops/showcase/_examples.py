@@ -11,7 +11,7 @@ from softops.showcase import fg_training, knn
 from softops.showcase.results import markdown, table
 
 
-def _pm(values, digits: int = 3) -> str:
+def mean_sd(values, digits: int = 3) -> str:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
     if len(v) == 0:
         return "—"
@@ -20,7 +20,7 @@ def _pm(values, digits: int = 3) -> str:
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
 
 
-def _over(seeds) -> str:
+def over_seeds(seeds) -> str:
     n = len(seeds)
     return "one seed" if n == 1 else f"mean ± standard deviation over {n} seeds"
 
@@ -30,14 +30,15 @@ def knn_section(*, quick: bool, seeds, progress: bool) -> tuple[str, dict[str, A
     res = knn.run_seeds(seeds, quick=quick, progress=progress)
     k_nn = f"{res['k']}-NN"
     rows = [
-        [label.replace("kNN", k_nn), _pm(res[key]["values"])] for key, label in knn.METRICS.items()
+        [label.replace("kNN", k_nn), mean_sd(res[key]["values"])]
+        for key, label in knn.METRICS.items()
     ]
     tab = table(["model", "test accuracy"], rows)
     md = "\n".join(
         [
             "## 3. Differentiable kNN through SOFT top-k (Xie et al. 2020, Section 5)\n",
             f"scikit-learn's digits ({res['n_train']} train / {res['n_test']} test), "
-            f"{res['steps']} steps, k = {res['k']}; {_over(seeds)} (split, initialization and "
+            f"{res['steps']} steps, k = {res['k']}; {over_seeds(seeds)} (split, initialization and "
             "batches change with the seed).\n",
             markdown(tab),
             "",
@@ -65,15 +66,15 @@ def forward_grad_section(
             [
                 fg_training.LABELS[m],
                 f"{res[f'lr_{m}']:g}",
-                _pm(res[f"test_acc_values_{m}"]),
+                mean_sd(res[f"test_acc_values_{m}"]),
                 reached,
                 f"{ended}/{len(ratios)}",
-                _pm(finite, 2) if finite else "not reached",
+                mean_sd(finite, 2) if finite else "not reached",
                 f"{res[f'step_cost_ratio_{m}']:.2f}",
             ]
         )
-        values[f"time_ratio_{m}"] = _pm(finite, 2) if finite else "not reached"
-        values[f"test_acc_{m}"] = _pm(res[f"test_acc_values_{m}"])
+        values[f"time_ratio_{m}"] = mean_sd(finite, 2) if finite else "not reached"
+        values[f"test_acc_{m}"] = mean_sd(res[f"test_acc_values_{m}"])
     tab = table(
         [
             "method",
@@ -93,7 +94,7 @@ def forward_grad_section(
             "the learning rate `benchmarks/bench_local_losses.py` picked from its grid; all runs "
             "trained side by side in a shuffled order so that machine load hits every method "
             f"alike. Target: backprop's mean test accuracy minus one point "
-            f"({res['target_acc']:.3f}). {_over(seeds).capitalize()}; the time ratio is per "
+            f"({res['target_acc']:.3f}). {over_seeds(seeds).capitalize()}; the time ratio is per "
             "seed (against the same seed's backprop run), over the seeds that reached the "
             "target; the step cost is the median ratio of timed chunks.\n",
             markdown(tab),

@@ -43,3 +43,13 @@ def load_data(
     if max_train is not None:
         xtr, ytr = xtr[:max_train], ytr[:max_train]
     return xtr, np.asarray(ytr, np.int32), xte, np.asarray(yte, np.int32)
+
+
+def digit_images(mnist: str | None = None, *, seed: int = 0):
+    """``(train_images, train_labels, test_images, test_labels)``, images ``[m, s, s]``.
+
+    scikit-learn's digits (a stratified 70/30 split per ``seed``) or a local MNIST ``.npz``.
+    """
+    xtr, ytr, xte, yte = load_data(mnist, seed=seed, test_size=0.3)
+    side = int(round(np.sqrt(xtr.shape[1])))
+    return xtr.reshape(-1, side, side), ytr, xte.reshape(-1, side, side), yte

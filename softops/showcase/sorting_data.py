@@ -1,5 +1,7 @@
 """The sorting-supervision data (NumPy only: the JAX and the PyTorch trainers both read it).
 
+The PyTorch trainer, ``benchmarks/tasks/_sorting_torch.py``, loads this file by its path.
+
 A *number* is four digit images side by side (an ``s x 4s`` image, ``s`` the digit side: 8 for
 scikit-learn's digits, 28 for MNIST) whose value is the four labels read as a decimal number. A
 *sequence* is ``n`` numbers with distinct values; its target is their order. The training
@@ -63,7 +65,10 @@ def make(path: str, images, *, n: int, seed: int, steps: int, batch: int, num_te
 
 
 def accuracies(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
-    """Exact-match (the whole order right) and element-wise accuracy (the share of positions
-    holding the right number) of ``argsort(scores)`` against ``argsort(targets)``."""
+    """Exact-match and element-wise accuracy of ``argsort(scores)`` against ``argsort(targets)``.
+
+    Exact match: the share of rows whose whole order is right; element-wise: the share of
+    positions holding the right number.
+    """
     right = np.argsort(scores, axis=-1) == np.argsort(targets, axis=-1)
     return float(right.all(-1).mean()), float(right.mean())
