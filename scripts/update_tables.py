@@ -23,136 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import extra_tables  # noqa: E402
+import sort_tables  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 MARKERS = re.compile(r"(<!-- BEGIN (\S+) -->\n)(.*?)(<!-- END \2 -->)", re.DOTALL)
-
-COMBOS = (("soft_sort", "l2"), ("soft_sort", "kl"), ("soft_rank", "l2"), ("soft_rank", "kl"))
-
-
-def _r(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
-
-
-def _ratio(num: float, den: float | None) -> float | None:
-    return None if den is None else num / den
-
-
-def _shape(row: dict) -> str:
-    return f"{row['batch']} × {row['n']}"
-
-
-def _worst(rows: list[dict], key: Callable[[dict], float | None]) -> str:
-    vals = [(key(r), r) for r in rows if key(r) is not None]
-    if not vals:
-        return "n/a"
-    v, r = max(vals, key=lambda t: t[0])
-    return f"{v:.2f} ({r['op']} {r['reg']} at {_shape(r)}, {r['dtype']})"
-
-
-def _count(rows: list[dict], key: Callable[[dict], float | None]) -> str:
-    vals = [key(r) for r in rows if key(r) is not None]
-    if not vals:
-        return "n/a"
-    return f"{sum(v <= 1.0 for v in vals)} of {len(vals)}"
-
-
-def render_bench_sort(data: dict) -> str:
-    """Markdown for ``benchmarks/bench_sort.py --json`` output."""
-    meta, rows = data["meta"], data["rows"]
-    by_group: dict[str, list[dict]] = {}
-    for r in rows:
-        by_group.setdefault(r["group"], []).append(r)
-    vs_argsort = lambda r: r["grad_s"] / r["argsort_s"]  # noqa: E731
-    vs_fast = lambda r: r["grad_s"] / r["fast_argsort_s"]  # noqa: E731
-    vs_torch = lambda r: _ratio(r["grad_s"], r["torchsort_grad_s"])  # noqa: E731
-    torch = (
-        f"torchsort {meta['torchsort']} on torch {meta['torch']} CPU "
-        f"(torch threads: {meta.get('torch_threads')})"
-        if meta.get("torchsort")
-        else "torchsort not installed"
-    )
-    out = [
-        f"`python benchmarks/bench_sort.py` on {meta['backend']} ({meta['cpu_count']} cores, "
-        f"shared), jax {meta['jax']}, {torch}, {meta['date']}; medians of {meta['repeats']} "
-        "interleaved repeats per shape, strength 1. Every number is a ratio of two medians "
-        "timed in the same loop: softops' forward+backward (`jax.grad` of `sum(op(x) * u)`) "
-        "over `jnp.argsort` of the same array, over softops' private fast argsort "
-        "(`softops._sort.argsort`), over torchsort's forward+backward of the same op; below 1 "
-        "means softops is faster. Temporary memory: compiled forward+backward "
-        "(`memory_analysis().temp_size_in_bytes`) per element.",
-        "",
-    ]
-    head = by_group.get("headline", [])
-    if head:
-        grad = {(r["batch"], r["n"], r["op"], r["reg"]): r["grad_s"] for r in head}
-        out += [
-            "| batch × n | op | reg | fwd+bwd / jnp.argsort | fwd+bwd / fast argsort "
-            "| fwd+bwd / torchsort | fwd / jnp.argsort | KL / L2 fwd+bwd | temp bytes/elem |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in head:
-            kl_l2 = ""
-            if r["reg"] == "kl":
-                kl_l2 = _r(r["grad_s"] / grad[r["batch"], r["n"], r["op"], "l2"])
-            out.append(
-                f"| {_shape(r)} | {r['op']} | {r['reg']} | {_r(vs_argsort(r))} "
-                f"| {_r(vs_fast(r))} | {_r(vs_torch(r))} | {_r(r['fwd_s'] / r['argsort_s'])} "
-                f"| {kl_l2} | {r['grad_temp_bytes'] / (r['batch'] * r['n']):.1f} |"
-            )
-        out.append("")
-
-    def combo_table(rows: list[dict], title: str, key) -> list[str]:
-        points: dict[tuple[int, int], dict] = {}
-        for r in rows:
-            points.setdefault((r["batch"], r["n"]), {})[r["op"], r["reg"]] = r
-        lines = [
-            title,
-            "",
-            "| batch × n | " + " | ".join(f"{op} {reg}" for op, reg in COMBOS) + " |",
-            "|---|" + "---:|" * len(COMBOS),
-        ]
-        for (b, n), combos in sorted(points.items(), key=lambda t: (t[0][1], t[0][0])):
-            cells = [_r(key(combos[c])) if c in combos else "" for c in COMBOS]
-            lines.append(f"| {b} × {n} | " + " | ".join(cells) + " |")
-        return lines + [""]
-
-    sweep = by_group.get("sweep", []) + head
-    if by_group.get("sweep"):
-        out += combo_table(
-            sweep,
-            "Size sweep (at most "
-            f"{meta['max_elements']} items per array), float32, forward+backward / "
-            "`jnp.argsort` (headline shapes included):",
-            vs_argsort,
-        )
-        if any(vs_torch(r) is not None for r in sweep):
-            out += combo_table(sweep, "Size sweep, forward+backward / torchsort:", vs_torch)
-    f64 = by_group.get("float64", [])
-    if f64:
-        out += combo_table(
-            f64, "float64, forward+backward / `jnp.argsort` of the float64 array:", vs_argsort
-        )
-    out += [
-        f"- float32 headline shapes: ≤ 1.0× torchsort at {_count(head, vs_torch)} points "
-        f"(worst {_worst(head, vs_torch)}); ≤ 1.0× `jnp.argsort` at "
-        f"{_count(head, vs_argsort)} (worst {_worst(head, vs_argsort)}).",
-        f"- float32 sweep and headline: ≤ 1.0× `jnp.argsort` at {_count(sweep, vs_argsort)} "
-        f"points (worst {_worst(sweep, vs_argsort)}); ≤ 1.0× torchsort at "
-        f"{_count(sweep, vs_torch)} (worst {_worst(sweep, vs_torch)}).",
-    ]
-    if f64:
-        out.append(
-            f"- float64: ≤ 1.0× `jnp.argsort` at {_count(f64, vs_argsort)} points "
-            f"(worst {_worst(f64, vs_argsort)})."
-        )
-    out.append(
-        f"- against the fast argsort alone, forward+backward costs at worst "
-        f"{_worst(rows, vs_fast)}."
-    )
-    return "\n".join(out) + "\n"
 
 
 def _eps(value: float) -> str:
@@ -392,13 +268,13 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_forward_grad": render_bench_forward_grad,
     "bench_topk": render_bench_topk,
     "bench_topk_mask": render_bench_topk_mask,
-    "bench_sort": render_bench_sort,
     "bench_local_losses.training": render_fg_training,
     "bench_local_losses.groups": render_fg_groups,
     "bench_local_losses.cosine": render_fg_cosine,
     "bench_local_losses.memory": render_fg_memory,
     "bench_topk_convergence": render_bench_topk_convergence,
     **extra_tables.RENDERERS,
+    **sort_tables.RENDERERS,
 }
 
 

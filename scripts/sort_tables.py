@@ -1,0 +1,206 @@
+"""The soft sort / soft rank speed tables (``benchmarks/bench_sort.py --json``).
+
+Merged into ``update_tables.RENDERERS``: ``bench_sort`` (the whole run, every core the process
+has, torchsort at each recorded torch thread count) and ``bench_sort_1core`` (the headline
+shapes of a run with ``--cores 1``: both libraries on one core).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+COMBOS = (("soft_sort", "l2"), ("soft_sort", "kl"), ("soft_rank", "l2"), ("soft_rank", "kl"))
+
+
+def _r(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _ratio(num: float, den: float | None) -> float | None:
+    return None if den is None else num / den
+
+
+def _shape(row: dict) -> str:
+    return f"{row['batch']} × {row['n']}"
+
+
+def _worst(rows: list[dict], key: Callable[[dict], float | None]) -> str:
+    vals = [(key(r), r) for r in rows if key(r) is not None]
+    if not vals:
+        return "n/a"
+    v, r = max(vals, key=lambda t: t[0])
+    return f"{v:.2f} ({r['op']} {r['reg']} at {_shape(r)}, {r['dtype']})"
+
+
+def _count(rows: list[dict], key: Callable[[dict], float | None]) -> str:
+    vals = [key(r) for r in rows if key(r) is not None]
+    if not vals:
+        return "n/a"
+    return f"{sum(v <= 1.0 for v in vals)} of {len(vals)}"
+
+
+def _threads(meta: dict, rows: list[dict]) -> list[str]:
+    """The torch thread counts torchsort was timed at, the first one the default's column."""
+    recorded = meta.get("torch_threads_all")
+    if recorded:
+        return [str(t) for t in recorded]
+    return [str(meta["torch_threads"])] if meta.get("torchsort") else []
+
+
+def _vs_torch(threads: str) -> Callable[[dict], float | None]:
+    """Softops-over-torchsort forward+backward at ``threads`` torch threads (or None)."""
+
+    def key(r: dict) -> float | None:
+        by = r.get("torchsort_by_threads") or {threads: r.get("torchsort_grad_s")}
+        return _ratio(r["grad_s"], by.get(threads))
+
+    return key
+
+
+def _thread_label(t: str) -> str:
+    return f"{t} torch thread" + ("" if t == "1" else "s")
+
+
+def render_bench_sort(data: dict) -> str:
+    """Markdown for ``benchmarks/bench_sort.py --json`` output."""
+    meta, rows = data["meta"], data["rows"]
+    by_group: dict[str, list[dict]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r)
+    vs_argsort = lambda r: r["grad_s"] / r["argsort_s"]  # noqa: E731
+    vs_fast = lambda r: r["grad_s"] / r["fast_argsort_s"]  # noqa: E731
+    threads = _threads(meta, rows)
+    vs = {t: _vs_torch(t) for t in threads}
+    cores = meta.get("cores", meta["cpu_count"])
+    torch = (
+        f"torchsort {meta['torchsort']} on torch {meta['torch']} CPU, timed at "
+        + " and at ".join(_thread_label(t) for t in threads)
+        + " in the same loop"
+        if meta.get("torchsort")
+        else "torchsort not installed"
+    )
+    out = [
+        f"`python benchmarks/bench_sort.py` on {meta['backend']} ({meta['cpu_count']} cores, "
+        f"shared; the process ran on {cores}: softops at XLA's default threads), jax "
+        f"{meta['jax']}, {torch}, {meta['date']}; medians of {meta['repeats']} "
+        "interleaved repeats per shape, strength 1. Every number is a ratio of two medians "
+        "timed in the same loop: softops' forward+backward (`jax.grad` of `sum(op(x) * u)`) "
+        "over `jnp.argsort` of the same array, over softops' private fast argsort "
+        "(`softops._sort.argsort`), over torchsort's forward+backward of the same op; below 1 "
+        "means softops is faster. Temporary memory: compiled forward+backward "
+        "(`memory_analysis().temp_size_in_bytes`) per element.",
+        "",
+    ]
+    head = by_group.get("headline", [])
+    if head:
+        grad = {(r["batch"], r["n"], r["op"], r["reg"]): r["grad_s"] for r in head}
+        torch_cols = "".join(f"| / torchsort, {_thread_label(t)} " for t in threads)
+        out += [
+            "| batch × n | op | reg | fwd+bwd / jnp.argsort | fwd+bwd / fast argsort "
+            f"{torch_cols}| fwd / jnp.argsort | KL / L2 fwd+bwd | temp bytes/elem |",
+            "|---|---|---|" + "---:|" * (5 + len(threads)),
+        ]
+        for r in head:
+            kl_l2 = ""
+            if r["reg"] == "kl":
+                kl_l2 = _r(r["grad_s"] / grad[r["batch"], r["n"], r["op"], "l2"])
+            cells = "".join(f"| {_r(vs[t](r))} " for t in threads)
+            out.append(
+                f"| {_shape(r)} | {r['op']} | {r['reg']} | {_r(vs_argsort(r))} "
+                f"| {_r(vs_fast(r))} {cells}| {_r(r['fwd_s'] / r['argsort_s'])} "
+                f"| {kl_l2} | {r['grad_temp_bytes'] / (r['batch'] * r['n']):.1f} |"
+            )
+        out.append("")
+
+    sweep = by_group.get("sweep", []) + head
+    if by_group.get("sweep"):
+        out += _combo_table(
+            sweep,
+            "Size sweep (at most "
+            f"{meta['max_elements']} items per array), float32, forward+backward / "
+            "`jnp.argsort` (headline shapes included):",
+            vs_argsort,
+        )
+        for t in threads:
+            if any(vs[t](r) is not None for r in sweep):
+                title = f"Size sweep, forward+backward / torchsort at {_thread_label(t)}:"
+                out += _combo_table(sweep, title, vs[t])
+    f64 = by_group.get("float64", [])
+    if f64:
+        out += _combo_table(
+            f64, "float64, forward+backward / `jnp.argsort` of the float64 array:", vs_argsort
+        )
+    for t in threads:
+        out.append(
+            f"- float32, torchsort at {_thread_label(t)}: softops ≤ 1.0× at "
+            f"{_count(head, vs[t])} headline points (worst {_worst(head, vs[t])}) and at "
+            f"{_count(sweep, vs[t])} sweep and headline points (worst {_worst(sweep, vs[t])})."
+        )
+    out += [
+        f"- float32 headline shapes: ≤ 1.0× `jnp.argsort` at {_count(head, vs_argsort)} (worst "
+        f"{_worst(head, vs_argsort)}); sweep and headline: at {_count(sweep, vs_argsort)} "
+        f"(worst {_worst(sweep, vs_argsort)}).",
+    ]
+    if f64:
+        out.append(
+            f"- float64: ≤ 1.0× `jnp.argsort` at {_count(f64, vs_argsort)} points "
+            f"(worst {_worst(f64, vs_argsort)})."
+        )
+    out.append(
+        f"- against the fast argsort alone, forward+backward costs at worst "
+        f"{_worst(rows, vs_fast)}."
+    )
+    return "\n".join(out) + "\n"
+
+
+def _combo_table(rows: list[dict], title: str, key) -> list[str]:
+    points: dict[tuple[int, int], dict] = {}
+    for r in rows:
+        points.setdefault((r["batch"], r["n"]), {})[r["op"], r["reg"]] = r
+    lines = [
+        title,
+        "",
+        "| batch × n | " + " | ".join(f"{op} {reg}" for op, reg in COMBOS) + " |",
+        "|---|" + "---:|" * len(COMBOS),
+    ]
+    for (b, n), combos in sorted(points.items(), key=lambda t: (t[0][1], t[0][0])):
+        cells = [_r(key(combos[c])) if c in combos else "" for c in COMBOS]
+        lines.append(f"| {b} × {n} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def render_bench_sort_1core(data: dict) -> str:
+    """The headline shapes of a ``--cores 1`` run: softops and torchsort on one core each."""
+    meta = data["meta"]
+    head = [r for r in data["rows"] if r["group"] == "headline"]
+    vs_torch = _vs_torch("1")
+    vs_argsort = lambda r: r["grad_s"] / r["argsort_s"]  # noqa: E731
+    out = [
+        f"`python benchmarks/bench_sort.py --cores 1`: the process pinned to one core (softops, "
+        f"XLA and torch see one), torchsort at 1 torch thread; jax {meta['jax']}, torchsort "
+        f"{meta.get('torchsort')} on torch {meta.get('torch')}, {meta['date']}; medians of "
+        f"{meta['repeats']} interleaved repeats, forward+backward, strength 1.",
+        "",
+        "| batch × n | " + " | ".join(f"{op} {reg}" for op, reg in COMBOS) + " |",
+        "|---|" + "---:|" * len(COMBOS),
+    ]
+    points: dict[tuple[int, int], dict] = {}
+    for r in head:
+        points.setdefault((r["batch"], r["n"]), {})[r["op"], r["reg"]] = r
+    for (b, n), combos in points.items():
+        cells = [_r(vs_torch(combos[c])) if c in combos else "" for c in COMBOS]
+        lines = f"| {b} × {n} | " + " | ".join(cells) + " |"
+        out.append(lines)
+    out += [
+        "",
+        f"- softops / torchsort, both on one core: ≤ 1.0× at {_count(head, vs_torch)} headline "
+        f"points (worst {_worst(head, vs_torch)}); softops / `jnp.argsort`: worst "
+        f"{_worst(head, vs_argsort)}.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {
+    "bench_sort": render_bench_sort,
+    "bench_sort_1core": render_bench_sort_1core,
+}
