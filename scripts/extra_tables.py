@@ -125,6 +125,30 @@ def render_task_topk(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_task_topk_tuned(data: dict) -> str:
+    """Markdown for ``topk_classification.py --tuned --json``: the strength chosen per seed."""
+    meta, args = data["meta"], data["meta"]["args"]
+    runs = _runs(data["rows"], "data", "loss")
+    out = [
+        f"{_recorded(meta)}; {args['steps']} steps, {args['seeds']} seeds (mean, min–max); "
+        "the strength (`regularization_strength` of the rank loss, `epsilon` of the mask "
+        "losses) chosen per seed on a validation fifth of the training set, every model "
+        "trained on the other four fifths.",
+        "",
+        "| data | loss (tuned) | chosen strength per seed | top-1 | top-5 |",
+        "|---|---|---|---:|---:|",
+    ]
+    for d in args["data"]:
+        for key, label in TOPK_LOSSES.items():
+            rs = runs.get((d, key))
+            if not rs:
+                continue
+            chosen = ", ".join("—" if r["strength"] is None else f"{r['strength']:g}" for r in rs)
+            cells = " | ".join(_spread([r[f] for r in rs]) for f in ("top1", "top5"))
+            out.append(f"| {d} | {label} | {chosen} | {cells} |")
+    return "\n".join(out) + "\n"
+
+
 KNN_METRICS = {
     "knn_soft_topk_embedding": "hard kNN on the embedding trained through `soft_topk_mask`",
     "knn_pixels": "hard kNN on the raw pixels",
@@ -232,5 +256,6 @@ RENDERERS = {
     "ltr_reduced": render_ltr,
     "task_sorting": render_task_sorting,
     "task_topk": render_task_topk,
+    "task_topk_tuned": render_task_topk_tuned,
     "task_knn": render_task_knn,
 }

@@ -1,4 +1,5 @@
-"""The task suite's data and metrics (``softops/showcase/sorting_data.py``, NumPy only).
+"""The task suite's data and metrics (``softops/showcase/sorting_data.py``, NumPy only), and the
+top-k task's choice of a strength on a validation split.
 
 The sorting and quantile tasks compare softops with diffsort on data this module builds; a
 wrong number image, a wrong value or a wrong accuracy would make every recorded table wrong.
@@ -67,3 +68,32 @@ def test_accuracies_count_whole_orders_and_positions():
     exact, elementwise = sd.accuracies(scores, targets)
     assert exact == 0.5
     assert elementwise == 4 / 6
+
+
+def test_tuned_picks_the_best_validation_score_and_reports_its_test_run(monkeypatch):
+    # `topk_task.tuned` trains each strength on four fifths of the training set, scores it on
+    # the held-out fifth (disjoint, drawn by seed) and returns the test run of the best one.
+    from softops.showcase import topk_task
+
+    val_scores = {0.01: 0.5, 0.03: 0.9, 0.1: 0.9, 0.3: 0.2}  # a tie: the first best wins
+    calls = []
+
+    def fake_train(loss, data, seed, *, steps, strength=None):
+        xtr, ytr, xev, yev = data
+        calls.append((strength, len(xtr), len(xev), set(xtr[:, 0]), set(xev[:, 0])))
+        score = val_scores.get(strength, 0.5) if len(xev) == 20 else 0.77  # 20: validation
+        return {"top1": score, "top5": 1.0, "max_abs_logit": 1.0}
+
+    monkeypatch.setattr(topk_task, "train", fake_train)
+    xtr = np.arange(100, dtype=np.float32)[:, None]
+    data = (xtr, np.zeros(100, np.int32), np.zeros((7, 1), np.float32), np.zeros(7, np.int32))
+    got = topk_task.tuned("rank_k1", data, 0, steps=1, metric="top1")
+    assert got["strength"] == 0.03 and got["val"] == 0.9 and got["top1"] == 0.77
+    assert [c[0] for c in calls] == [*topk_task.GRID, 0.03]
+    for _, n_fit, n_eval, fit, held in calls[:-1]:
+        assert (n_fit, n_eval) == (80, 20) and not fit & held and len(fit | held) == 100
+    assert calls[-1][1:3] == (80, 7)  # the chosen strength, tested on the test set
+    # cross-entropy has no strength: one validation run and one test run
+    calls.clear()
+    assert topk_task.tuned("cross_entropy", data, 0, steps=1, metric="top1")["strength"] is None
+    assert [c[0] for c in calls] == [None, None]

@@ -24,14 +24,29 @@ from jax import lax
 
 from softops.losses import soft_topk_mask_loss, soft_topk_rank_loss
 
+
+def _rank(k: int):
+    return lambda z, y, **kw: soft_topk_rank_loss(z, y, k=k, **kw)
+
+
+def _mask(k: int):
+    return lambda z, y, **kw: soft_topk_mask_loss(z, y, k=k, **kw)
+
+
+def _mix(z, y, **kw):
+    return (soft_topk_mask_loss(z, y, **kw) + soft_topk_mask_loss(z, y, k=5, **kw)) / 2
+
+
+# name -> (per-example loss(logits, labels, **strength), the strength's keyword or None)
 LOSSES = {
-    "cross_entropy": optax.softmax_cross_entropy_with_integer_labels,
-    "rank_k1": soft_topk_rank_loss,
-    "rank_k5": lambda z, y: soft_topk_rank_loss(z, y, k=5),
-    "mask_k1": soft_topk_mask_loss,
-    "mask_k5": lambda z, y: soft_topk_mask_loss(z, y, k=5),
-    "mix_1_5": lambda z, y: (soft_topk_mask_loss(z, y) + soft_topk_mask_loss(z, y, k=5)) / 2,
+    "cross_entropy": (optax.softmax_cross_entropy_with_integer_labels, None),
+    "rank_k1": (_rank(1), "regularization_strength"),
+    "rank_k5": (_rank(5), "regularization_strength"),
+    "mask_k1": (_mask(1), "epsilon"),
+    "mask_k5": (_mask(5), "epsilon"),
+    "mix_1_5": (_mix, "epsilon"),
 }
+GRID = (0.01, 0.03, 0.1, 0.3)  # the strengths `tuned` tries (both defaults are 0.1)
 
 
 def init_mlp(key, sizes) -> list:
@@ -80,15 +95,22 @@ def topk_accuracy(logits, y, k: int) -> float:
     return float(jnp.mean(jnp.any(top == y[:, None], axis=-1)))
 
 
-def train(loss: str, data, seed: int, *, steps: int, batch=64, lr=3e-3, hidden=128) -> dict:
-    """One model trained with ``LOSSES[loss]``: test top-1 and top-5 accuracy, largest logit."""
+def train(
+    loss: str, data, seed: int, *, steps: int, strength=None, batch=64, lr=3e-3, hidden=128
+) -> dict:
+    """One model trained with ``LOSSES[loss]`` (at ``strength``, or its defaults).
+
+    Returns its test top-1 and top-5 accuracy and largest logit.
+    """
     xtr, ytr, xte, yte = (jnp.asarray(a) for a in data)
     classes = int(max(ytr.max(), yte.max())) + 1
     params = init_mlp(jax.random.key(seed), [xtr.shape[1], hidden, classes])
     opt = optax.adam(lr)
     rng = np.random.default_rng(seed)
     order = jnp.asarray(rng.integers(0, xtr.shape[0], (steps, batch)))
-    per_example = LOSSES[loss]
+    fn, keyword = LOSSES[loss]
+    kw = {} if strength is None or keyword is None else {keyword: strength}
+    per_example = lambda z, y: fn(z, y, **kw)  # noqa: E731
 
     def step(carry, idx):
         p, s = carry
@@ -103,3 +125,21 @@ def train(loss: str, data, seed: int, *, steps: int, batch=64, lr=3e-3, hidden=1
         "top5": topk_accuracy(logits, yte, 5),
         "max_abs_logit": float(jnp.abs(logits).max()),
     }
+
+
+def tuned(loss: str, data, seed: int, *, steps: int, metric: str, grid=GRID) -> dict:
+    """The loss at the strength of ``grid`` whose model scores best on a validation split.
+
+    A fifth of the training examples (drawn with ``seed``) is held out for validation; every
+    strength trains on the rest; the chosen model's test accuracies are returned, with the
+    strength (``metric``: ``"top1"`` or ``"top5"``, the validation score that chooses).
+    """
+    xtr, ytr, xte, yte = data
+    order = np.random.default_rng([seed, 1]).permutation(len(xtr))
+    val, fit = order[: len(xtr) // 5], order[len(xtr) // 5 :]
+    candidates = grid if LOSSES[loss][1] is not None else (None,)
+    held_out = (xtr[fit], ytr[fit], xtr[val], ytr[val])
+    scores = [train(loss, held_out, seed, steps=steps, strength=s)[metric] for s in candidates]
+    i = max(range(len(candidates)), key=scores.__getitem__)  # the first best on a tie
+    test = train(loss, (xtr[fit], ytr[fit], xte, yte), seed, steps=steps, strength=candidates[i])
+    return {**test, "strength": candidates[i], "val": scores[i]}
