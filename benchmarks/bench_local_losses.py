@@ -34,6 +34,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _record import run_meta  # the scripts' folder is on sys.path when run as a script
 from flax import nnx
 
 from softops.forward_grad import (
@@ -294,6 +295,7 @@ def main():
     if args.out:
         out = pathlib.Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        results["meta"] = run_meta()
         (out / "bench_local_losses.json").write_text(json.dumps(results, indent=1, default=str))
         print(f"\nwrote {out / 'bench_local_losses.json'}")
 

@@ -86,8 +86,15 @@ def render_fg_training(data: dict) -> str:
     """Training table of ``benchmarks/bench_local_losses.py --out`` (backprop vs FGD variants)."""
     t = data["training"]
     units = t["hidden"] // t["num_groups"]
+    meta = data.get("meta")
+    versions = (
+        f"Recorded {meta['date']}: softops {meta['softops']}, jax {meta['jax']}, Python "
+        f"{meta['python']}; "
+        if meta
+        else "Recorded before runs stated their versions (no JAX version in the file); "
+    )
     out = [
-        f"{t['dataset']}, {t['steps']:,} steps of batch {t['batch']}, hidden width "
+        f"{versions}{t['dataset']}, {t['steps']:,} steps of batch {t['batch']}, hidden width "
         f"{t['hidden']}, {t['seeds']} seeds (test accuracy: mean ± std over seeds; steps and "
         f"time to the target {t['target_acc']:.4f}, backprop's accuracy minus one point: medians "
         "over seeds; ratios to backprop from the same run):",
