@@ -255,6 +255,7 @@ RENDERERS = {
     "task_quantile": render_task_quantile,
     "ltr_reduced": render_ltr,
     "task_sorting": render_task_sorting,
+    "task_sorting_n15": render_task_sorting,
     "task_topk": render_task_topk,
     "task_topk_tuned": render_task_topk_tuned,
     "task_knn": render_task_knn,
