@@ -237,7 +237,9 @@ def _stack_pav(kind: Kind, b_log: bool, sl: _Slots, first):
         blk1, s1, f1 = read(stats, start, t1, one_f, one_i)
         blk2, s2, f2 = read(stats, start, t2, one_f, one_i)
         viol, union = step(f2, f1, blk2, blk1)
-        merge = (top >= 2) & (s1 >= 0) & viol
+        # the test through a division as well: else XLA recomputes it (its logs and exps) in
+        # each of the fusions that read it (four per step)
+        merge = lax.div(((top >= 2) & (s1 >= 0) & viol).astype(jnp.int32), one_i) > 0
         push = ~merge & (i < size)
         ic = jnp.minimum(i, size - 1)
         pos = jnp.where(merge, t2, jnp.where(push, top, t1))
