@@ -172,14 +172,12 @@ def measure_shape(group, batch, n, dtype, repeats, torch_mods, torch_threads=(1,
                     "grad_s": med[f"{op_name}/{reg}/grad"],
                     "argsort_s": med["argsort"],
                     "fast_argsort_s": med["fast_argsort"],
-                    # torch threads -> seconds; the first entry of torch_threads also as
-                    # torchsort_grad_s
+                    # torch threads -> seconds
                     "torchsort_by_threads": {
                         str(t): med[f"{op_name}/{reg}/torchsort/{t}"]
                         for t in torch_threads
                         if torch_mods[0] is not None
                     },
-                    "torchsort_grad_s": med.get(f"{op_name}/{reg}/torchsort/{torch_threads[0]}"),
                     "fwd_temp_bytes": int(temp[op_name, reg][0]),
                     "grad_temp_bytes": int(temp[op_name, reg][1]),
                 }
@@ -237,7 +235,6 @@ def meta(args, torch_mods):
 
         info["torch"] = torch.__version__
         info["torchsort"] = version("torchsort")
-        info["torch_threads"] = args.torch_threads[0]
         info["torch_threads_all"] = args.torch_threads
     return info
 
@@ -256,8 +253,8 @@ def main():
         type=int,
         nargs="+",
         default=None,
-        help="torch intra-op thread counts, each timed in the same loop; the first is the "
-        "torchsort_grad_s column (default: torch's own default, then 1)",
+        help="torch intra-op thread counts, each timed in the same loop (default: torch's own "
+        "default, then 1)",
     )
     parser.add_argument(
         "--cores",

@@ -47,15 +47,19 @@ def _runs(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return runs
 
 
-def _spread_rows(runs, outer, labels: dict[str, str], fields: tuple[str, ...]) -> list[str]:
-    """Table rows ``| outer | label | spread of each field |`` for each recorded group."""
+def _spread_rows(runs, outer, labels: dict[str, str], fields: tuple[str, ...], extra=None):
+    """Table rows ``| outer | label | spread of each field |`` for each recorded group.
+
+    ``extra(rows)``, when given, is one more cell before the fields.
+    """
     out = []
     for o in outer:
         for key, label in labels.items():
             rs = runs.get((o, key))
             if rs:
-                cells = " | ".join(_spread([r[f] for r in rs]) for f in fields)
-                out.append(f"| {o} | {label} | {cells} |")
+                cells = [_spread([r[f] for r in rs]) for f in fields]
+                cells = cells if extra is None else [extra(rs), *cells]
+                out.append(f"| {o} | {label} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -125,6 +129,10 @@ def render_task_topk(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _strengths(rows: list[dict]) -> str:
+    return ", ".join("—" if r["strength"] is None else f"{r['strength']:g}" for r in rows)
+
+
 def render_task_topk_tuned(data: dict) -> str:
     """Markdown for ``topk_classification.py --tuned --json``: the strength chosen per seed."""
     meta, args = data["meta"], data["meta"]["args"]
@@ -137,15 +145,8 @@ def render_task_topk_tuned(data: dict) -> str:
         "",
         "| data | loss (tuned) | chosen strength per seed | top-1 | top-5 |",
         "|---|---|---|---:|---:|",
+        *_spread_rows(runs, args["data"], TOPK_LOSSES, ("top1", "top5"), _strengths),
     ]
-    for d in args["data"]:
-        for key, label in TOPK_LOSSES.items():
-            rs = runs.get((d, key))
-            if not rs:
-                continue
-            chosen = ", ".join("—" if r["strength"] is None else f"{r['strength']:g}" for r in rs)
-            cells = " | ".join(_spread([r[f] for r in rs]) for f in ("top1", "top5"))
-            out.append(f"| {d} | {label} | {chosen} | {cells} |")
     return "\n".join(out) + "\n"
 
 

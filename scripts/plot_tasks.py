@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,27 +22,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import extra_tables  # noqa: E402  (the tables' labels)
+
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-SORT_LABELS = {
-    "perm_bce": "softops soft_permutation + BCE",
-    "spearman": "softops spearman_loss",
-    "diffsort": "diffsort (odd-even)",
-}
-TOPK_LABELS = {
-    "cross_entropy": "cross-entropy",
-    "rank_k1": "rank loss k=1",
-    "rank_k5": "rank loss k=5",
-    "mask_k1": "mask loss k=1",
-    "mask_k5": "mask loss k=5",
-    "mix_1_5": "P_K mix 1, 5",
-}
-QUANTILE_LABELS = {
-    "soft_median": "soft_median (defaults)",
-    "soft_median_10": "soft_median (strength 10)",
-    "hard_median": "jnp.median, squared",
-    "pinball": "jnp.median, pinball",
-    "set_mean": "set mean",
-}
+
+
+def _plain(labels: dict[str, str]) -> dict[str, str]:
+    """The tables' labels (``extra_tables``) without their Markdown code marks."""
+    return {k: v.replace("`", "") for k, v in labels.items()}
+
+
+SORT_LABELS = _plain(extra_tables.SORTING_METHODS)
+TOPK_LABELS = _plain(extra_tables.TOPK_LOSSES)
+QUANTILE_LABELS = _plain(extra_tables.QUANTILE_MODELS)
+KNN_LABELS = _plain(extra_tables.KNN_METRICS)
 
 
 def _load(name: str) -> dict:
@@ -107,14 +102,9 @@ def topk(out: Path) -> None:
 def knn(out: Path) -> None:
     """Test accuracy of the three models against the training steps."""
     runs = _load("task_knn")["runs"]
-    labels = {
-        "knn_soft_topk_embedding": "kNN on the embedding trained through soft_topk_mask",
-        "knn_pixels": "kNN on the raw pixels",
-        "cross_entropy": "cross-entropy network",
-    }
-    groups = {(k, r["steps"]): r[k]["values"] for r in runs for k in labels}
+    groups = {(k, r["steps"]): r[k]["values"] for r in runs for k in KNN_LABELS}
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    _series(ax, [r["steps"] for r in runs], groups, labels)
+    _series(ax, [r["steps"] for r in runs], groups, KNN_LABELS)
     ax.set_xlabel("training steps")
     ax.set_ylabel("test accuracy")
     ax.set_title("kNN through SOFT top-k (digits)")

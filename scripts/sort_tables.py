@@ -39,22 +39,22 @@ def _count(rows: list[dict], key: Callable[[dict], float | None]) -> str:
     return f"{sum(v <= 1.0 for v in vals)} of {len(vals)}"
 
 
-def _threads(meta: dict, rows: list[dict]) -> list[str]:
-    """The torch thread counts torchsort was timed at, the first one the default's column."""
-    recorded = meta.get("torch_threads_all")
-    if recorded:
-        return [str(t) for t in recorded]
-    return [str(meta["torch_threads"])] if meta.get("torchsort") else []
+def _threads(meta: dict) -> list[str]:
+    """The torch thread counts torchsort was timed at (none without torchsort)."""
+    return [str(t) for t in meta["torch_threads_all"]] if meta.get("torchsort") else []
 
 
 def _vs_torch(threads: str) -> Callable[[dict], float | None]:
     """Softops-over-torchsort forward+backward at ``threads`` torch threads (or None)."""
 
     def key(r: dict) -> float | None:
-        by = r.get("torchsort_by_threads") or {threads: r.get("torchsort_grad_s")}
-        return _ratio(r["grad_s"], by.get(threads))
+        return _ratio(r["grad_s"], r["torchsort_by_threads"].get(threads))
 
     return key
+
+
+def _vs_argsort(r: dict) -> float:
+    return r["grad_s"] / r["argsort_s"]
 
 
 def _thread_label(t: str) -> str:
@@ -67,9 +67,8 @@ def render_bench_sort(data: dict) -> str:
     by_group: dict[str, list[dict]] = {}
     for r in rows:
         by_group.setdefault(r["group"], []).append(r)
-    vs_argsort = lambda r: r["grad_s"] / r["argsort_s"]  # noqa: E731
     vs_fast = lambda r: r["grad_s"] / r["fast_argsort_s"]  # noqa: E731
-    threads = _threads(meta, rows)
+    threads = _threads(meta)
     vs = {t: _vs_torch(t) for t in threads}
     cores = meta.get("cores", meta["cpu_count"])
     torch = (
@@ -106,7 +105,7 @@ def render_bench_sort(data: dict) -> str:
                 kl_l2 = _r(r["grad_s"] / grad[r["batch"], r["n"], r["op"], "l2"])
             cells = "".join(f"| {_r(vs[t](r))} " for t in threads)
             out.append(
-                f"| {_shape(r)} | {r['op']} | {r['reg']} | {_r(vs_argsort(r))} "
+                f"| {_shape(r)} | {r['op']} | {r['reg']} | {_r(_vs_argsort(r))} "
                 f"| {_r(vs_fast(r))} {cells}| {_r(r['fwd_s'] / r['argsort_s'])} "
                 f"| {kl_l2} | {r['grad_temp_bytes'] / (r['batch'] * r['n']):.1f} |"
             )
@@ -119,7 +118,7 @@ def render_bench_sort(data: dict) -> str:
             "Size sweep (at most "
             f"{meta['max_elements']} items per array), float32, forward+backward / "
             "`jnp.argsort` (headline shapes included):",
-            vs_argsort,
+            _vs_argsort,
         )
         for t in threads:
             if any(vs[t](r) is not None for r in sweep):
@@ -128,7 +127,7 @@ def render_bench_sort(data: dict) -> str:
     f64 = by_group.get("float64", [])
     if f64:
         out += _combo_table(
-            f64, "float64, forward+backward / `jnp.argsort` of the float64 array:", vs_argsort
+            f64, "float64, forward+backward / `jnp.argsort` of the float64 array:", _vs_argsort
         )
     for t in threads:
         out.append(
@@ -137,14 +136,14 @@ def render_bench_sort(data: dict) -> str:
             f"{_count(sweep, vs[t])} sweep and headline points (worst {_worst(sweep, vs[t])})."
         )
     out += [
-        f"- float32 headline shapes: ≤ 1.0× `jnp.argsort` at {_count(head, vs_argsort)} (worst "
-        f"{_worst(head, vs_argsort)}); sweep and headline: at {_count(sweep, vs_argsort)} "
-        f"(worst {_worst(sweep, vs_argsort)}).",
+        f"- float32 headline shapes: ≤ 1.0× `jnp.argsort` at {_count(head, _vs_argsort)} (worst "
+        f"{_worst(head, _vs_argsort)}); sweep and headline: at {_count(sweep, _vs_argsort)} "
+        f"(worst {_worst(sweep, _vs_argsort)}).",
     ]
     if f64:
         out.append(
-            f"- float64: ≤ 1.0× `jnp.argsort` at {_count(f64, vs_argsort)} points "
-            f"(worst {_worst(f64, vs_argsort)})."
+            f"- float64: ≤ 1.0× `jnp.argsort` at {_count(f64, _vs_argsort)} points "
+            f"(worst {_worst(f64, _vs_argsort)})."
         )
     out.append(
         f"- against the fast argsort alone, forward+backward costs at worst "
@@ -174,29 +173,19 @@ def render_bench_sort_1core(data: dict) -> str:
     meta = data["meta"]
     head = [r for r in data["rows"] if r["group"] == "headline"]
     vs_torch = _vs_torch("1")
-    vs_argsort = lambda r: r["grad_s"] / r["argsort_s"]  # noqa: E731
-    out = [
+    out = _combo_table(
+        head,
         f"`python benchmarks/bench_sort.py --cores 1`: the process pinned to one core (softops, "
         f"XLA and torch see one), torchsort at 1 torch thread; jax {meta['jax']}, torchsort "
         f"{meta.get('torchsort')} on torch {meta.get('torch')}, {meta['date']}; medians of "
         f"{meta['repeats']} interleaved repeats, forward+backward, strength 1.",
-        "",
-        "| batch × n | " + " | ".join(f"{op} {reg}" for op, reg in COMBOS) + " |",
-        "|---|" + "---:|" * len(COMBOS),
-    ]
-    points: dict[tuple[int, int], dict] = {}
-    for r in head:
-        points.setdefault((r["batch"], r["n"]), {})[r["op"], r["reg"]] = r
-    for (b, n), combos in points.items():
-        cells = [_r(vs_torch(combos[c])) if c in combos else "" for c in COMBOS]
-        lines = f"| {b} × {n} | " + " | ".join(cells) + " |"
-        out.append(lines)
-    out += [
-        "",
+        vs_torch,
+    )
+    out.append(
         f"- softops / torchsort, both on one core: ≤ 1.0× at {_count(head, vs_torch)} headline "
         f"points (worst {_worst(head, vs_torch)}); softops / `jnp.argsort`: worst "
-        f"{_worst(head, vs_argsort)}.",
-    ]
+        f"{_worst(head, _vs_argsort)}."
+    )
     return "\n".join(out) + "\n"
 
 
