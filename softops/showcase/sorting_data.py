@@ -45,8 +45,8 @@ def numbers(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return x.reshape(*x.shape[:-3], x.shape[-3], DIGITS * x.shape[-1])
 
 
-def make(path: str, images, *, n: int, seed: int, steps: int, batch: int, num_test: int):
-    """Writes the data of one (n, seed) run to ``path`` (``.npz``) and returns it as a dict.
+def make(path: str | None, images, *, n: int, seed: int, steps: int, batch: int, num_test: int):
+    """The data of one (n, seed) run as a dict, also written to ``path`` (``.npz``) unless None.
 
     ``images``: ``(train_images, train_labels, test_images, test_labels)``, images ``[m, s, s]``.
     """
@@ -60,7 +60,8 @@ def make(path: str, images, *, n: int, seed: int, steps: int, batch: int, num_te
         "train_idx": _sequences(rng, ytr, steps * batch, n).reshape(steps, batch, n, DIGITS),
         "test_idx": _sequences(rng, yte, num_test, n),
     }
-    np.savez(path, **data)
+    if path is not None:  # for a trainer in another process (diffsort's)
+        np.savez(path, **data)
     return data
 
 
