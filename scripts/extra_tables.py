@@ -175,6 +175,49 @@ def render_task_knn(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+MOE_ROUTERS = {
+    "hard": "hard top-2 (`lax.top_k`) + load loss",
+    "dense": "dense softmax gates (every expert)",
+    "sparse": "`routing.token_choice`, L2 (capped simplex)",
+    "sparse_p43": "`routing.token_choice`, p = 4/3",
+}
+
+
+def render_task_moe(data: dict) -> str:
+    """Markdown for ``benchmarks/tasks/moe.py --json``: accuracy, expert load, drops, step time."""
+    hard_ms = _median(data["hard"]["step_s"])
+    out = [
+        f"{_recorded(data['meta'])}; digits, {data['experts']} experts, top-{data['k']},"
+        f" batch {data['batch']}, {data['steps']} steps, {data['seeds']} seeds (mean, min–max);"
+        " step time: the median over seeds of each run's median step, and its ratio to the"
+        " hard router's, same run.",
+        "",
+        "| router | test accuracy | busiest expert's load | idlest expert's load"
+        " | assignments dropped | step (ms) | × hard |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in MOE_ROUTERS.items():
+        r = data.get(key)
+        if r is None:
+            continue
+        step = _median(r["step_s"])
+        cells = [
+            _spread(r["acc"]),
+            _spread([max(load) for load in r["load"]]),
+            _spread([min(load) for load in r["load"]]),
+            _spread(r["dropped"]),
+            f"{1e3 * step:.2f}",
+            f"{step / hard_ms:.2f}",
+        ]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return (v[len(v) // 2] + v[(len(v) - 1) // 2]) / 2
+
+
 def render_ltr(data: dict) -> str:
     """Markdown for ``benchmarks/tasks/ltr.py --json``.
 
@@ -260,4 +303,5 @@ RENDERERS = {
     "task_topk": render_task_topk,
     "task_topk_tuned": render_task_topk_tuned,
     "task_knn": render_task_knn,
+    "task_moe": render_task_moe,
 }
