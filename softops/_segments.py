@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
-from softops._sharding import batch_local, like_vma, scatter_last, take_last
+from softops._sharding import batch_local, count_last, like_vma, scatter_last, take_last
 
 
 class Slots(NamedTuple):
@@ -77,7 +77,7 @@ def compact(ids: jax.Array) -> Slots:
         [jnp.ones_like(ids_sorted[..., :1], bool), ids_sorted[..., 1:] != ids_sorted[..., :-1]],
         axis=-1,
     )
-    gid = jnp.cumsum(new, axis=-1, dtype=jnp.int32) - 1
+    gid = count_last(new) - 1
     return Slots(scatter_last(ids.shape, jnp.int32, order, gid), ids.shape[-1])
 
 
@@ -101,7 +101,12 @@ def positions(ids_sorted: jax.Array) -> jax.Array:
     iota = lax.broadcasted_iota(jnp.int32, ids_sorted.shape, ids_sorted.ndim - 1)
     change = ids_sorted[..., 1:] != ids_sorted[..., :-1]
     starts = jnp.concatenate([jnp.ones_like(ids_sorted[..., :1], bool), change], axis=-1)
-    return iota - lax.cummax(jnp.where(starts, iota, 0), axis=ids_sorted.ndim - 1)
+    # each list's first position by a scatter and a gather (a cummax is a reduce-window on CPU)
+    gid = count_last(starts) - 1
+    first = scatter_last(
+        starts.shape, jnp.int32, jnp.where(starts, gid, ids_sorted.shape[-1]), iota
+    )
+    return iota - take_last(first, gid)
 
 
 def present(slots: Slots, valid: jax.Array | None, shape) -> jax.Array:

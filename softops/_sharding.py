@@ -59,6 +59,36 @@ def scatter_last(
     return scatter(operand, idx[..., None], updates.astype(dtype), dims, mode=mode)
 
 
+_COUNT_BLOCK = 32
+
+
+def count_last(flags: jax.Array) -> jax.Array:
+    """The inclusive count of true entries along the last axis, int32 (``cumsum``, exact).
+
+    XLA:CPU computes a ``cumsum`` as a reduce-window, 25 times the cost of an elementwise pass
+    (2.5 ms for ``[256, 1000]``). Here each block of 32 items is counted by one matmul with a
+    triangular 0/1 matrix and the blocks' totals recursively (0.5 ms): sums of integers below
+    2**24, exact in float32 in any order (``HIGHEST``: no reduced-precision passes).
+    """
+    n = flags.shape[-1]
+    if not isinstance(n, int) or n >= 2**24:  # symbolic or huge rows
+        return jnp.cumsum(flags, axis=-1, dtype=jnp.int32)
+    return _count(flags.astype(jnp.float32)).astype(jnp.int32)
+
+
+def _count(v: jax.Array) -> jax.Array:
+    n, b = v.shape[-1], _COUNT_BLOCK
+    m = -(-n // b)
+    pad = [(0, 0)] * (v.ndim - 1) + [(0, m * b - n)]
+    blocks = jnp.pad(v, pad).reshape(*v.shape[:-1], m, b)
+    upper = jnp.triu(jnp.ones((b, b), v.dtype))  # upper[j, i]: item j counts towards i
+    local = jnp.matmul(blocks, upper, precision=lax.Precision.HIGHEST)
+    if m > 1:
+        totals = local[..., -1]
+        local = local + (_count(totals) - totals)[..., None]  # the blocks before each
+    return local.reshape(*v.shape[:-1], m * b)[..., :n]
+
+
 def _spec_of(arg) -> tuple:
     """The partition spec of a ``custom_partitioning`` argument, one entry per dimension.
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from softops._sharding import scatter_last, take_last
+from softops._sharding import count_last, scatter_last, take_last
 
 
 class Groups(NamedTuple):
@@ -36,7 +36,7 @@ def groups(ids_sorted: jax.Array, valid_sorted: jax.Array | None) -> Groups:
     iota = lax.broadcasted_iota(jnp.int32, ids_sorted.shape, ids_sorted.ndim - 1)
     change = ids_sorted[..., 1:] != ids_sorted[..., :-1]
     starts = jnp.concatenate([jnp.ones_like(ids_sorted[..., :1], bool), change], axis=-1)
-    gid = jnp.cumsum(starts, axis=-1, dtype=jnp.int32) - 1
+    gid = count_last(starts) - 1
     first = scatter_last(starts.shape, jnp.int32, jnp.where(starts, gid, n), iota)
     ones = jnp.ones(starts.shape, jnp.int32)
     counted = ones if valid_sorted is None else valid_sorted.astype(jnp.int32)

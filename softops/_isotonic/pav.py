@@ -97,7 +97,7 @@ def _round(kind: Kind, st: Stats, b_log: bool, blk: _Blocks) -> _Blocks:
     n = blk.a.shape[1]
     live, viol = _violations(kind, st, b_log, blk)
     new = live & jnp.concatenate([jnp.ones((live.shape[0], 1), bool), ~viol], axis=1)
-    ids = jnp.where(live, jnp.cumsum(new, axis=1, dtype=jnp.int32) - 1, n)
+    ids = jnp.where(live, _sharding.count_last(new) - 1, n)
     tgt = jnp.where(new, ids, n)
     # first and bar in one scatter: a barrier block's first item is stored as ~first (< 0)
     enc = _scatter_rows(tgt, jnp.where(blk.bar, ~blk.first, blk.first))

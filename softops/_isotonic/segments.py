@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sharding
-from softops._sharding import scatter_last, take_last
+from softops._sharding import count_last, scatter_last, take_last
 
 
 class Segments(NamedTuple):
@@ -70,7 +70,7 @@ def segments(starts: jax.Array) -> Segments:
     ``starts[..., 0]`` must be true.
     """
     n = starts.shape[-1]
-    ids = jnp.cumsum(starts, axis=-1, dtype=jnp.int32) - 1
+    ids = count_last(starts) - 1
     iota = lax.broadcasted_iota(jnp.int32, starts.shape, starts.ndim - 1)
     # first[j]: the first item of block j; n past the last block, so first[j + 1] ends block j
     first = scatter_last(starts.shape, jnp.int32, jnp.where(starts, ids, n), iota, fill=n)
