@@ -11,6 +11,7 @@ from scipy.special import logsumexp
 from softops import _sort
 from softops._isotonic import pav as _pav
 from softops._isotonic.blocks import Stats as _Stats
+from softops._sharding import count_last
 from tests._np_reference import pav_decreasing
 
 
@@ -190,6 +191,28 @@ def test_fast_argsort_matches_jnp_argsort(dtype, descending):
         )
         del rank_nan
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 0), (5,), (4, 31), (2, 32), (3, 33), (2, 3, 1057), (1, 70000)]
+)
+def test_count_last_equals_cumsum(shape):
+    # Block ids count with matmuls over blocks of 32 (recursively over the blocks' totals).
+    flags = np.random.default_rng(len(shape)).random(shape) < 0.4
+    want = np.cumsum(flags, axis=-1, dtype=np.int32)
+    got = jax.jit(count_last)(jnp.asarray(flags))
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(got), want)
+    np.testing.assert_array_equal(np.asarray(count_last(jnp.asarray(flags, jnp.int32))), want)
+
+
+def test_count_last_exact_on_full_rows_and_under_vmap():
+    ones = jnp.ones((2, 2**20 + 3), bool)  # counts up to 2**20: exact in float32
+    np.testing.assert_array_equal(np.asarray(count_last(ones)[:, -1]), [2**20 + 3] * 2)
+    flags = jnp.asarray(np.random.default_rng(0).random((3, 4, 100)) < 0.5)
+    np.testing.assert_array_equal(
+        np.asarray(jax.vmap(count_last)(flags)), np.cumsum(np.asarray(flags), -1)
+    )
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
