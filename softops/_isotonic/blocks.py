@@ -25,6 +25,7 @@ that keep their relative precision).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Literal, NamedTuple
 
 import jax
@@ -34,6 +35,7 @@ from jax import lax
 from softops._isotonic.segments import segmented_scan
 from softops._sharding import count_last
 
+_LOG2 = math.log(2)
 Kind = Literal["l2", "kl", "kl_desc"]  # kl_desc: kl, statistics nonincreasing along rows
 
 
@@ -78,9 +80,17 @@ def gaps(kind: Kind, st: Stats, f, g, b_log: bool, take=None):
 
 
 def log_ratio(zg, zf):
-    """``log(zg) - log(zf)`` for positive values, rounded once where the ratio is finite."""
+    """``log(zg) - log(zf)`` for positive values, rounded once where the ratio is finite.
+
+    One logarithm: where ``zg / zf`` overflows or underflows, the log of the ratio of the two
+    mantissas plus the exponents' difference times log 2 (``frexp``). Both branches of a
+    ``where`` are computed, and a second and third log cost the KL solver a fifth of its time.
+    """
     ratio = zg / zf
-    return jnp.where((ratio > 0) & jnp.isfinite(ratio), jnp.log(ratio), jnp.log(zg) - jnp.log(zf))
+    ok = (ratio > 0) & jnp.isfinite(ratio)
+    (mg, eg), (mf, ef) = jnp.frexp(zg), jnp.frexp(zf)
+    base = jnp.log(jnp.where(ok, ratio, mg / mf))
+    return jnp.where(ok, base, base + (eg - ef).astype(base.dtype) * _LOG2)
 
 
 def _take_rows(x, idx):
