@@ -354,10 +354,11 @@ def main():
                   f"  compile {r['compile_s']:.2f} s  temp {_mib(r['temp_bytes'])}",
                   flush=True)  # fmt: skip
         print(f"L={length:6d} oracle NDCG@10 {orc:.4f}", flush=True)
-    meta["load_avg_end"] = os.getloadavg()[0]
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"meta": meta, "oracle": oracles, "rows": results}, f, indent=1)
+        # written after every length, so that a long run stopped early keeps what it finished
+        meta["load_avg_end"] = os.getloadavg()[0]
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"meta": meta, "oracle": oracles, "rows": results}, f, indent=1)
 
 
 if __name__ == "__main__":
