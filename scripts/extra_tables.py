@@ -8,6 +8,7 @@ Markdown. Training results are the mean over seeds with the spread (min to max) 
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 
 # NeuralSort's published four-digit MNIST results (Grover et al., ICLR 2019, Table 1,
@@ -185,7 +186,7 @@ MOE_ROUTERS = {
 
 def render_task_moe(data: dict) -> str:
     """Markdown for ``benchmarks/tasks/moe.py --json``: accuracy, expert load, drops, step time."""
-    hard_ms = _median(data["hard"]["step_s"])
+    hard_ms = statistics.median(data["hard"]["step_s"])
     out = [
         f"{_recorded(data['meta'])}; digits, {data['experts']} experts, top-{data['k']},"
         f" batch {data['batch']}, {data['steps']} steps, {data['seeds']} seeds (mean, min–max);"
@@ -200,7 +201,7 @@ def render_task_moe(data: dict) -> str:
         r = data.get(key)
         if r is None:
             continue
-        step = _median(r["step_s"])
+        step = statistics.median(r["step_s"])
         cells = [
             _spread(r["acc"]),
             _spread([max(load) for load in r["load"]]),
@@ -211,11 +212,6 @@ def render_task_moe(data: dict) -> str:
         ]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
-
-
-def _median(values: list[float]) -> float:
-    v = sorted(values)
-    return (v[len(v) // 2] + v[(len(v) - 1) // 2]) / 2
 
 
 def render_ltr(data: dict) -> str:

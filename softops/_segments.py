@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
+from softops._isotonic.segments import segments
 from softops._sharding import batch_local, count_last, like_vma, scatter_last, take_last
 
 
@@ -101,12 +102,7 @@ def positions(ids_sorted: jax.Array) -> jax.Array:
     iota = lax.broadcasted_iota(jnp.int32, ids_sorted.shape, ids_sorted.ndim - 1)
     change = ids_sorted[..., 1:] != ids_sorted[..., :-1]
     starts = jnp.concatenate([jnp.ones_like(ids_sorted[..., :1], bool), change], axis=-1)
-    # each list's first position by a scatter and a gather (a cummax is a reduce-window on CPU)
-    gid = count_last(starts) - 1
-    first = scatter_last(
-        starts.shape, jnp.int32, jnp.where(starts, gid, ids_sorted.shape[-1]), iota
-    )
-    return iota - take_last(first, gid)
+    return iota - segments(starts).pivot  # (a cummax would be a reduce-window on CPU)
 
 
 def present(slots: Slots, valid: jax.Array | None, shape) -> jax.Array:

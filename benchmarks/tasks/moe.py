@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,12 +36,12 @@ def main():
     res = run(quick=a.quick, seeds=1 if a.quick else a.seeds, steps=30 if a.quick else a.steps)
     for router in ROUTERS:
         r = res[router]
-        acc = sum(r["acc"]) / len(r["acc"])
         loads = [x for load in r["load"] for x in load]
-        step_ms = 1e3 * sorted(r["step_s"])[len(r["step_s"]) // 2]
         print(
-            f"{router:10s} accuracy {acc:.4f}  load {min(loads):.3f}-{max(loads):.3f}"
-            f"  dropped {sum(r['dropped']) / len(r['dropped']):.3f}  step {step_ms:.2f} ms",
+            f"{router:10s} accuracy {statistics.mean(r['acc']):.4f}"
+            f"  load {min(loads):.3f}-{max(loads):.3f}"
+            f"  dropped {statistics.mean(r['dropped']):.3f}"
+            f"  step {1e3 * statistics.median(r['step_s']):.2f} ms",
             flush=True,
         )
     if a.json:

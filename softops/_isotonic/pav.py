@@ -106,7 +106,7 @@ def _round(kind: Kind, st: Stats, b_log: bool, blk: _Blocks) -> _Blocks:
     # every block re-anchored at the first item of its run, then pooled
     run_first = jnp.take_along_axis(first, jnp.minimum(ids, n - 1), axis=1)
     da, db = gaps(kind, st, run_first, blk.first, b_log)
-    a, b = run_combine(kind, shift(kind, blk.a, blk.b, da, db), new, live)
+    a, b = run_combine(kind, shift(kind, blk.a, blk.b, da, db), new, live, ids)
     out = _Blocks(a, b, first, bar, new.sum(axis=1, dtype=jnp.int32), blk.done)
     return out._replace(done=blk.done | ~jnp.any(_violations(kind, st, b_log, out)[1], axis=1))
 
