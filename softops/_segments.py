@@ -34,8 +34,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sort
-from softops._isotonic.segments import segments
-from softops._sharding import batch_local, count_last, like_vma, scatter_last, take_last
+from softops._sharding import (
+    batch_local,
+    count_last,
+    like_vma,
+    run_bounds,
+    scatter_last,
+    take_last,
+)
 
 
 class Slots(NamedTuple):
@@ -102,7 +108,7 @@ def positions(ids_sorted: jax.Array) -> jax.Array:
     iota = lax.broadcasted_iota(jnp.int32, ids_sorted.shape, ids_sorted.ndim - 1)
     change = ids_sorted[..., 1:] != ids_sorted[..., :-1]
     starts = jnp.concatenate([jnp.ones_like(ids_sorted[..., :1], bool), change], axis=-1)
-    return iota - segments(starts).pivot  # (a cummax would be a reduce-window on CPU)
+    return iota - run_bounds(starts)[1]
 
 
 def present(slots: Slots, valid: jax.Array | None, shape) -> jax.Array:

@@ -76,6 +76,22 @@ def count_last(flags: jax.Array) -> jax.Array:
     return _count(flags.astype(jnp.float32)).astype(jnp.int32)
 
 
+def run_bounds(starts: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Runs of rows ``[..., n]`` that begin where ``starts`` is true (``starts[..., 0]`` true).
+
+    Per item ``(ids, first, end)``: its run's id (0, 1, ... along the row), the position of the
+    run's first item and one past its last (int32). Counts, scatters and gathers only (a cummax
+    would be a reduce-window on CPU).
+    """
+    n = starts.shape[-1]
+    ids = count_last(starts) - 1
+    iota = lax.broadcasted_iota(jnp.int32, starts.shape, starts.ndim - 1)
+    # first[j]: the first item of run j; n past the last run, so first[j + 1] ends run j
+    first = scatter_last(starts.shape, jnp.int32, jnp.where(starts, ids, n), iota, fill=n)
+    following = jnp.concatenate([first[..., 1:], jnp.full_like(first[..., :1], n)], axis=-1)
+    return ids, take_last(first, ids), take_last(following, ids)
+
+
 def _count(v: jax.Array) -> jax.Array:
     n, b = v.shape[-1], _COUNT_BLOCK
     m = -(-n // b)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sharding
-from softops._sharding import count_last, scatter_last, take_last
+from softops._sharding import run_bounds, scatter_last, take_last
 
 
 class Segments(NamedTuple):
@@ -69,13 +69,7 @@ def segments(starts: jax.Array) -> Segments:
 
     ``starts[..., 0]`` must be true.
     """
-    n = starts.shape[-1]
-    ids = count_last(starts) - 1
-    iota = lax.broadcasted_iota(jnp.int32, starts.shape, starts.ndim - 1)
-    # first[j]: the first item of block j; n past the last block, so first[j + 1] ends block j
-    first = scatter_last(starts.shape, jnp.int32, jnp.where(starts, ids, n), iota, fill=n)
-    following = jnp.concatenate([first[..., 1:], jnp.full_like(first[..., :1], n)], axis=-1)
-    return Segments(starts, ids, take_last(first, ids), take_last(following, ids))
+    return Segments(starts, *run_bounds(starts))
 
 
 def _shifted(v, k, fill):
