@@ -217,28 +217,73 @@ def render_task_moe(data: dict) -> str:
 def render_ltr(data: dict) -> str:
     """Markdown for ``benchmarks/tasks/ltr.py --json``.
 
-    Test NDCG@10 per list length, layout and loss, the median training-step time and the
-    first-call compile time.
+    Test NDCG@10 per list length, layout and loss, the median training-step time, the first-call
+    compile time and the compiled temporary memory; then, per list length and layout, softops'
+    best loss against rax's best.
     """
     meta = data["meta"]
+    loaded = meta["load_avg"] > meta["cpu_count"] or meta["load_avg_end"] > meta["cpu_count"]
+    note = " (a loaded machine: times are only comparable within a row group)" if loaded else ""
     out = [
         f"Recorded {meta['date']}: jax {meta['jax']}, rax {meta['rax']}, Python {meta['python']};"
-        f" {meta['cpu_count']} cores, load average {meta['load_avg']:.0f} at the start and"
-        f" {meta['load_avg_end']:.0f} at the end (a loaded machine: times are only comparable"
-        f" within a row group); {meta['steps']} steps, {meta['seeds']} seeds (mean, min–max).",
+        f" {meta['cpu_count']} cores, load average {meta['load_avg']:.1f} at the start and"
+        f" {meta['load_avg_end']:.1f} at the end{note}; {meta['steps']} steps,"
+        f" {meta['seeds']} seeds (mean, min–max); a loss whose compiled step needs more than"
+        f" {meta['max_gib']:g} GiB of temporary memory is not run.",
         "",
-        "| L | layout | loss | test NDCG@10 | step ms | compile s |",
-        "|---:|---|---|---:|---:|---:|",
+        "| L | layout | loss | test NDCG@10 | step ms | compile s | temp MiB |",
+        "|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in data["rows"]:
+        temp = "" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:,.1f}"
         if not r["ndcg"]:
-            cells = ["not run (over the memory cap)", "", ""]
+            cells = ["not run (over the memory cap)", "", f"{r['compile_s']:.1f}", temp]
         else:
-            cells = [_spread(r["ndcg"]), f"{1e3 * r['step_s']:.2f}", f"{r['compile_s']:.1f}"]
+            cells = [
+                _spread(r["ndcg"]),
+                f"{1e3 * r['step_s']:.2f}",
+                f"{r['compile_s']:.1f}",
+                temp,
+            ]
         out.append(f"| {r['length']} | {r['layout']} | {r['method']} | " + " | ".join(cells) + " |")
     for length, value in sorted(data["oracle"].items(), key=lambda t: int(t[0])):
-        out.append(f"| {length} | | *oracle (noise-free utility)* | *{value:.3f}* | | |")
+        out.append(f"| {length} | | *oracle (noise-free utility)* | *{value:.3f}* | | | |")
+    out += ["", *_ltr_best(data["rows"])]
     return "\n".join(out) + "\n"
+
+
+def _ltr_best(rows: list[dict]) -> list[str]:
+    """Per list length and layout: softops' best loss against rax's (by mean test NDCG@10)."""
+    groups: dict[tuple, dict[str, list]] = defaultdict(lambda: {"softops": [], "rax": []})
+    for r in rows:
+        if r["ndcg"] and r["method"].split()[0] in ("softops", "rax"):
+            groups[(r["length"], r["layout"])][r["method"].split()[0]].append(r)
+    out = [
+        "| L | layout | softops' best | rax's best | NDCG@10 points | step × rax approx"
+        " | compile × rax approx |",
+        "|---:|---|---|---|---:|---:|---:|",
+    ]
+    for (length, layout), g in sorted(groups.items()):
+        if not g["softops"]:
+            continue
+        best = max(g["softops"], key=lambda r: statistics.mean(r["ndcg"]))
+        mean = statistics.mean(best["ndcg"])
+        approx = [r for r in g["rax"] if r["method"] == "rax approx"]
+        step = compile_ = "rax approx not run"
+        if approx:
+            step = f"{best['step_s'] / approx[0]['step_s']:.2f}"
+            compile_ = f"{best['compile_s'] / approx[0]['compile_s']:.1f}"
+        if g["rax"]:
+            top = max(g["rax"], key=lambda r: statistics.mean(r["ndcg"]))
+            gap = f"{100 * (mean - statistics.mean(top['ndcg'])):+.2f}"
+            rax_cell = f"{top['method']} {statistics.mean(top['ndcg']):.3f}"
+        else:
+            gap, rax_cell = "", "none ran"
+        out.append(
+            f"| {length} | {layout} | {best['method']} {mean:.3f} | {rax_cell} | {gap}"
+            f" | {step} | {compile_} |"
+        )
+    return out
 
 
 QUANTILE_MODELS = {
@@ -293,7 +338,7 @@ def render_bench_compile(data: dict) -> str:
 RENDERERS = {
     "bench_compile": render_bench_compile,
     "task_quantile": render_task_quantile,
-    "ltr_reduced": render_ltr,
+    "ltr": render_ltr,
     "task_sorting": render_task_sorting,
     "task_sorting_n15": render_task_sorting,
     "task_topk": render_task_topk,

@@ -19,6 +19,8 @@ ids), the unused tail masked. ``B = max(2, 4096 // L)`` lists per step.
 **Losses.** softops: ``1 - soft_ndcg(k=10)`` at its defaults (strength relative to each list's
 spread); ``lambda``: a softmax cross-entropy per list weighted by
 ``stop_gradient(lambda_weights(k=10))`` (LambdaLoss's NDCG-Loss1 with soft ranks);
+``ndcg@100`` and ``lambda@100``: the same two trained with a cutoff ten times the evaluated one
+(the whole list when it is shorter), so that relevant items ranked below 11 get a gradient too;
 ``rax+ltr``: ``-rax.ndcg_metric(topn=10)`` with ``softops.ltr.rank_fn`` and ``cutoff_fn``
 (padded only: rax's segment sums are n x n). rax 0.4.0: ``softmax_loss``,
 ``pairwise_logistic_loss`` and ``approx``, the loss of ``rax.approx_t12n(rax.ndcg_metric)``
@@ -65,6 +67,7 @@ except ImportError:  # rax is optional (the bench extra)
 DIM = 16
 QUANTILES = (0.5, 0.75, 0.9, 0.97)
 TOPN = 10
+WIDE = 10  # the wide training cutoff: WIDE * TOPN (the whole list when shorter)
 
 
 # ------------------------------------------------------------------------------------- data
@@ -132,15 +135,21 @@ def _lists(mask, seg):
     return jnp.max(jnp.where(mask, seg, -1)) + 1
 
 
-def softops_ndcg(s, y, m, seg):
-    per_row = losses.soft_ndcg(s, y, k=TOPN, where=m, segments=seg)
+def _train_k(k, n):
+    """The training cutoff ``k`` for lists of ``n`` items (None: the whole list)."""
+    return None if k >= n else k
+
+
+def softops_ndcg(s, y, m, seg, k=TOPN):
+    per_row = losses.soft_ndcg(s, y, k=_train_k(k, s.shape[-1]), where=m, segments=seg)
     if seg is None:
         return 1 - jnp.mean(per_row)
     return 1 - per_row[0]
 
 
-def softops_lambda(s, y, m, seg):
-    w = jax.lax.stop_gradient(losses.lambda_weights(s, y, k=TOPN, where=m, segments=seg))
+def softops_lambda(s, y, m, seg, k=TOPN):
+    k = _train_k(k, s.shape[-1])
+    w = jax.lax.stop_gradient(losses.lambda_weights(s, y, k=k, where=m, segments=seg))
     ce = -jnp.sum(jnp.where(m, w * _log_softmax(s, m, seg), 0))
     return ce / _lists(m, seg)
 
@@ -171,7 +180,13 @@ def rax_approx(s, y, m, seg):
 
 
 def methods():
-    out = {"softops ndcg@10": softops_ndcg, "softops lambda": softops_lambda}
+    wide = WIDE * TOPN
+    out = {
+        "softops ndcg@10": softops_ndcg,
+        "softops lambda": softops_lambda,
+        f"softops ndcg@{wide}": functools.partial(softops_ndcg, k=wide),
+        f"softops lambda@{wide}": functools.partial(softops_lambda, k=wide),
+    }
     if rax is not None:
         out["rax+ltr ndcg@10"] = rax_ltr_ndcg
         out["rax softmax"] = _rax_reduce(rax.softmax_loss)

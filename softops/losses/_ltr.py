@@ -79,6 +79,10 @@ def soft_ndcg(
     for every item, and so are the value and the gradient; relative to the spread of the list,
     the top items keep ranks near their hard ranks at any scale and any length.
 
+    As a training loss on long lists, a cutoff wider than the evaluated one trains better: items
+    ranked below ``k + 1`` get no gradient through their own cutoff (see the learning-to-rank
+    task in the docs).
+
     Args:
         scores: ``[..., n]`` floating array (higher = ranked first).
         relevance: ``[..., n]`` non-negative real array (graded relevance); no gradient. A
