@@ -189,7 +189,52 @@ def render_bench_sort_1core(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_bench_softjax(data: dict) -> str:
+    """Markdown for ``benchmarks/bench_softjax.py --json``: softops over SoftJAX, same process."""
+    meta = data["meta"]
+    out = [
+        f"`python benchmarks/bench_softjax.py` on {meta['backend']} ({meta['cpu_count']} cores,"
+        f" load average {meta['load_avg']:.1f} at the start and {meta['load_avg_end']:.1f} at the"
+        f" end), jax {meta['jax']}, SoftJAX {meta['softjax']}, Python {meta['python']},"
+        f" {meta['date']}; medians of {meta['repeats']} interleaved repeats (SoftJAX calls over"
+        " a second: 3 repeats on their own, †; a first call over ten seconds: that call alone, ‡,"
+        " and the mode skipped at larger shapes). Forward+backward"
+        " (`jax.grad` of `sum(op(x) * u)`); *defaults*: each library at its own defaults;"
+        " *same projection*: SoftJAX at the softness that computes softops' L2 projection at"
+        " strength 1 (the largest difference of the two outputs beside it). Where softops has no"
+        " op of SoftJAX's mode (p-norm soft sort and rank), the ratio is to softops' L2 op and the"
+        " row says so. Below 1 means softops is faster.",
+        "",
+        "| shape | op | setting | softops | SoftJAX | softops ms | SoftJAX ms | softops / SoftJAX"
+        " | softops / hard op | max output difference |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    mark = {"interleaved": "", "alone": " †", "once": " ‡"}
+    for r in data["rows"]:
+        ms = r["ms"]
+        shape = f"{r['batch']} × {r['n']}" + (f", k = {r['k']}" if "k" in r else "")
+        ours = f"`{r['softops']}`" if r["softops"] else "`l2` (no p-norm op)"
+        op = "top-k mask" if r["op"] == "topk_mask" else f"soft {r['op']}"
+        diff = f"{r['max_abs_diff']:.1e} (of {r['scale']:,.0f})" if "scale" in r else ""
+        if ms["softjax"] is None:
+            out.append(
+                f"| {shape} | {op} | {r['setting']} | {ours} | `{r['softjax']}`"
+                f" | {ms['softops']:.3f} | skipped (over 10 s at a smaller shape) | | | |"
+            )
+            continue
+        out.append(
+            f"| {shape} | {op} | {r['setting']} | {ours} | `{r['softjax']}` | {ms['softops']:.3f}"
+            f" | {ms['softjax']:.3f}{mark[r['timed']]} | {_r(ms['softops'] / ms['softjax'])}"
+            f" | {_r(ms['softops'] / ms['hard'])} | {diff} |"
+        )
+    paired = [r for r in data["rows"] if r["softops"] and r["ms"]["softjax"] is not None]
+    faster = sum(r["ms"]["softops"] < r["ms"]["softjax"] for r in paired)
+    out += ["", f"softops is faster at {faster} of the {len(paired)} rows where both have the op."]
+    return "\n".join(out) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_sort": render_bench_sort,
     "bench_sort_1core": render_bench_sort_1core,
+    "bench_softjax": render_bench_softjax,
 }
