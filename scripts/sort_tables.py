@@ -233,8 +233,46 @@ def render_bench_softjax(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_bench_host_devices(data: dict) -> str:
+    """Markdown for ``benchmarks/bench_host_devices.py --json``: sharded rows against one device."""
+    meta = data["meta"]
+    many = [d for d in meta["devices"] if d > 1]
+    out = [
+        f"`python benchmarks/bench_host_devices.py` on {meta['cores']} cores (load average"
+        f" {meta['load_avg']:.1f} at the start and {meta['load_avg_end']:.1f} at the end), jax"
+        f" {meta['jax']}, Python {meta['python']}, {meta['date']}; medians of {meta['repeats']}"
+        " interleaved repeats of the jitted forward+backward; each column a fresh interpreter"
+        " with that many host devices and the batch sharded over them (one device: XLA's default"
+        " threads). Speed-up: one device's time over this one's; same bits: the gradient's bytes"
+        " equal one device's.",
+        "",
+        "| batch × n | op | reg | 1 device ms | "
+        + " | ".join(f"{d} devices ms | speed-up | same bits" for d in many)
+        + " |",
+        "|---|---|---|---:|" + "---:|---:|---|" * len(many),
+    ]
+    rows = data["rows"]
+    for r in (r for r in rows if r["devices"] == 1):
+        key = (r["batch"], r["n"], r["op"], r["reg"])
+        cells = [f"{r['ms']:.2f}"]
+        for d in many:
+            (o,) = [o for o in rows if (o["batch"], o["n"], o["op"], o["reg"]) == key
+                    and o["devices"] == d]  # fmt: skip
+            cells += [f"{o['ms']:.2f}", f"{o['speedup']:.2f}", "yes" if o["same_bits"] else "no"]
+        out.append(
+            f"| {r['batch']} × {r['n']} | {r['op']} | {r['reg']} | " + " | ".join(cells) + " |"
+        )
+    for d in many:
+        sel = [o for o in rows if o["devices"] == d]
+        hit = sum(o["speedup"] >= 1.7 for o in sel)
+        out += ["", f"{d} devices: ≥ 1.7× one device at {hit} of {len(sel)} points (lowest"
+                f" {min(o['speedup'] for o in sel):.2f}×)."]  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_sort": render_bench_sort,
     "bench_sort_1core": render_bench_sort_1core,
     "bench_softjax": render_bench_softjax,
+    "bench_host_devices": render_bench_host_devices,
 }
