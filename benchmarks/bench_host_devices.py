@@ -27,7 +27,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +40,7 @@ def child(devices: int, shapes, repeats: int) -> list[dict]:
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from _timing import medians  # benchmarks/, the script's folder
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
@@ -61,18 +61,10 @@ def child(devices: int, shapes, repeats: int) -> list[dict]:
             fns[(op, reg)] = jax.jit(
                 jax.grad(lambda x, f=f, reg=reg: jnp.sum(f(x, regularization=reg) * u))
             )
-        digests = {}
-        for key, g in fns.items():
-            out = np.asarray(jax.block_until_ready(g(x)))
-            digests[key] = hashlib.sha256(out.tobytes()).hexdigest()
-            jax.block_until_ready(g(x))
-        times: dict = {key: [] for key in fns}
-        for _ in range(repeats):
-            for key, g in fns.items():
-                t0 = time.perf_counter()
-                jax.block_until_ready(g(x))
-                times[key].append(time.perf_counter() - t0)
-        for (op, reg), ts in times.items():
+        digests = {
+            key: hashlib.sha256(np.asarray(g(x)).tobytes()).hexdigest() for key, g in fns.items()
+        }
+        for (op, reg), seconds in medians(fns, (x,), repeats, warmup=1).items():
             rows.append(
                 {
                     "batch": batch,
@@ -80,9 +72,9 @@ def child(devices: int, shapes, repeats: int) -> list[dict]:
                     "op": op,
                     "reg": reg,
                     "devices": devices,
-                    "ms": 1e3 * float(np.median(ts)),
+                    "ms": 1e3 * seconds,
                     "sha256": digests[(op, reg)],
-                }  # fmt: skip
+                }
             )
     return rows
 

@@ -256,8 +256,9 @@ def _ltr_best(rows: list[dict]) -> list[str]:
     """Per list length and layout: softops' best loss against rax's (by mean test NDCG@10)."""
     groups: dict[tuple, dict[str, list]] = defaultdict(lambda: {"softops": [], "rax": []})
     for r in rows:
-        if r["ndcg"] and r["method"].split()[0] in ("softops", "rax"):
-            groups[(r["length"], r["layout"])][r["method"].split()[0]].append(r)
+        library = r["method"].split()[0]
+        if r["ndcg"] and library in ("softops", "rax"):
+            groups[(r["length"], r["layout"])][library].append(r)
     out = [
         "| L | layout | softops' best | rax's best | NDCG@10 points | step × rax approx"
         " | compile × rax approx |",
@@ -275,8 +276,9 @@ def _ltr_best(rows: list[dict]) -> list[str]:
             compile_ = f"{best['compile_s'] / approx[0]['compile_s']:.1f}"
         if g["rax"]:
             top = max(g["rax"], key=lambda r: statistics.mean(r["ndcg"]))
-            gap = f"{100 * (mean - statistics.mean(top['ndcg'])):+.2f}"
-            rax_cell = f"{top['method']} {statistics.mean(top['ndcg']):.3f}"
+            top_mean = statistics.mean(top["ndcg"])
+            gap = f"{100 * (mean - top_mean):+.2f}"
+            rax_cell = f"{top['method']} {top_mean:.3f}"
         else:
             gap, rax_cell = "", "none ran"
         out.append(
