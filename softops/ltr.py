@@ -139,7 +139,7 @@ def rank_fn(
             themselves (packed lists; O(n log n) for the whole row).
         regularization_strength: ε > 0, a number or an array of the batch shape ``[...]``.
         relative: ε in units of each list's spread (True) or of the scores (False).
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"``.
         method: isotonic solver, ``"auto"``, ``"sequential"`` or ``"parallel"``.
 
     Returns:

@@ -72,7 +72,7 @@ __all__ = [
     "soft_sort",
 ]
 
-Regularization = Literal["l2", "kl"]
+Regularization = Literal["l2", "kl", "p=3/2", "p=4/3"]
 REGULARIZATIONS: tuple[Regularization, ...] = get_args(Regularization)
 
 
@@ -198,7 +198,9 @@ def soft_rank(
         x: ``[..., n, ...]`` floating array (bfloat16/float16 are computed in float32).
         axis: the item axis; the other axes are batch.
         descending: rank 1 for the largest entry instead of the smallest.
-        regularization: ``"l2"`` (Euclidean projection) or ``"kl"`` (entropic).
+        regularization: ``"l2"`` (Euclidean projection), ``"kl"`` (entropic), or the p-norms
+            ``"p=3/2"`` and ``"p=4/3"`` (Sander et al., 2023: once and twice differentiable
+            almost everywhere; see the module docstring).
         regularization_strength: ε > 0, a number or an array broadcastable to the batch shape
             (``x.shape`` without ``axis``). Known values must be positive and finite; traced
             values that are not give NaN in their row.
@@ -287,7 +289,7 @@ def soft_sort(
         x: ``[..., n, ...]`` floating array (bfloat16/float16 are computed in float32).
         axis: the item axis; the other axes are batch.
         descending: sort in decreasing order.
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"`` (as in `soft_rank`).
         regularization_strength: ε > 0, a number or an array broadcastable to the batch shape.
         where: optional boolean mask of ``x``'s shape: the ``True`` items of each row are sorted
             among themselves into the first positions; the remaining positions get 0.
@@ -357,13 +359,16 @@ def projection_permutahedron(
     ``"l2"``: $\arg\min_{\mu \in \mathcal{P}(w)} \tfrac12\|\mu - z\|^2$.
     ``"kl"``: $\arg\min_{\mu \in \mathcal{P}(w)} \mathrm{KL}(\mu, e^{z})$, which needs
     ``w > 0`` (a known ``w <= 0`` raises; a traced one gives NaN for its row).
+    ``"p=3/2"``, ``"p=4/3"``: $\arg\max_{\mu \in \mathcal{P}(w)} \langle z, \mu\rangle -
+    \sum_i |\mu_i|^p / p$ (Sander et al., 2023). With ``w = (1, ..., 1, 0, ..., 0)`` (k ones)
+    it is their exactly sparse top-k mask of ``z``.
 
     Args:
         z: ``[..., n, ...]`` floating array.
         w: the vector whose permutations span the permutahedron, ``[n]`` or of ``z``'s shape (any
             order: it is sorted internally, and derivatives flow to it). Defaults to
             $\rho = (n, n-1, \dots, 1)$ (to $(n_v, \dots, 1)$ over the valid items).
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"``.
         axis: the item axis; the other axes are batch.
         where: optional boolean mask of ``z``'s shape: the projection of the valid items onto the
             permutahedron of the valid entries of ``w``; masked outputs are 0.

@@ -52,6 +52,13 @@ OPS = {
     "soft_sort": lambda x, a: softops.soft_sort(x, regularization_strength=0.5),
     "soft_sort:kl_desc": lambda x, a: softops.soft_sort(x, regularization="kl", descending=True),
     "soft_rank:straight_through": lambda x, a: softops.soft_rank(x, straight_through=True),
+    "soft_rank:p43_where": lambda x, a: softops.soft_rank(
+        x, regularization="p=4/3", where=a["mask"]
+    ),
+    "soft_sort:p32": lambda x, a: softops.soft_sort(x, regularization="p=3/2"),
+    "projection_permutahedron:p43": lambda x, a: softops.projection_permutahedron(
+        x, a["w"], regularization="p=4/3"
+    ),
     "projection_permutahedron:kl": lambda x, a: softops.projection_permutahedron(
         x, a["w"], regularization="kl"
     ),

@@ -47,6 +47,7 @@ RELEVANCE = np.array([[0.0, 1.0, 3.0, 0.0, 2.0, 1.0], [4.0, 0.0, 1.0, 2.0, 0.0, 
 ANCHORS = np.linspace(-1.0, 1.0, 4)
 SEGMENTS = np.array([[0, 1, 0, 1, 1, 0], [3, 3, 1, 3, 1, 1]], np.int32)  # packed lists
 KEY = jax.random.key(7)
+TOP2 = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
 
 
 class Case(NamedTuple):
@@ -127,6 +128,14 @@ CASES: dict[str, dict[str, Case]] = {
             (TARGETS,),
         ),
         "where": Case(lambda x, m: softops.projection_permutahedron(x, where=m), X, (MASK,)),
+        "p43_topk": Case(  # Sander et al.'s sparse top-2 mask: exact zeros at this point
+            lambda x: softops.projection_permutahedron(2 * x, TOP2, regularization="p=4/3")
+        ),
+        "p32_w": Case(
+            lambda x, z: softops.projection_permutahedron(z, x, regularization="p=3/2"),
+            X,
+            (TARGETS,),
+        ),
     },
     "soft_rank": {
         "l2": Case(lambda x: softops.soft_rank(x, regularization_strength=0.5)),
@@ -140,6 +149,17 @@ CASES: dict[str, dict[str, Case]] = {
         "segments": Case(
             lambda x, m, s: softops.soft_rank(x, where=m, segments=s), X, (MASK, SEGMENTS)
         ),
+        "p43": Case(lambda x: softops.soft_rank(x, regularization="p=4/3")),
+        "p32_strength": Case(  # the strength differentiated too
+            lambda x: softops.soft_rank(
+                x, regularization="p=3/2", regularization_strength=jnp.exp(x[..., 0])
+            )
+        ),
+        "p43_segments": Case(
+            lambda x, m, s: softops.soft_rank(x, regularization="p=4/3", where=m, segments=s),
+            X,
+            (MASK, SEGMENTS),
+        ),
     },
     "soft_sort": {
         "l2": Case(lambda x: softops.soft_sort(x)),
@@ -151,6 +171,14 @@ CASES: dict[str, dict[str, Case]] = {
         "parallel_kl": Case(lambda x: softops.soft_sort(x, regularization="kl", method="parallel")),
         "segments": Case(
             lambda x, s: softops.soft_sort(x, regularization="kl", segments=s), X, (SEGMENTS,)
+        ),
+        "p43_desc": Case(
+            lambda x: softops.soft_sort(
+                x, regularization="p=4/3", regularization_strength=0.3, descending=True
+            )
+        ),
+        "p32_where": Case(
+            lambda x, m: softops.soft_sort(x, regularization="p=3/2", where=m), X, (MASK,)
         ),
     },
     "soft_quantize": {

@@ -227,7 +227,9 @@ def test_projection_matches_definition():
 def test_bad_input():
     x = jnp.zeros((2, 4))
     with pytest.raises(
-        ValueError, match="`regularization` must be one of 'l2', 'kl', got regularization='l1'"
+        ValueError,
+        match="`regularization` must be one of 'l2', 'kl', 'p=3/2', 'p=4/3', "
+        "got regularization='l1'",
     ):
         soft_rank(x, regularization="l1")
     with pytest.raises(

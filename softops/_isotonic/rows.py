@@ -40,7 +40,7 @@ from jax import lax
 
 from softops import _sort
 from softops._checks import clean_rows, finite_rows, nan_rows
-from softops._isotonic import packed, pav
+from softops._isotonic import packed, pav, pnorm
 from softops._isotonic.blocks import Kind
 from softops._isotonic.segments import Segments, segments
 from softops._sharding import scatter_last, take_last
@@ -166,6 +166,10 @@ def _project(z, inv_eps, w_desc, valid, regularization, method, ids=None):
     perm, zs, vs = _sort_desc(z, valid, ids)
     groups = _groups(ids, perm, vs)
     ranks = w_desc is None
+    if regularization in pnorm.POWERS:  # theta = z / eps; w differentiable (ranks: constant)
+        w = _ranks_desc(vs, z.shape, z.dtype, groups) if ranks else w_desc
+        out = pnorm.project(zs, inv_eps, 0.0, w, _barrier(vs, groups), regularization)
+        return _unsort(out, perm)
     wd = _ranks_desc(vs, z.shape, z.dtype, groups) if ranks else lax.stop_gradient(w_desc)
     barrier = _cuts(lax.stop_gradient(zs), inv_eps, wd, vs, regularization)
     if groups is not None:  # segments never pool; each is shifted by its own n_v (a constant)
@@ -246,6 +250,33 @@ def project_rows(z, w, valid, *, regularization: str, method: str):
     return _finish(out, good, valid)
 
 
+def _sorted_blocks(s, w, inv_eps, barrier, regularization, method):
+    """The L2 or KL soft sort in sorted order, from ``s`` sorted decreasingly and ranks ``w``."""
+    # statistics w / eps (the ramp -i / eps up to a constant, one per segment: segment starts are
+    # barriers) and s, given exactly (``blocks``)
+    s_c = lax.stop_gradient(s)
+    ramp = -lax.stop_gradient(inv_eps)
+    if regularization == "l2":
+        y = pav.affine(s_c, -1.0, ramp)  # w / eps - s
+        seg = segments(pav.block_starts("l2", y, jnp.ones_like(s), method, barrier))
+        # w_i - mean_B(w) = (p + e - 1) / 2 - i, exact (0 for masked items: singleton blocks), in
+        # a segment too: its ranks are its top minus the position, and a block stays inside it
+        pos = lax.broadcasted_iota(jnp.int32, s.shape, s.ndim - 1)
+        w_dev = (seg.pivot + seg.end - 1 - 2 * pos).astype(s.dtype) * 0.5
+        # the block mean of s from a compensated sum: it may be far below the values it averages
+        return seg.sum(s, compensated=True) / seg.size(s.dtype) + w_dev * inv_eps
+    a = pav.affine(jnp.zeros_like(s_c), 0.0, ramp)
+    seg = segments(pav.block_starts("kl_desc", a, pav.affine(s_c), method, barrier))
+    sp = take_last(s_c, seg.pivot)
+    d = s - sp  # <= 0
+    u = (w - take_last(w, seg.pivot)) * inv_eps  # <= 0
+    # sum_B exp(u) = sum_{k < m} exp(-k / eps), a geometric series; one log of the ratio of
+    # the two block sums (both near m) keeps the block's offset at the scale of the output
+    m = seg.size(s.dtype)
+    geo = jnp.expm1(-m * inv_eps) / jnp.expm1(-inv_eps)
+    return sp + jnp.log(seg.sum(jnp.exp(d)) / geo) + u
+
+
 def sort_rows(
     x,
     eps,
@@ -270,34 +301,11 @@ def sort_rows(
     groups = _groups(ids, perm, vs)
     w = _ranks_desc(vs, x.shape, x.dtype, groups)
     inv_eps = 1 / eps[..., None]
-    # statistics w / eps (the ramp -i / eps up to a constant, one per segment: segment starts are
-    # barriers) and s, given exactly (``blocks``)
-    s_c = lax.stop_gradient(s)
-    ramp = -lax.stop_gradient(inv_eps)
     barrier = _barrier(vs, groups)
-    if regularization == "l2":
-        y = pav.affine(s_c, -1.0, ramp)  # w / eps - s
-        starts = pav.block_starts("l2", y, jnp.ones_like(s), method, barrier)
+    if regularization in pnorm.POWERS:  # theta = w / eps: the ramp -i / eps up to a constant
+        out = pnorm.project(jnp.zeros_like(s), 0.0, -inv_eps, s, barrier, regularization)
     else:
-        a = pav.affine(jnp.zeros_like(s_c), 0.0, ramp)
-        starts = pav.block_starts("kl_desc", a, pav.affine(s_c), method, barrier)
-    seg = segments(starts)
-    if regularization == "l2":
-        # w_i - mean_B(w) = (p + e - 1) / 2 - i, exact (0 for masked items: singleton blocks), in
-        # a segment too: its ranks are its top minus the position, and a block stays inside it
-        pos = lax.broadcasted_iota(jnp.int32, s.shape, s.ndim - 1)
-        w_dev = (seg.pivot + seg.end - 1 - 2 * pos).astype(s.dtype) * 0.5
-        # the block mean of s from a compensated sum: it may be far below the values it averages
-        out = seg.sum(s, compensated=True) / seg.size(s.dtype) + w_dev * inv_eps
-    else:
-        sp = take_last(s_c, seg.pivot)
-        d = s - sp  # <= 0
-        u = (w - take_last(w, seg.pivot)) * inv_eps  # <= 0
-        # sum_B exp(u) = sum_{k < m} exp(-k / eps), a geometric series; one log of the ratio of
-        # the two block sums (both near m) keeps the block's offset at the scale of the output
-        m = seg.size(s.dtype)
-        geo = jnp.expm1(-m * inv_eps) / jnp.expm1(-inv_eps)
-        out = sp + jnp.log(seg.sum(jnp.exp(d)) / geo) + u
+        out = _sorted_blocks(s, w, inv_eps, barrier, regularization, method)
     if straight_through:
         out = with_soft_derivative(s, out)
     if ids is not None:  # the j-th of a segment to the j-th position of its items

@@ -53,6 +53,7 @@ from jax import lax
 
 from softops import _compat
 from softops._ot.mask_root import ndtri
+from softops._roots import depressed_cubic
 from softops._sharding import batch_local, like_vma
 
 POWERS = {"l2": 1, "p=3/2": 2, "p=4/3": 3}
@@ -113,12 +114,7 @@ def _cubic_root(m, m1, m2, m3, c):
     mu = m1 / one
     c2 = jnp.maximum(m2 - m1 * mu, 0)  # sum (u - mu)^2
     c3 = m3 - 3 * mu * m2 + 3 * mu * mu * m1 - m * mu**3  # sum (u - mu)^3
-    p = 3 * c2 / one
-    q = (c - c3) / one
-    sp = jnp.sqrt(p / 3)
-    z = 1.5 * q / jnp.where(p > 0, p * sp, 1)
-    hyperbolic = -2 * sp * jnp.sinh(jnp.arcsinh(z) / 3)
-    return mu + jnp.where(p > 0, hyperbolic, -jnp.cbrt(q))
+    return mu + depressed_cubic(3 * c2 / one, (c - c3) / one)
 
 
 def _evaluate(s, valid, theta, inv, k, power: int):

@@ -46,7 +46,7 @@ def soft_topk_rank_loss(
             NaN loss for that example.
         k: the ``k`` of top-k, ``1 <= k <= n_classes``.
         regularization_strength: ε > 0, a number or an array of the batch shape.
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"``.
         squash: apply the logistic function to the logits first.
         where: optional boolean ``[..., n_classes]``: the candidate classes (the label must be one).
 

@@ -91,7 +91,8 @@ def soft_ndcg(
         gain: ``"exp2"`` ($2^{rel} - 1$) or ``"linear"``.
         regularization_strength: ε > 0, a number or an array of the batch shape ``[...]``.
         relative: ε in units of each list's spread (default) or of the scores.
-        regularization: ``"l2"`` or ``"kl"`` soft ranks.
+        regularization: the soft ranks', as in `softops.soft_rank` (``"l2"``, ``"kl"``,
+            ``"p=3/2"``, ``"p=4/3"``).
         where: optional boolean ``[..., n]`` of the items in the lists.
         segments: optional integer ``[..., n]`` list ids (packed lists).
 
@@ -141,7 +142,8 @@ def soft_mrr(
         k: cutoff, ``1 <= k <= n``, or None.
         regularization_strength: ε > 0, a number or an array of the batch shape ``[...]``.
         relative: ε in units of each list's spread (default) or of the scores.
-        regularization: ``"l2"`` or ``"kl"`` soft ranks.
+        regularization: the soft ranks', as in `softops.soft_rank` (``"l2"``, ``"kl"``,
+            ``"p=3/2"``, ``"p=4/3"``).
         where: optional boolean ``[..., n]`` of the items in the lists.
         segments: optional integer ``[..., n]`` list ids (packed lists).
 
@@ -187,7 +189,8 @@ def soft_precision(
         k: the cutoff, ``1 <= k <= n`` (required).
         regularization_strength: ε > 0, a number or an array of the batch shape ``[...]``.
         relative: ε in units of each list's spread (default) or of the scores.
-        regularization: ``"l2"`` or ``"kl"`` soft ranks.
+        regularization: the soft ranks', as in `softops.soft_rank` (``"l2"``, ``"kl"``,
+            ``"p=3/2"``, ``"p=4/3"``).
         where: optional boolean ``[..., n]`` of the items in the lists.
         segments: optional integer ``[..., n]`` list ids (packed lists).
 
@@ -236,7 +239,8 @@ def rank_linear_loss(
             gradient.
         regularization_strength: ε > 0, a number or an array of the batch shape ``[...]``.
         relative: ε in units of each list's spread (default) or of the scores.
-        regularization: ``"l2"`` or ``"kl"`` soft ranks.
+        regularization: the soft ranks', as in `softops.soft_rank` (``"l2"``, ``"kl"``,
+            ``"p=3/2"``, ``"p=4/3"``).
         where: optional boolean ``[..., n]`` of the items in the lists.
         segments: optional integer ``[..., n]`` list ids (packed lists).
 
@@ -289,7 +293,8 @@ def lambda_weights(
         gain: ``"exp2"`` or ``"linear"``.
         regularization_strength: ε > 0, a number or an array of the batch shape ``[...]``.
         relative: ε in units of each list's spread (default) or of the scores.
-        regularization: ``"l2"`` or ``"kl"`` soft ranks.
+        regularization: the soft ranks', as in `softops.soft_rank` (``"l2"``, ``"kl"``,
+            ``"p=3/2"``, ``"p=4/3"``).
         where: optional boolean ``[..., n]`` of the items in the lists.
         segments: optional integer ``[..., n]`` list ids (packed lists).
 

@@ -58,7 +58,7 @@ def soft_quantile(
         q: a quantile in [0, 1], or a 1-D array ``[m]`` of them (known values are checked).
             Differentiable in ``q``.
         regularization_strength: ε > 0, a number or an array of the batch shape.
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"``.
         where: optional boolean ``[..., n]`` of the items to use.
 
     Returns:
@@ -122,7 +122,7 @@ def soft_median(
     Args:
         x: ``[..., n]`` floating array.
         regularization_strength: ε > 0, a number or an array of the batch shape.
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"``.
         where: optional boolean ``[..., n]`` of the items to use.
 
     Returns:
@@ -174,7 +174,7 @@ def soft_lts_loss(
         trim: fraction of the residuals to trim, ``0 <= trim < 1`` (a number or a scalar array;
             known values are checked).
         regularization_strength: ε > 0, a number or an array of the batch shape.
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"``.
         where: optional boolean ``[..., n]`` of the residuals to use.
 
     Returns:

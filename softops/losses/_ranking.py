@@ -87,7 +87,7 @@ def spearman_correlation(
         regularization_strength: ε > 0 for the predictions, a number or an array of the batch
             shape ``[...]``.
         target_regularization_strength: None (same as ε), a positive strength, or 0 (hard).
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"``.
         where: optional boolean ``[..., n]``; only the ``True`` items are ranked and correlated.
 
     Returns:
@@ -135,7 +135,7 @@ def spearman_loss(
         targets: ``[..., n]`` real array.
         regularization_strength: ε > 0, a number or an array of the batch shape.
         target_regularization_strength: None (same as ε), a positive strength, or 0 (hard).
-        regularization: ``"l2"`` or ``"kl"``.
+        regularization: ``"l2"``, ``"kl"``, ``"p=3/2"`` or ``"p=4/3"``.
         where: optional boolean ``[..., n]`` mask of the items to use.
 
     Returns:

@@ -53,7 +53,8 @@ def plackett_luce_rank(
             samples stacked on a new leading axis.
         regularization_strength: ε > 0, a number or an array of the batch shape ``[...]``.
         relative: ε in units of each sampled list's spread (default) or of the scores.
-        regularization: ``"l2"`` or ``"kl"`` soft ranks.
+        regularization: the soft ranks', as in `softops.soft_rank` (``"l2"``, ``"kl"``,
+            ``"p=3/2"``, ``"p=4/3"``).
         where: optional boolean ``[..., n]`` of the items in the lists (others get rank 0).
         segments: optional integer ``[..., n]`` list ids (packed lists).
 
