@@ -14,8 +14,8 @@ medians): forward+backward, ``jax.grad`` of ``sum(op(x) * u)`` with a fixed rand
   (``regularization="l2"`` and ``"kl"``, strength 1) against SoftJAX ``rank``/``sort`` with
   ``method="fast_soft_sort"`` (the same permutahedron projection, Blondel et al. 2020) in modes
   ``c0`` (L2) and ``smooth`` (its entropic variant), at SoftJAX's default softness (0.1 on
-  standardized inputs). SoftJAX's modes ``c1``/``c2`` (p = 3/2, 4/3) are timed too; softops has no
-  p-norm soft sort or rank, so their ratio is to softops' L2 op, marked as such;
+  standardized inputs), and softops' ``"p=3/2"``/``"p=4/3"`` against SoftJAX's modes ``c1``/``c2``
+  (the same p-norm regularizers, Sander et al. 2023);
 - **top-k masks**: softops ``soft_topk_mask`` (``regularization`` ``"kl"``, ``"l2"``,
   ``"p=3/2"``, ``"p=4/3"``, default temperature) against SoftJAX ``top_k`` in modes ``smooth``,
   ``c0``, ``c1``, ``c2`` (default method ``neuralsort``), whose mask is its soft index summed over
@@ -61,8 +61,9 @@ except ImportError:  # Python < 3.12, or not installed
 
 SORT_SHAPES = ((1, 1000), (1, 100_000), (32, 10_000), (256, 1000), (4096, 16))
 MASK_SHAPES = ((64, 256, 8), (64, 4096, 16), (8192, 8, 2), (8192, 64, 2), (1024, 256, 8))
-# softops regularization -> SoftJAX mode (None: softops has no such op)
-SORT_PAIRS = (("l2", "c0"), ("kl", "smooth"), (None, "c1"), (None, "c2"))
+# softops regularization -> SoftJAX mode
+SORT_PAIRS = (("l2", "c0"), ("kl", "smooth"), ("p=3/2", "c1"), ("p=4/3", "c2"))
+POWER = {"l2": 2.0, "p=3/2": 1.5, "p=4/3": 4 / 3}
 SLOW_S = 1.0  # a warm call slower than this is timed 3 times, alone
 ONCE_S = 10.0  # a first call slower than this is its only call
 # (op, SoftJAX mode) -> the fewest elements at which its first call took over ONCE_S: from
@@ -102,16 +103,18 @@ def _time(fns: dict, args, repeats: int) -> tuple[dict, dict]:
 
 
 def _same_softness(op: str, reg: str, n: int, eps: float) -> float | None:
-    """SoftJAX's softness (``standardize=False``) that computes softops' L2 projection, or None.
+    """SoftJAX's softness (``standardize=False``) that computes softops' projection, or None.
 
     SoftJAX's ``fast_soft_sort`` ranks are ``(n - 1) P(x / s, rho / (n - 1))`` and its sorts
-    ``P(iota / ((n - 1) s), x)``, so its L2 rank at ``s = eps (n - 1)`` and its L2 sort at
-    ``s = eps / (n - 1)`` are softops' at strength ``eps`` (checked on every run:
-    ``max_abs_diff``). Its entropic variants are other functions (no match).
+    ``P(iota / ((n - 1) s), x)``. Under a p-norm, ``c P(z / c^(p-1), w) = P(z, c w)``, so its rank
+    at ``s = eps (n - 1)^(p - 1)`` (L2: p = 2) and its L2 sort at ``s = eps / (n - 1)`` are softops'
+    at strength ``eps`` (checked on every run: ``max_abs_diff``). Its entropic variants and its
+    p-norm sorts are other functions (no match found).
     """
-    if reg != "l2":
-        return None
-    return eps * max(n - 1, 1) if op == "rank" else eps / max(n - 1, 1)
+    m = max(n - 1, 1)
+    if op == "rank" and reg != "kl":
+        return eps * m ** (POWER[reg] - 1)
+    return eps / m if reg == "l2" else None
 
 
 def sort_case(batch: int, n: int, op: str, repeats: int) -> list[dict]:
@@ -123,15 +126,14 @@ def sort_case(batch: int, n: int, op: str, repeats: int) -> list[dict]:
     fns = {"hard": _grad(lambda x: jnp.sort(x, axis=-1), u)}
     same = {}
     for reg, mode in SORT_PAIRS:
-        if reg is not None:
-            fns[f"softops {reg}"] = _grad(lambda x, reg=reg: ours(x, regularization=reg), u)
-            soft = _same_softness(op, reg, n, 1.0)
-            if soft is not None:
-                kw = dict(axis=-1, method="fast_soft_sort", mode=mode, standardize=False)
-                if op == "rank":
-                    kw["descending"] = False  # softops' ranks ascend (1 = smallest)
-                same[reg] = functools.partial(theirs, softness=soft, **kw)
-                fns[f"softjax {mode} same"] = _grad(same[reg], u)
+        fns[f"softops {reg}"] = _grad(lambda x, reg=reg: ours(x, regularization=reg), u)
+        soft = _same_softness(op, reg, n, 1.0)
+        if soft is not None:
+            kw = dict(axis=-1, method="fast_soft_sort", mode=mode, standardize=False)
+            if op == "rank":
+                kw["descending"] = False  # softops' ranks ascend (1 = smallest)
+            same[reg] = functools.partial(theirs, softness=soft, **kw)
+            fns[f"softjax {mode} same"] = _grad(same[reg], u)
         if batch * n < TOO_SLOW.get((op, mode), batch * n + 1):
             fns[f"softjax {mode}"] = _grad(
                 lambda x, mode=mode: theirs(x, axis=-1, method="fast_soft_sort", mode=mode), u
@@ -152,7 +154,7 @@ def sort_case(batch: int, n: int, op: str, repeats: int) -> list[dict]:
                     continue
             row = {"batch": batch, "n": n, "op": op, "softops": reg, "softjax": mode,
                    "setting": setting, "timed": slow.get(key, "interleaved"),
-                   "ms": {"hard": t["hard"], "softops": t[f"softops {reg or 'l2'}"],
+                   "ms": {"hard": t["hard"], "softops": t[f"softops {reg}"],
                           "softjax": t[key]}}  # fmt: skip
             if setting != "defaults":
                 mine = ours(x, regularization=reg)
@@ -199,7 +201,7 @@ def mask_case(batch: int, n: int, k: int, repeats: int) -> list[dict]:
 def _print(row: dict) -> None:
     ms = row["ms"]
     shape = f"{row['batch']}x{row['n']}" + (f" k={row['k']}" if "k" in row else "")
-    ours = row["softops"] or "l2 (no p-norm op)"
+    ours = row["softops"]
     if ms["softjax"] is None:
         print(f"{row['batch']}x{row['n']} {row['op']} softjax {row['softjax']}: skipped (over"
               f" {ONCE_S:g} s at a smaller shape)", flush=True)  # fmt: skip

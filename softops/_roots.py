@@ -16,10 +16,12 @@ def depressed_cubic(p: jax.Array, q: jax.Array) -> jax.Array:
     """The real root of ``t^3 + p t + q = 0`` for ``p >= 0``.
 
     The hyperbolic form of Cardano's formula, ``t = -2 sqrt(p/3) sinh(asinh(z) / 3)`` with
-    ``z = (3 q / 2 p) sqrt(3 / p)``: no cancellation for any sign of ``q``; ``-cbrt(q)`` at
-    ``p = 0``.
+    ``z = (3 q / 2 p) sqrt(3 / p)``: no cancellation for any sign of ``q``. Where ``p`` is
+    negligible (``|z| > 1e12``: ``p / t^2 < 2e-8``) or ``p sqrt(p)`` underflows, ``-cbrt(q)``.
     """
     sp = jnp.sqrt(p / 3)
-    z = 1.5 * q / jnp.where(p > 0, p * sp, 1)
-    hyperbolic = -2 * sp * jnp.sinh(jnp.arcsinh(z) / 3)
-    return jnp.where(p > 0, hyperbolic, -jnp.cbrt(q))
+    den = p * sp
+    z = 1.5 * q / jnp.where(den > 0, den, 1)
+    hyperbolic = (den > 0) & (jnp.abs(z) < 1e12)
+    zh = jnp.where(hyperbolic, z, 0)
+    return jnp.where(hyperbolic, -2 * sp * jnp.sinh(jnp.arcsinh(zh) / 3), -jnp.cbrt(q))

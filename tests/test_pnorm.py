@@ -122,3 +122,33 @@ def test_where_segments_and_bad_rows(reg):
         cols = ids[1] == seg
         np.testing.assert_allclose(s[1, cols], ref.soft_sort(x[1, cols], 0.7, reg), atol=1e-12)
     assert np.all(np.isnan(np.asarray(s[2]))) and np.all(np.isfinite(np.asarray(s[:2])))
+
+
+@pytest.mark.parametrize("reg", REGS)
+def test_long_rows_through_the_stack(reg):
+    """Long rows whose blocks the vectorized rounds leave to the stack PAV (and its re-check)."""
+    x = RNG.standard_normal((3, 300))
+    x[1] = np.round(x[1] * 4) / 4  # many ties
+    eps = np.array([0.05, 0.3, 3.0])
+    mask = np.ones((3, 300), bool)
+    mask[2, ::7] = False
+    r = soft_rank(x, regularization=reg, regularization_strength=eps, where=mask)
+    for i in range(3):
+        keep = mask[i]
+        want = ref.soft_rank(x[i, keep], eps[i], reg)
+        np.testing.assert_allclose(r[i, keep], want, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("power", [2, 3])
+def test_stack_loop_copies_no_buffer(power):
+    # One copy of a stack buffer per step would make the stack PAV O(n^2).
+    from softops._isotonic import pnorm_stack
+    from tests.test_pav import _loop_copies
+
+    def f(d, w):
+        barrier = jnp.zeros(d.shape, bool).at[:, 0].set(True)
+        return pnorm_stack.block_starts(d, w, barrier, power)
+
+    d = jnp.zeros((2, 4096), jnp.float64)
+    loops, copies = _loop_copies(jax.jit(f).lower(d, d).compile().as_text())
+    assert loops == 1 and copies == 0

@@ -45,62 +45,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from softops import _sharding
-from softops._isotonic.segments import segmented_scan
-from softops._roots import depressed_cubic
+from softops._isotonic import pnorm_stack
+from softops._isotonic.pnorm_stack import block_roots, pool_round
 from softops._sharding import run_bounds, scatter_last, take_last
 
 POWERS = {"p=3/2": 2, "p=4/3": 3}
-
-
-def _block_sums(ids, *xs):
-    """Each item's block sum of each of ``xs`` (float64: a sequential sum rounds far below f32)."""
-    return tuple(take_last(scatter_last(x.shape, x.dtype, ids, x, op="add"), ids) for x in xs)
-
-
-def _roots(d, w, starts, power: int):
-    """Per item: its block's root ``delta`` (relative to the block's first item) and ``t``.
-
-    ``d``: the items' ``z`` minus their block's first ``z`` (<= 0, non-increasing in the block);
-    ``t = d - delta``, so ``phi(t)`` sums to ``w`` over each block.
-    """
-    ids, pivot, end = run_bounds(starts)
-    m = (end - pivot).astype(d.dtype)
-    if power == 3:
-        (sd, sw) = _block_sums(ids, d, w)
-        mean = sd / m
-        c = d - mean
-        s1, s2, s3 = _block_sums(ids, c, c * c, c * c * c)
-        x = depressed_cubic(3 * s2 / m, (sw - s3) / m)
-        # one Newton step on sum (c - x)^3 - W, with the rounding of sum c kept
-        h = s3 - x * (3 * s2 - x * (3 * s1 - m * x)) - sw
-        dh = -3 * (s2 - x * (2 * s1 - m * x))
-        x = jnp.where(dh < 0, x - h / jnp.where(dh < 0, dh, -1), x)
-        return mean + x, c - x
-    pos = lax.broadcasted_iota(jnp.int32, d.shape, d.ndim - 1)
-    (p1, _), (p2, _) = segmented_scan(starts, (d, d * d))
-    t1, t2, sw = _block_sums(ids, d, d * d, w)
-    before = (pos - pivot).astype(d.dtype)
-    after = (end - 1 - pos).astype(d.dtype)
-    a1, a2, b1, b2 = p1 - d, p2 - d * d, t1 - p1, t2 - p2
-    # the equation at z_j: sum over the items above j of (d - d_j)^2, minus those below, minus W
-    f = (a2 - d * (2 * a1 - d * before)) - (b2 - d * (2 * b1 - d * after)) - sw
-    count = _block_sums(ids, (f <= 0).astype(jnp.int32))[0]  # the prefix at or above the root
-    ref = take_last(d, pivot + jnp.maximum(count - 1, 0))
-    e = d - ref
-    above = pos < pivot + count
-    sa1, sa2, sb1, sb2 = _block_sums(
-        ids,
-        jnp.where(above, e, 0),
-        jnp.where(above, e * e, 0),
-        jnp.where(above, 0, e),
-        jnp.where(above, 0, e * e),
-    )
-    a = (2 * count).astype(d.dtype) - m
-    b = sa1 - sb1  # >= 0: e >= 0 above, <= 0 below
-    c0 = sa2 - sb2 - sw
-    den = b + jnp.sqrt(jnp.maximum(b * b - a * c0, 0))
-    y = jnp.where(den > 0, c0 / jnp.where(den > 0, den, 1), 0)  # the root with slope < 0
-    return ref + y, e - y
 
 
 def _phi(t, power: int):
@@ -118,7 +67,11 @@ def _to64(*xs):
 
 @_sharding.batch_local(item_ndims=(1,) * 5, out_item_ndims=(1,), name="x")
 def _structure(za, ca, ra, w, barrier, *, power: int):
-    """Block starts: every adjacent violating pair of blocks pooled at once, until none is left."""
+    """Block starts by stack PAV (``pnorm_stack``).
+
+    For p = 3/2, rounds that pool every adjacent violating pair at once, from block-local sums,
+    then check the stack's structure and pool what its rounding left apart (usually one round).
+    """
     shape = za.shape
     with jax.enable_x64(True):
         za, ca, ra, w = (t.reshape(-1, t.shape[-1]) for t in _to64(za, ca, ra, w))
@@ -126,30 +79,27 @@ def _structure(za, ca, ra, w, barrier, *, power: int):
         pos = lax.broadcasted_iota(jnp.int32, za.shape, 1)
         barrier = barrier | (pos == 0)
 
-        def body(state):
-            starts, _ = state
-            pivot = run_bounds(starts)[1]
-            delta = _roots(_gap(za, ca, ra, pivot, pos), w, starts, power)[0]
-            left = jnp.maximum(pos - 1, 0)
-            prev_pivot, prev_delta = take_last(pivot, left), take_last(delta, left)
-            # the left block's value at or below the right one's: they pool
-            viol = starts & ~barrier & (prev_delta <= _gap(za, ca, ra, prev_pivot, pivot) + delta)
-            return starts & ~viol, jnp.any(viol)
-
-        init = _sharding.like_vma((jnp.ones(za.shape, bool), jnp.asarray(True)), za)
-        starts = lax.while_loop(lambda s: s[1], body, init)[0]
+        d = _gap(za, ca, ra, jnp.zeros_like(pos), pos)  # z relative to the row's first item
+        starts = pnorm_stack.block_starts(d, w, barrier, power)
+        if power == 2:  # the stack's prefix sums round at the row's scale: re-check locally
+            init = _sharding.like_vma((starts, jnp.asarray(True)), za)
+            starts = lax.while_loop(
+                lambda s: s[1], lambda s: pool_round(d, w, s[0], barrier, power)[:2], init
+            )[0]
     return starts.reshape(shape)
 
 
 @_sharding.batch_local(item_ndims=(1,) * 5, out_item_ndims=(1,), name="x")
 def _values(za, ca, ra, w, starts, *, power: int):
-    dtype = za.dtype
+    """``phi(z - v)`` from the block starts (rows with any leading axes)."""
+    shape, dtype = za.shape, za.dtype
     with jax.enable_x64(True):
-        za, ca, ra, w = _to64(za, ca, ra, w)
-        pos = lax.broadcasted_iota(jnp.int32, za.shape, za.ndim - 1)
+        za, ca, ra, w = (t.reshape(-1, t.shape[-1]) for t in _to64(za, ca, ra, w))
+        starts = starts.reshape(za.shape)
+        pos = lax.broadcasted_iota(jnp.int32, za.shape, 1)
         pivot = run_bounds(starts)[1]
-        t = _roots(_gap(za, ca, ra, pivot, pos), w, starts, power)[1]
-        return _phi(t, power).astype(dtype)
+        t = block_roots(_gap(za, ca, ra, pivot, pos), w, starts, power)[1]
+        return _phi(t, power).astype(dtype).reshape(shape)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
