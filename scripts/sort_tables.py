@@ -270,9 +270,40 @@ def render_bench_host_devices(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_bench_pnorm(data: dict) -> str:
+    """Markdown for ``benchmarks/bench_pnorm.py --json``: p-norm ops over the L2 op, same run."""
+    meta, rows = data["meta"], data["rows"]
+    out = [
+        f"`python benchmarks/bench_pnorm.py` on {meta['backend']} ({meta['machine']}, load average"
+        f" {meta['load_avg']:.1f} at the start and {meta['load_avg_end']:.1f} at the end), jax"
+        f" {meta['jax']}, {meta['date']}; float32, forward+backward (`jax.grad` of"
+        f" `sum(op(x) * u)`), medians of {meta['repeats']} interleaved repeats; ratios to the L2"
+        " op of the same shape and strength.",
+        "",
+        "| batch × n | op | ε | L2 ms | p=3/2 / L2 | p=4/3 / L2 | L2 / `jnp.sort` "
+        "| temp MiB (L2, 3/2, 4/3) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    by = {(r["batch"], r["n"], r["op"], r["eps"], r["regularization"]): r for r in rows}
+    points = sorted({(r["batch"], r["n"], r["op"], r["eps"]) for r in rows},
+                    key=lambda k: (k[0] * k[1], k[0], k[2], -k[3]))  # fmt: skip
+    worst = 0.0
+    for b, n, op, eps in points:
+        l2, p32, p43 = (by[(b, n, op, eps, reg)] for reg in ("l2", "p=3/2", "p=4/3"))
+        worst = max(worst, p32["over_l2"], p43["over_l2"])
+        mib = ", ".join(f"{r['temp_bytes'] / 2**20:.1f}" for r in (l2, p32, p43))
+        out.append(
+            f"| {b} × {n} | soft_{op} | {eps:g} | {l2['ms']:.2f} | {_r(p32['over_l2'])}"
+            f" | {_r(p43['over_l2'])} | {_r(l2['ms'] / l2['sort_ms'])} | {mib} |"
+        )
+    out += ["", f"The p-norm ops take at most {worst:.1f}× the L2 op's time here."]
+    return "\n".join(out)
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "bench_sort": render_bench_sort,
     "bench_sort_1core": render_bench_sort_1core,
     "bench_softjax": render_bench_softjax,
     "bench_host_devices": render_bench_host_devices,
+    "bench_pnorm": render_bench_pnorm,
 }

@@ -61,6 +61,11 @@ def _gap(za, ca, ra, f, g):
     return ca * (take_last(za, g) - take_last(za, f)) + ra * (g - f).astype(za.dtype)
 
 
+def _any(round_out):
+    """(pooled starts, whether any row pooled) from ``pool_round``'s output."""
+    return round_out[0], jnp.any(round_out[1])
+
+
 def _to64(*xs):
     return tuple(x.astype(jnp.float64) for x in xs)
 
@@ -84,7 +89,7 @@ def _structure(za, ca, ra, w, barrier, *, power: int):
         if power == 2:  # the stack's prefix sums round at the row's scale: re-check locally
             init = _sharding.like_vma((starts, jnp.asarray(True)), za)
             starts = lax.while_loop(
-                lambda s: s[1], lambda s: pool_round(d, w, s[0], barrier, power)[:2], init
+                lambda s: s[1], lambda s: _any(pool_round(d, w, s[0], barrier, power)), init
             )[0]
     return starts.reshape(shape)
 

@@ -178,8 +178,9 @@ def _prefix(x):
 def pool_round(d, w, starts, barrier, power: int):
     """One round: pools every run of adjacent violating blocks of ``starts`` at once.
 
-    ``d``: ``z`` relative to the row's first item. Returns the pooled starts, whether any pair
-    pooled, and the statistics of the blocks of ``starts`` (row-relative, as the stack takes them).
+    ``d``: ``z`` relative to the row's first item. Returns the pooled starts, whether each row
+    pooled any pair (``[B]``; a row that pooled none is solved), and the statistics of the blocks
+    of ``starts`` (row-relative, as the stack takes them).
     """
     pivot = run_bounds(starts)[1]
     offset = take_last(d, pivot)
@@ -192,7 +193,7 @@ def pool_round(d, w, starts, barrier, power: int):
     else:  # block ends as flat positions
         row = lax.broadcasted_iota(d.dtype, d.shape, 0) * d.shape[1]
         stats = stats.at[..., 0].add(row).at[..., 1].add(offset)
-    return starts & ~viol, jnp.any(viol), stats
+    return starts & ~viol, jnp.any(viol, axis=1), stats
 
 
 def block_starts(d: jax.Array, w: jax.Array, barrier: jax.Array, power: int) -> jax.Array:
@@ -211,10 +212,10 @@ def block_starts(d: jax.Array, w: jax.Array, barrier: jax.Array, power: int) -> 
     starts = barrier | (left > single)  # a run of items each at or below the next pools
     if power == 3:  # many short runs are left: one more round costs less than their steps
         starts = pool_round(d, w, starts, barrier, power)[0]
-    stats = pool_round(d, w, starts, barrier, power)[2]
+    _, live, stats = pool_round(d, w, starts, barrier, power)  # live: the rows not yet solved
     if power == 2:
         pre = (_prefix(d), _prefix(d * d), _prefix(w))
-    flat = starts.ravel()
+    flat = (starts & live[:, None]).ravel()  # the stack visits only the blocks of those rows
     slot = count_last(flat[None])[0] - 1
     total = slot[-1] + 1
     tgt = jnp.where(flat, slot, size)
@@ -253,4 +254,5 @@ def block_starts(d: jax.Array, w: jax.Array, barrier: jax.Array, power: int) -> 
     init = _sharding.like_vma(init, d)
     _, top, start, _, _ = lax.while_loop(lambda st: st[4], body, init)
     item = jnp.where(jnp.arange(size, dtype=jnp.int32) < top, start, size)
-    return jnp.zeros((size,), bool).at[item].set(True, mode="drop").reshape(bsz, n)
+    stacked = jnp.zeros((size,), bool).at[item].set(True, mode="drop").reshape(bsz, n)
+    return jnp.where(live[:, None], stacked, starts)
