@@ -200,8 +200,9 @@ def render_bench_softjax(data: dict) -> str:
         " a second: 3 repeats on their own, †; a first call over ten seconds: that call alone, ‡,"
         " and the mode skipped at larger shapes). Forward+backward"
         " (`jax.grad` of `sum(op(x) * u)`); *defaults*: each library at its own defaults;"
-        " *same projection*: SoftJAX at the softness that computes softops' L2 projection at"
-        " strength 1 (the largest difference of the two outputs beside it). SoftJAX's modes"
+        " *same projection*: SoftJAX at the softness that computes softops' projection at"
+        " strength 1 (the largest difference of the two outputs beside it; none was found for"
+        " its p-norm sorts). SoftJAX's modes"
         " `c0`, `c1`, `c2` against softops' `l2`, `p=3/2`, `p=4/3`. Below 1 means softops is"
         " faster.",
         "",
@@ -297,7 +298,7 @@ def render_bench_pnorm(data: dict) -> str:
             f" | {_r(p43['over_l2'])} | {_r(l2['ms'] / l2['sort_ms'])} | {mib} |"
         )
     out += ["", f"The p-norm ops take at most {worst:.1f}× the L2 op's time here."]
-    return "\n".join(out)
+    return "\n".join(out) + "\n"
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {
