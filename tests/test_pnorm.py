@@ -124,6 +124,7 @@ def test_where_segments_and_bad_rows(reg):
     assert np.all(np.isnan(np.asarray(s[2]))) and np.all(np.isfinite(np.asarray(s[:2])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reg", REGS)
 def test_long_rows_through_the_stack(reg):
     """Long rows whose blocks the vectorized rounds leave to the stack PAV (and its re-check)."""
