@@ -40,9 +40,6 @@ from softops._roots import depressed_cubic
 from softops._sharding import count_last, run_bounds, take_last
 
 
-SECOND_ROUND = 256  # p = 4/3 rows of at least this many items get a second round
-
-
 def _block_sums(ids, *xs):
     """Each item's block sum of each of ``xs`` ``[B, n]``, in one pass.
 
@@ -213,7 +210,7 @@ def block_starts(d: jax.Array, w: jax.Array, barrier: jax.Array, power: int) -> 
     single = d - (jnp.cbrt(w) if power == 3 else jnp.sign(w) * jnp.sqrt(jnp.abs(w)))
     left = jnp.concatenate([jnp.full_like(single[:, :1], jnp.inf), single[:, :-1]], axis=1)
     starts = barrier | (left > single)  # a run of items each at or below the next pools
-    if power == 3 and n >= SECOND_ROUND:  # many short runs are left: a round costs less
+    if power == 3:  # many short runs are left: one more round costs less than their steps
         starts = pool_round(d, w, starts, barrier, power)[0]
     _, live, stats = pool_round(d, w, starts, barrier, power)  # live: the rows not yet solved
     if power == 2:
