@@ -153,3 +153,23 @@ def test_stack_loop_copies_no_buffer(power):
     d = jnp.zeros((2, 4096), jnp.float64)
     loops, copies = _loop_copies(jax.jit(f).lower(d, d).compile().as_text())
     assert loops == 1 and copies == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reg", REGS)
+def test_float32_within_a_few_ulps_of_the_scale(reg):
+    """Clusters of near-ties far from the row's first item, float32: within 4 ulps of the op's
+    scale (n for ranks, max |x| for sorts) of the float64 result of the same float32 input."""
+    rng = np.random.default_rng(6)
+    for _ in range(4):
+        base = np.sort(rng.uniform(-1e3, 1e3, 20))
+        x = np.repeat(base, 10) + rng.normal(size=200) * 10.0 ** rng.uniform(-3, 0)
+        x = x.astype(np.float32)
+        eps = np.float32(10.0 ** rng.uniform(-2, 1))
+        for op, scale in (("rank", 200), ("sort", np.abs(x).max())):
+            want = getattr(ref, f"soft_{op}")(x.astype(np.float64), float(eps), reg)
+            out = {"rank": soft_rank, "sort": soft_sort}[op](
+                x, regularization=reg, regularization_strength=eps
+            )
+            ulps = np.abs(np.asarray(out, np.float64) - want).max() / scale / 2.0**-23
+            assert ulps <= 4, (op, ulps)
