@@ -17,6 +17,10 @@ $P_E(z, w)_\sigma = \exp(z_\sigma - v_E(z_\sigma, \log w))$, where $v_Q, v_E$ ar
 [`softops.isotonic_kl`][softops.isotonic.isotonic_kl]. One sort and one isotonic regression: O(n log
 n) time, O(n) memory, exact, O(n) derivatives in forward and reverse mode.
 
+``"p=3/2"`` and ``"p=4/3"`` regularize with $\sum_i |\mu_i|^p / p$ instead (Sander et al.,
+2023): the same isotonic reduction with another block equation, solved exactly in float64
+(``softops._isotonic.pnorm``); their strength has other units (docs: Soft sort and soft rank).
+
 With $\rho = (n, n-1, \dots, 1)$ and strength $\varepsilon$:
 
 - ``soft_rank(x) = P(x / ε, ρ)`` (ascending ranks, 1 = smallest);

@@ -155,7 +155,8 @@ def _quadratic_value(d, pre, lo, hi, steps: int):
         ok = f_at(lo + mid - 1) <= 0
         return jnp.where(ok, mid, c_lo), jnp.where(ok, c_hi, mid - 1)
 
-    count = lax.fori_loop(0, steps, body, (jnp.zeros((), jnp.int32), hi - lo))[0]
+    init = _sharding.like_vma((jnp.zeros((), jnp.int32), hi - lo), d, hi)
+    count = lax.fori_loop(0, steps, body, init)[0]
     ref = d[lo + jnp.maximum(count - 1, 0)]
     mid = lo + count
     ca = count.astype(d.dtype)
