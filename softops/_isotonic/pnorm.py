@@ -24,9 +24,9 @@ $$
   prefix sums) says which prefix, and on it the equation is a quadratic, solved in the form
   without cancellation, relative to the prefix's last item.
 
-The block structure comes from pooling *every* pair of adjacent violating blocks at once and
-repeating until none is left (exact for any separable convex objective; each round is O(n) work
-over the row, soft sort and rank inputs take a few rounds). The structure is integer data; the
+The block structure comes from vectorized rounds that pool every run of adjacent violating
+blocks at once, then stack PAV over the blocks they leave (``pnorm_stack``); for p = 3/2 the
+rounds re-check the stack's result with block-local sums. The structure is integer data; the
 block values are computed in float64 relative to each block's first item, so float32 inputs keep
 their digits. The derivative is implicit, O(n) per row: with $g_i = \phi'(t_i)$,
 $d\gamma_B = (\sum_B g\,dz - \sum_B dw) / \sum_B g$ and $d\mu_i = g_i (dz_i - d\gamma_B)$

@@ -69,11 +69,7 @@ def block_roots(d, w, starts, power: int):
         mean = s1 / m
         m2 = jnp.maximum(s2 - mean * s1, 0)
         m3 = s3 - mean * (3 * s2 - 2 * mean * s1)
-        x = depressed_cubic(3 * m2 / m, (sw - m3) / m)
-        # one Newton step on sum (c - x)^3 - W = m3 - 3 x m2 - m x^3 - W
-        h = m3 - x * (3 * m2 + m * x * x) - sw
-        dh = -3 * (m2 + m * x * x)
-        x = jnp.where(dh < 0, x - h / jnp.where(dh < 0, dh, -1), x)
+        x = _cubic_offset(m, m2, m3, sw)
         return mean + x, (d - mean) - x, jnp.stack([m, mean, m2, m3, sw, mean + x], axis=-1)
     pos = lax.broadcasted_iota(jnp.int32, d.shape, d.ndim - 1)
     (p1, _), (p2, _) = segmented_scan(starts, (d, d * d))
@@ -98,18 +94,31 @@ def block_roots(d, w, starts, power: int):
     a = (2 * count).astype(d.dtype) - m
     b = sa1 - sb1  # >= 0: e >= 0 above, <= 0 below
     c0 = sa2 - sb2 - sw
-    den = b + jnp.sqrt(jnp.maximum(b * b - a * c0, 0))
-    y = jnp.where(den > 0, c0 / jnp.where(den > 0, den, 1), 0)  # the root with slope < 0
+    y = _piece_root(a, b, c0)
     return ref + y, e - y, jnp.stack([end.astype(d.dtype), ref + y], axis=-1)
+
+
+def _cubic_offset(m, m2, m3, w):
+    """The root ``x`` of ``sum (c - x)^3 = w`` for centred ``c`` (``m`` items, moments ``m2, m3``).
+
+    ``m x^3 + 3 m2 x + (w - m3) = 0`` by the hyperbolic Cardano formula, then one Newton step on
+    ``m3 - 3 x m2 - m x^3 - w``.
+    """
+    x = depressed_cubic(3 * m2 / m, (w - m3) / m)
+    h = m3 - x * (3 * m2 + m * x * x) - w
+    dh = -3 * (m2 + m * x * x)
+    return jnp.where(dh < 0, x - h / jnp.where(dh < 0, dh, -1), x)
+
+
+def _piece_root(a, b, c0):
+    """The root with negative slope of ``a y^2 - 2 b y + c0`` (``b >= 0``), without cancellation."""
+    den = b + jnp.sqrt(jnp.maximum(b * b - a * c0, 0))
+    return jnp.where(den > 0, c0 / jnp.where(den > 0, den, 1), 0)
 
 
 def _cubic_value(st):
     """Value of a p = 4/3 block ``(m, mean, M2, M3, W, value)``: mean plus the cubic's root."""
-    m, mean, m2, m3, w = st[0], st[1], st[2], st[3], st[4]
-    x = depressed_cubic(3 * m2 / m, (w - m3) / m)
-    h = m3 - x * (3 * m2 + m * x * x) - w
-    dh = -3 * (m2 + m * x * x)
-    return mean + jnp.where(dh < 0, x - h / jnp.where(dh < 0, dh, -1), x)
+    return st[1] + _cubic_offset(st[0], st[2], st[3], st[4])
 
 
 def _chan(a, b):
@@ -165,9 +174,7 @@ def _quadratic_value(d, pre, lo, hi, steps: int):
     s1b, s2b = _range_sums(p1, mid, hi), _range_sums(p2, mid, hi)
     ea1, ea2 = s1a - ref * ca, s2a - ref * (2 * s1a - ref * ca)
     eb1, eb2 = s1b - ref * cb, s2b - ref * (2 * s1b - ref * cb)
-    a, b, c0 = ca - cb, ea1 - eb1, ea2 - eb2 - w
-    den = b + jnp.sqrt(jnp.maximum(b * b - a * c0, 0))
-    return ref + jnp.where(den > 0, c0 / jnp.where(den > 0, den, 1), 0)
+    return ref + _piece_root(ca - cb, ea1 - eb1, ea2 - eb2 - w)
 
 
 def _prefix(x):
